@@ -1,0 +1,1 @@
+"""LayerScope's Qt desktop front end: the only package that imports Qt."""

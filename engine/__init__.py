@@ -1,0 +1,35 @@
+"""LayerScope's engine: everything that computes. Never imports Qt.
+
+Importing ``engine`` is cheap: torch is loaded only when a torch-using name is first used,
+so the desktop app can show its window before paying for torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .errors import LayerScopeError, Problem, SpecError
+from .registry import FAMILIES, LayerKind, Param, get_kind, kinds
+from .spec import INPUT_ID, InputSpec, NetSpec, Node, dumps, from_dict, load, loads, save
+from .presets import load_preset, preset_names, resolve_net
+
+__version__ = "0.1.0"
+
+# name -> submodule, imported on first use (these pull in torch)
+_LAZY = {
+    "analyze": "graph", "build_model": "graph", "NetInfo": "graph", "LayerInfo": "graph",
+    "LayerNet": "graph",
+}
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["LayerScopeError", "Problem", "SpecError", "FAMILIES", "LayerKind", "Param", "get_kind",
+           "kinds", "INPUT_ID", "InputSpec", "NetSpec", "Node", "dumps", "from_dict", "load", "loads",
+           "save", "load_preset", "preset_names", "resolve_net", *_LAZY]

@@ -1,0 +1,140 @@
+"""Layer kinds: one registry entry per kind with a parameter schema and a builder.
+
+The schema is plain Python (no torch) so the GUI can draw palettes and property forms
+without importing torch; builders import torch only when called.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a layer kind: its type, default, bounds and a one-line help."""
+
+    name: str
+    type: str  # "int", "float", "bool", "choice", "int_or_choice", "int_pair"
+    default: Any = _MISSING
+    help: str = ""
+    min: float | None = None
+    max: float | None = None
+    choices: tuple = ()
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING
+
+    def check(self, value: Any) -> str | None:
+        """Return a sentence saying what is wrong with ``value``, or None when it is fine."""
+        t = self.type
+        if t == "bool":
+            if not isinstance(value, bool):
+                return f"'{self.name}' must be true or false, not {value!r}"
+            return None
+        if t == "choice":
+            if value not in self.choices:
+                return f"'{self.name}' must be one of {', '.join(map(str, self.choices))}, not {value!r}"
+            return None
+        if t == "int_or_choice" and isinstance(value, str):
+            if value not in self.choices:
+                return f"'{self.name}' must be a whole number or one of {', '.join(self.choices)}, not {value!r}"
+            return None
+        if t == "int_pair" and isinstance(value, list):
+            if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                return f"'{self.name}' must be a whole number or a pair of whole numbers, not {value!r}"
+            vals = value
+        elif t in ("int", "int_or_choice", "int_pair"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                return f"'{self.name}' must be a whole number, not {value!r}"
+            vals = [value]
+        elif t == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                return f"'{self.name}' must be a number, not {value!r}"
+            vals = [value]
+        else:  # pragma: no cover - schema bug
+            raise ValueError(f"unknown param type {t}")
+        for v in vals:
+            if self.min is not None and v < self.min:
+                return f"'{self.name}' is {v}, below its minimum {_fmt(self.min)}"
+            if self.max is not None and v > self.max:
+                return f"'{self.name}' is {v}, above its maximum {_fmt(self.max)}"
+        return None
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """A layer kind: name, family (palette group), schema, builder and input arity."""
+
+    name: str
+    family: str
+    help: str
+    params: tuple[Param, ...]
+    build: Callable[..., Any] = field(compare=False)
+    min_inputs: int = 1
+    max_inputs: int = 1
+    key_params: tuple[str, ...] = ()
+    check: Callable[..., str | None] | None = field(default=None, compare=False)
+
+    def param(self, name: str) -> Param | None:
+        for p in self.params:
+            if p.name == name:
+                return p
+        return None
+
+    def defaults(self) -> dict:
+        """Every parameter with a default, for a freshly dropped node."""
+        return {p.name: p.default for p in self.params if not p.required}
+
+    def resolved(self, params: dict) -> dict:
+        """The given params with defaults filled in."""
+        out = self.defaults()
+        out.update(params)
+        return out
+
+
+REGISTRY: dict[str, LayerKind] = {}
+
+FAMILIES = ("input", "convolution", "pooling", "normalisation", "activation", "linear", "merge",
+            "regularisation")
+
+
+def register_layer(name: str, *, family: str, help: str, params: tuple[Param, ...] = (),
+                   min_inputs: int = 1, max_inputs: int = 1, key_params: tuple[str, ...] = (),
+                   check: Callable[..., str | None] | None = None):
+    """Decorator registering a builder ``f(params, in_shapes) -> nn.Module`` as a layer kind.
+
+    ``check(params, in_shapes)`` may return a sentence explaining why the input shapes do
+    not fit (checked before PyTorch sees them, so the message names the real cause).
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}")
+
+    def deco(fn):
+        if name in REGISTRY:
+            raise ValueError(f"layer kind {name!r} registered twice")
+        REGISTRY[name] = LayerKind(name, family, help, tuple(params), fn, min_inputs, max_inputs,
+                                   key_params, check)
+        return fn
+
+    return deco
+
+
+def get_kind(name: str) -> LayerKind | None:
+    """The registered kind called ``name`` (None when unknown)."""
+    from . import layers  # noqa: F401  (registers the built-in kinds)
+
+    return REGISTRY.get(name)
+
+
+def kinds() -> dict[str, LayerKind]:
+    """All registered kinds by name, in registration order."""
+    from . import layers  # noqa: F401
+
+    return dict(REGISTRY)
