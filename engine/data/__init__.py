@@ -1,11 +1,20 @@
-"""Datasets: ``get_dataset(name_or_path, input_spec, ...)`` gives train/test splits already
-preprocessed to the net's input (channels, height, width) as float tensors in [0, 1]-ish range,
-normalised. Built in: ``synthetic`` (random tensors) and ``digits`` (scikit-learn's 1,797 real
-8x8 handwritten digit scans, shipped inside the package, no download).
+"""Datasets: ``get_dataset(name_or_path, input_spec, ...)`` gives train/test splits fitted to the
+net's input (channels, height, width) as normalised float tensors.
+
+Built in (no download): ``synthetic`` (random tensors) and ``digits`` (scikit-learn's 1,797 real
+8x8 handwritten digit scans, shipped inside the package). From files: MNIST / Fashion-MNIST IDX
+files, CIFAR-10 binary batches and image folders (one sub-folder per class), either at a path or,
+for ``mnist``, ``fashion-mnist`` and ``cifar10``, in the cache folder that ``download`` fills.
+
+This module stays torch-free so the app can name datasets before torch loads; the readers import
+torch when a dataset is actually opened.
 """
 from __future__ import annotations
 
+import importlib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import LayerScopeError
 
@@ -24,11 +33,22 @@ class DatasetInfo:
     train_size: int
     test_size: int
     preprocessing: list[str] = field(default_factory=list)
+    format: str = ""  # "synthetic" | "builtin" | "idx" | "cifar10-binary" | "image-folder"
+    location: str | None = None  # the folder read, when the data came from files
+    class_names: list[str] = field(default_factory=list)
+    costly: bool = False  # fitting is expensive per sample (big upscale, image decoding)
 
     def summary(self) -> str:
         steps = "; ".join(self.preprocessing) or "none"
         return (f"{self.name}: {self.train_size} train / {self.test_size} test samples, "
                 f"{self.classes} classes - {self.source}; preprocessing: {steps}")
+
+    def to_dict(self) -> dict:
+        """JSON-able form for the session's meta table."""
+        return {"name": self.name, "source": self.source, "classes": self.classes,
+                "train_size": self.train_size, "test_size": self.test_size,
+                "preprocessing": list(self.preprocessing), "format": self.format,
+                "location": self.location, "class_names": list(self.class_names)}
 
 
 @dataclass
@@ -41,14 +61,91 @@ class DatasetSplits:
 
 
 BUILTIN = ("synthetic", "digits")
+DOWNLOADABLE = ("mnist", "fashion-mnist", "cifar10")
+_ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10",
+            "cifar_10": "cifar10"}
 
 
-def get_dataset(name: str, input_spec, *, seed: int = 0, root=None, synthetic_size: int = 512) -> DatasetSplits:
-    """The dataset ``name`` (or a folder/file path) shaped for ``input_spec``; DatasetError if unusable."""
-    from . import builtin
+def canonical_name(name: str) -> str | None:
+    """The dataset name ``name`` stands for (``"MNIST"`` -> ``"mnist"``), or None if not a known name."""
+    n = name.strip().lower()
+    n = _ALIASES.get(n, n)
+    return n if n in BUILTIN or n in DOWNLOADABLE else None
 
-    if name == "synthetic":
+
+def data_home(root=None) -> Path:
+    """The cache folder holding downloaded datasets: ``root``, else $LAYERSCOPE_DATA, else
+    $XDG_CACHE_HOME/layerscope/datasets (default ~/.cache/layerscope/datasets)."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("LAYERSCOPE_DATA")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "layerscope" / "datasets"
+
+
+def dataset_dir(name: str, root=None) -> Path:
+    """Where the downloadable dataset ``name`` lives in the cache (whether or not it is there)."""
+    canon = canonical_name(name)
+    if canon not in DOWNLOADABLE:
+        raise DatasetError(f"'{name}' is not a downloadable dataset; those are {', '.join(DOWNLOADABLE)}")
+    return data_home(root) / canon
+
+
+def get_dataset(name: str, input_spec, *, seed: int = 0, root=None, synthetic_size: int = 512,
+                test_fraction: float = 0.2) -> DatasetSplits:
+    """The dataset ``name`` (a built-in or cached name, or a folder path) fitted to ``input_spec``.
+
+    Raises DatasetError with a one-sentence reason when the data is missing, malformed, or has
+    more classes than the net outputs. ``seed`` drives the split where the format has no
+    standard one (``test_fraction`` of the samples are held out).
+    """
+    canon = canonical_name(str(name))
+    if canon == "synthetic":
+        from . import builtin
         return builtin.synthetic(input_spec, seed=seed, size=synthetic_size)
-    if name == "digits":
-        return builtin.digits(input_spec, seed=seed)
-    raise DatasetError(f"unknown dataset '{name}'; built in: {', '.join(BUILTIN)}")
+    if canon == "digits":
+        from . import builtin
+        return builtin.digits(input_spec, seed=seed, test_fraction=test_fraction)
+    from . import formats
+
+    if canon in DOWNLOADABLE:
+        splits = formats.load_cached(canon, input_spec, root=root, seed=seed, test_fraction=test_fraction)
+    else:
+        path = Path(str(name)).expanduser()
+        if not path.exists():
+            if any(sep in str(name) for sep in ("/", "\\", "~")) or str(name).startswith("."):
+                raise DatasetError(f"no such folder: {name}")
+            raise DatasetError(f"unknown dataset '{name}'; built in: {', '.join(BUILTIN)}; "
+                               f"downloadable: {', '.join(DOWNLOADABLE)}; or give a folder path")
+        splits = formats.load_path(path, input_spec, seed=seed, test_fraction=test_fraction, name=str(name))
+    check_classes(splits.info.classes, input_spec)
+    return splits
+
+
+def check_classes(classes: int, input_spec) -> None:
+    """DatasetError when the data has more classes than the net has outputs."""
+    if classes > input_spec.classes:
+        raise DatasetError(f"the dataset has {classes} classes but the net outputs {input_spec.classes}")
+
+
+# name -> submodule; imported on first use because these pull in torch
+_LAZY = {
+    "download": "download", "is_downloaded": "download", "DownloadFile": "download",
+    "loader_kwargs": "loading", "sample_predictions": "loading", "SamplePrediction": "loading",
+    "FittedDataset": "fitting", "Fit": "fitting",
+}
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'engine.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["DatasetError", "DatasetInfo", "DatasetSplits", "BUILTIN", "DOWNLOADABLE", "canonical_name",
+           "data_home", "dataset_dir", "get_dataset", "check_classes", *_LAZY]

@@ -2,67 +2,87 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset
 
-from . import DatasetError, DatasetInfo, DatasetSplits
+from . import DatasetError, DatasetInfo, DatasetSplits, check_classes
+from .fitting import Fit, FittedDataset, seeded_split
+
+SYNTHETIC_POOL_BYTES = 64 << 20  # distinct random images kept; larger sets reuse them
+
+
+class SyntheticDataset(Dataset):
+    """Random normal images with random labels; sample i is pool image i mod pool size."""
+
+    def __init__(self, pool: torch.Tensor, labels: torch.Tensor):
+        self.pool = pool
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, items) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (N x C x H x W float32) and labels for these positions."""
+        rows = torch.as_tensor(items, dtype=torch.long)
+        return self.pool[rows % len(self.pool)], self.labels[rows]
+
+    def __getitem__(self, i):
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} samples")
+        return self.pool[i % len(self.pool)], int(self.labels[i])
+
+    def __getitems__(self, items):
+        x, y = self.batch(list(items))
+        return list(zip(x.unbind(0), y.tolist()))
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.labels
 
 
 def synthetic(input_spec, *, seed: int = 0, size: int = 512) -> DatasetSplits:
-    """Random normal images with random labels: pure profiling, accuracy is chance."""
+    """Random normal images with random labels: pure profiling, accuracy is chance.
+
+    At most 64 MB of distinct images are generated; beyond that images repeat (labels do
+    not), so a 3x224x224 net does not cost hundreds of megabytes of noise.
+    """
     g = torch.Generator().manual_seed(seed)
     c, h, w = input_spec.shape
     n_test = max(size // 8, 1)
-    x = torch.randn(size + n_test, c, h, w, generator=g)
-    y = torch.randint(0, input_spec.classes, (size + n_test,), generator=g)
+    total = size + n_test
+    pool_n = max(1, min(total, SYNTHETIC_POOL_BYTES // (4 * c * h * w)))
+    pool = torch.randn(pool_n, c, h, w, generator=g)
+    y = torch.randint(0, input_spec.classes, (total,), generator=g)
+    notes = [f"shape {c}x{h}x{w}"]
+    if pool_n < total:
+        notes.append(f"{pool_n} distinct random images reused (64 MB cap)")
     info = DatasetInfo("synthetic", "random normal tensors generated on the fly (accuracy is chance)",
-                       input_spec.classes, size, n_test, [f"shape {c}x{h}x{w}"])
-    return DatasetSplits(TensorDataset(x[:size], y[:size]), TensorDataset(x[size:], y[size:]), info)
-
-
-def fit_images(x: torch.Tensor, input_spec, notes: list[str]) -> torch.Tensor:
-    """Resize (bilinear) and convert channels of an N x C x H x W float batch to the net's input."""
-    c, h, w = input_spec.shape
-    if tuple(x.shape[2:]) != (h, w):
-        notes.append(f"resize {x.shape[2]}x{x.shape[3]} -> {h}x{w} (bilinear)")
-        x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-    if x.shape[1] != c:
-        if x.shape[1] == 1:
-            notes.append(f"grey -> {c} channels (repeated)")
-            x = x.repeat(1, c, 1, 1)
-        elif c == 1:
-            notes.append(f"{x.shape[1]} channels -> grey (mean)")
-            x = x.mean(1, keepdim=True)
-        else:
-            raise DatasetError(f"cannot turn {x.shape[1]}-channel images into the net's {c} channels")
-    return x
-
-
-def normalise(train: torch.Tensor, test: torch.Tensor, notes: list[str]):
-    """Per-channel standardisation with the training split's mean and std."""
-    mean = train.mean(dim=(0, 2, 3), keepdim=True)
-    std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    notes.append("normalise with the training split's per-channel mean and std")
-    return (train - mean) / std, (test - mean) / std
+                       input_spec.classes, size, n_test, notes, format="synthetic")
+    train = SyntheticDataset(pool, y[:size])
+    # the test split starts where the train split stopped in the pool
+    test_pool = torch.roll(pool, -(size % pool_n), 0) if pool_n < total else pool[size:]
+    return DatasetSplits(train, SyntheticDataset(test_pool, y[size:]), info)
 
 
 def digits(input_spec, *, seed: int = 0, test_fraction: float = 0.2) -> DatasetSplits:
-    """scikit-learn's 1,797 real 8x8 digit scans (0-16 grey levels), seeded split, fitted to the input."""
+    """scikit-learn's 1,797 real 8x8 digit scans (0-16 grey levels), seeded split, fitted lazily
+    to the input and normalised with the training split's statistics."""
+    check_classes(10, input_spec)
     try:
         from sklearn.datasets import load_digits
     except ImportError:  # pragma: no cover - a declared dependency
         raise DatasetError("the built-in digits need scikit-learn (pip install scikit-learn)") from None
-    if input_spec.classes < 10:
-        raise DatasetError(f"digits has 10 classes but the net outputs {input_spec.classes}")
     d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(d.target, dtype=torch.long)
-    notes = ["scale 0..16 -> 0..1"]
-    x = fit_images(x, input_spec, notes)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    n_test = int(round(len(y) * test_fraction))
-    te, tr = perm[:n_test], perm[n_test:]
-    xtr, xte = normalise(x[tr], x[te], notes)
+    # 0..16 grey levels fit in uint8: the source costs 115 kB whatever the net's input size
+    source = torch.tensor(d.images, dtype=torch.uint8).unsqueeze(1)
+    labels = torch.tensor(d.target, dtype=torch.long)
+    fit = Fit((1, 8, 8), input_spec.shape, scale=16.0)
+    tr, te = seeded_split(len(labels), seed, test_fraction)
+    train = FittedDataset(source, labels, fit, tr)
+    test = FittedDataset(source, labels, fit, te)
+    fit.measure(lambda pos: train.raw(pos)[0], len(train), seed)
+    pct = int(round(test_fraction * 100))
     info = DatasetInfo("digits", "scikit-learn's load_digits: 1,797 real 8x8 handwritten digit scans "
-                       "(UCI optdigits), shipped inside the package", 10, len(tr), n_test,
-                       [f"seeded {int((1 - test_fraction) * 100)}/{int(test_fraction * 100)} split (seed {seed})", *notes])
-    return DatasetSplits(TensorDataset(xtr, y[tr]), TensorDataset(xte, y[te]), info)
+                       "(UCI optdigits), shipped inside the package", 10, len(tr), len(te),
+                       [f"seeded {100 - pct}/{pct} split (seed {seed})", *fit.notes], format="builtin",
+                       class_names=[str(i) for i in range(10)], costly=fit.costly)
+    return DatasetSplits(train, test, info)
