@@ -62,6 +62,7 @@ class DatasetSplits:
 
 BUILTIN = ("synthetic", "digits")
 DOWNLOADABLE = ("mnist", "fashion-mnist", "cifar10")
+TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 _ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10",
             "cifar_10": "cifar10"}
 
@@ -147,5 +148,5 @@ def __getattr__(name: str):
     return value
 
 
-__all__ = ["DatasetError", "DatasetInfo", "DatasetSplits", "BUILTIN", "DOWNLOADABLE", "canonical_name",
+__all__ = ["DatasetError", "DatasetInfo", "DatasetSplits", "BUILTIN", "DOWNLOADABLE", "TITLES", "canonical_name",
            "data_home", "dataset_dir", "get_dataset", "check_classes", *_LAZY]

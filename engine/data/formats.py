@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import DOWNLOADABLE, DatasetError, DatasetInfo, DatasetSplits, dataset_dir
+from . import DOWNLOADABLE, TITLES, DatasetError, DatasetInfo, DatasetSplits, dataset_dir
 from .fitting import Fit, FittedDataset
 
 IDX_IMAGES = 0x00000803  # unsigned bytes, 3 dimensions
@@ -26,7 +26,6 @@ CIFAR_RECORD = 1 + 3 * 32 * 32
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                    "Bag", "Ankle boot"]
-TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 # where torchvision and the official archives put the files below a dataset folder
 _SUBFOLDERS = ("raw", "cifar-10-batches-bin", "MNIST/raw", "FashionMNIST/raw")
 
