@@ -1,0 +1,244 @@
+"""Per-layer probes: every layer kind timed, backward through residual adds and ReLUs leaves
+gradients untouched, no hooks left behind, feature maps reduced and rate-limited."""
+import numpy as np
+import pytest
+import torch
+
+import engine
+from engine.probes import Probe, reduce_feature
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+def every_kind_net():
+    """A tiny net holding every registered layer kind once (ends in softmax)."""
+    return engine.from_dict({
+        "format": "layerscope-net", "version": 1, "name": "every-kind",
+        "input": {"channels": 3, "height": 12, "width": 12, "classes": 4},
+        "nodes": [
+            {"id": "c1", "kind": "conv2d", "params": {"out_channels": 4, "kernel": 3, "padding": 1}},
+            {"id": "bn", "kind": "batchnorm2d"},
+            {"id": "r", "kind": "relu"},
+            {"id": "lrn", "kind": "lrn", "params": {"size": 3}},
+            {"id": "c2", "kind": "conv2d", "params": {"out_channels": 4, "kernel": 3, "padding": 1}},
+            {"id": "add", "kind": "add", "inputs": ["lrn", "c2"]},
+            {"id": "lk", "kind": "leaky_relu"},
+            {"id": "th", "kind": "tanh"},
+            {"id": "ge", "kind": "gelu"},
+            {"id": "sg", "kind": "sigmoid"},
+            {"id": "cat", "kind": "concat", "inputs": ["sg", "r"]},
+            {"id": "mp", "kind": "maxpool2d", "params": {"kernel": 2}},
+            {"id": "ap", "kind": "avgpool2d", "params": {"kernel": 2}},
+            {"id": "aap", "kind": "adaptive_avgpool2d", "params": {"output_size": 2}},
+            {"id": "fl", "kind": "flatten"},
+            {"id": "dr", "kind": "dropout", "params": {"p": 0.1}},
+            {"id": "fc", "kind": "linear", "params": {"out_features": 4}},
+            {"id": "sm", "kind": "softmax"},
+        ]})
+
+
+def tiny_resnet():
+    """Two residual blocks (one with a projection) with out-of-place ReLUs after each add."""
+    def block(p, c, stride, down):
+        nodes = [
+            {"id": f"{p}_c1", "kind": "conv2d", "params": {"out_channels": c, "kernel": 3, "stride": stride,
+                                                          "padding": 1}},
+            {"id": f"{p}_bn1", "kind": "batchnorm2d"},
+            {"id": f"{p}_r1", "kind": "relu"},
+            {"id": f"{p}_c2", "kind": "conv2d", "params": {"out_channels": c, "kernel": 3, "padding": 1}},
+            {"id": f"{p}_bn2", "kind": "batchnorm2d"},
+        ]
+        skip = down
+        if down != "stem_r" or stride != 1:
+            nodes += [{"id": f"{p}_dc", "kind": "conv2d", "inputs": [down],
+                       "params": {"out_channels": c, "kernel": 1, "stride": stride}},
+                      {"id": f"{p}_dbn", "kind": "batchnorm2d"}]
+            skip = f"{p}_dbn"
+        nodes += [{"id": f"{p}_add", "kind": "add", "inputs": [f"{p}_bn2", skip]},
+                  {"id": f"{p}_r2", "kind": "relu"}]
+        return nodes
+    nodes = [{"id": "stem", "kind": "conv2d", "params": {"out_channels": 4, "kernel": 3, "padding": 1}},
+             {"id": "stem_bn", "kind": "batchnorm2d"}, {"id": "stem_r", "kind": "relu"}]
+    nodes += block("b1", 4, 1, "stem_r")
+    nodes += block("b2", 8, 2, "b1_r2")
+    nodes += [{"id": "gap", "kind": "adaptive_avgpool2d"}, {"id": "fl", "kind": "flatten"},
+              {"id": "fc", "kind": "linear", "params": {"out_features": 5}}]
+    return engine.from_dict({"format": "layerscope-net", "version": 1, "name": "tiny-resnet",
+                             "input": {"channels": 3, "height": 8, "width": 8, "classes": 5},
+                             "nodes": nodes})
+
+
+def _no_hooks(model):
+    for m in model.modules():
+        for name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+            assert not getattr(m, name), f"{type(m).__name__} keeps {name}"
+    assert "forward" not in model.__dict__
+
+
+def _train_step(model, x, y, probe=None):
+    model.zero_grad(set_to_none=True)
+    if probe is not None:
+        probe.begin_step()
+        out = probe.forward(x)
+    else:
+        out = model(x)
+    loss = torch.nn.functional.cross_entropy(out, y)
+    loss.backward()
+    if probe is not None:
+        probe.end_backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_every_kind_gets_forward_and_backward_times():
+    spec = every_kind_net()
+    info = engine.analyze(spec)
+    assert {layer.kind for layer in info.layers} == set(engine.kinds())
+    torch.manual_seed(0)
+    model = engine.build_model(spec, info)
+    probe = Probe(model, torch.device("cpu"), act_bytes_per_sample=[l.activation_bytes(1) for l in info.layers])
+    x, y = torch.randn(4, 3, 12, 12), torch.randint(0, 4, (4,))
+    try:
+        _train_step(model, x, y, probe)
+        lt = probe.collect(1, 0.0)
+    finally:
+        probe.detach()
+    assert lt.node_ids == [layer.id for layer in info.layers]
+    for nid, f, b, fs, bs, mem in zip(lt.node_ids, lt.fwd_ms, lt.bwd_ms, lt.fwd_start_ms, lt.bwd_start_ms,
+                                      lt.mem_bytes):
+        assert f is not None and f > 0, nid
+        assert b is not None and b > 0, nid
+        assert fs >= 0 and bs > fs, nid
+        assert mem == info.layer(nid).activation_bytes(4)
+    # forward slices follow each other in plan order, backward ones in reverse
+    assert lt.fwd_start_ms == sorted(lt.fwd_start_ms)
+    assert lt.bwd_start_ms[lt.node_ids.index("fc")] < lt.bwd_start_ms[lt.node_ids.index("c1")]
+    _no_hooks(model)
+
+
+def test_infer_has_forward_times_and_no_backward():
+    spec = engine.load_preset("lenet5")
+    model = engine.build_model(spec).eval()
+    probe = Probe(model, torch.device("cpu"))
+    with torch.inference_mode():
+        probe.begin_step()
+        out = probe.forward(torch.randn(2, 1, 28, 28))
+        lt = probe.collect(1, 0.0)
+    probe.detach()
+    assert out.shape == (2, 10)
+    assert all(f > 0 for f in lt.fwd_ms)
+    assert lt.bwd_ms == [None] * len(lt.node_ids)
+
+
+def test_profiled_forward_equals_plain_forward():
+    spec = tiny_resnet()
+    torch.manual_seed(1)
+    model = engine.build_model(spec).eval()
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        plain = model(x)
+        probe = Probe(model, torch.device("cpu"))
+        probe.begin_step()
+        probed = probe.forward(x)
+    probe.detach()
+    assert torch.equal(plain, probed)
+
+
+def test_residual_backward_gradients_unchanged_and_hooks_removed():
+    spec = tiny_resnet()
+    torch.manual_seed(2)
+    model = engine.build_model(spec)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,))
+    # batchnorm running stats move each forward: compare from the same starting state
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    out_a, grads_a = _train_step(model, x, y)
+    model.load_state_dict(state)
+    probe = Probe(model, torch.device("cpu"))
+    try:
+        out_b, grads_b = _train_step(model, x, y, probe)
+        lt = probe.collect(1, 0.0)
+    finally:
+        probe.detach()
+    assert torch.equal(out_a, out_b)
+    assert grads_a.keys() == grads_b.keys()
+    for k in grads_a:
+        assert torch.equal(grads_a[k], grads_b[k]), k
+    for kind_id in ("b1_add", "b2_add", "b1_r2", "b2_r2", "b2_dc"):
+        i = lt.node_ids.index(kind_id)
+        assert lt.fwd_ms[i] > 0 and lt.bwd_ms[i] > 0, kind_id
+    _no_hooks(model)
+
+
+def test_resnet18_backward_with_probes_matches_unprofiled():
+    spec = engine.load_preset("resnet18")
+    torch.manual_seed(3)
+    model = engine.build_model(spec)
+    model.eval()  # batch 1: batchnorm must use running stats; backward still runs through every node
+    x, y = torch.randn(1, 3, 224, 224), torch.tensor([7])
+    _, grads_a = _train_step(model, x, y)
+    probe = Probe(model, torch.device("cpu"))
+    try:
+        _, grads_b = _train_step(model, x, y, probe)
+        lt = probe.collect(1, 0.0)
+    finally:
+        probe.detach()
+    for k in grads_a:
+        assert torch.equal(grads_a[k], grads_b[k]), k
+    assert all(b is not None and b > 0 for b in lt.bwd_ms)
+    _no_hooks(model)
+
+
+def test_hooks_detached_after_a_failed_step():
+    spec = engine.load_preset("lenet5")
+    model = engine.build_model(spec)
+    probe = Probe(model, torch.device("cpu"))
+    probe.begin_step()
+    out = probe.forward(torch.randn(2, 1, 28, 28))
+    assert probe._handles  # grad_fn hooks waiting for a backward that never comes
+    probe.detach()
+    assert not probe._handles
+    del out
+    _no_hooks(model)
+
+
+def test_feature_map_reduced_and_rate_limited():
+    spec = engine.load_preset("alexnet")  # conv1 gives 64 channels of 55x55
+    model = engine.build_model(spec).eval()
+    now = [100.0]
+    probe = Probe(model, torch.device("cpu"), feature_node="conv1", feature_hz=4.0, clock=lambda: now[0])
+    # run only the first node: the probe walks the plan, so cut it short for speed
+    probe.plan, probe.free_after, probe.node_ids = probe.plan[:1], probe.free_after[:1], probe.node_ids[:1]
+    probe.n, probe.output_id = 1, "conv1"
+    probe._fwd, probe._gfs, probe._hooked = [0, 0], [None], [False]
+    with torch.inference_mode():
+        x = torch.randn(2, 3, 224, 224)
+        assert probe.feature_due()
+        probe.forward(x, timing=False)
+        fm = probe.take_feature(1, 0.5)
+        assert fm is not None and fm.node_id == "conv1"
+        assert fm.shape == (32, 55, 55)
+        arr = fm.array()
+        assert arr.dtype == np.uint8 and arr.min() == 0 and arr.max() == 255
+        assert fm.lo < fm.hi
+        now[0] += 0.1  # 0.1 s later: at 4 Hz the next map is not due yet
+        assert not probe.feature_due()
+        probe.forward(x, timing=False)
+        assert probe.take_feature(2, 0.6) is None
+        now[0] += 0.2
+        assert probe.feature_due()
+
+
+def test_reduce_feature_downsamples_and_lays_out_vectors():
+    u8, lohi = reduce_feature(torch.arange(2 * 100 * 80, dtype=torch.float32).reshape(2, 100, 80))
+    assert tuple(u8.shape) == (2, 64, 64) and u8.dtype == torch.uint8
+    assert lohi.tolist()[0] < lohi.tolist()[1]
+    v, _ = reduce_feature(torch.linspace(-1, 1, 10))
+    assert tuple(v.shape) == (1, 4, 4)
+    assert v.flatten()[:10].tolist()[0] == 0 and v.flatten()[9].item() == 255
+    big, _ = reduce_feature(torch.randn(9216))
+    assert tuple(big.shape) == (1, 64, 64)
