@@ -59,10 +59,10 @@ class Fit:
 
     @property
     def costly(self) -> bool:
-        """Whether fitting makes much bigger tensors than the source (loader workers may help)."""
+        """Whether fitting makes big samples out of much smaller ones (loader workers may help)."""
         cs, hs, ws = self.source_shape
         c, h, w = self.input_shape
-        return c * h * w > 4 * cs * hs * ws
+        return c * h * w >= 128 * 128 and c * h * w > 4 * cs * hs * ws
 
     def _unnormalised(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.float32) / self.scale
@@ -85,14 +85,14 @@ class Fit:
             x = x.expand(-1, self.expand, -1, -1)
         return x
 
-    def measure(self, take, n: int, seed: int) -> None:
-        """Per-channel mean and std of the fitted training images (at most STATS_LIMIT of them,
+    def measure(self, take, n: int, seed: int, limit: int = STATS_LIMIT) -> None:
+        """Per-channel mean and std of the fitted training images (at most ``limit`` of them,
         seeded choice), measured in chunks so memory stays bounded."""
         if n == 0:
             return
         idx = torch.arange(n)
-        if n > STATS_LIMIT:
-            idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:STATS_LIMIT].sort().values
+        if n > limit:
+            idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
         total = torch.zeros(self.mean.numel(), dtype=torch.float64)
         total_sq = torch.zeros_like(total)
         count = 0

@@ -1,0 +1,186 @@
+"""Datasets from generated files in the real formats: IDX (raw, .gz), CIFAR-10 binary, image folders,
+plus the built-ins; every split yields fitted (float C x H x W, int) samples with labels intact."""
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import engine
+from engine.data import DatasetError, data_home, get_dataset
+from engine.data.fitting import FittedDataset
+
+from _datagen import images, write_cifar, write_image_folder, write_mnist
+
+MNIST_IN = engine.InputSpec(1, 28, 28, 10)
+
+
+def _labels(ds) -> list[int]:
+    return [ds[i][1] for i in range(len(ds))]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_idx_folder(tmp_path, gz):
+    write_mnist(tmp_path / "m", gz=gz)
+    d = get_dataset(str(tmp_path / "m"), MNIST_IN)
+    assert (len(d.train), len(d.test)) == (60, 20)
+    assert d.info.format == "idx" and d.info.classes == 10
+    x, y = d.train[0]
+    assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and isinstance(y, int)
+    # labels come from the label file, in order
+    _, expected = images(60, 28, 28, seed=0)
+    assert _labels(d.train) == expected.tolist()
+    # the class pattern (bright band at a label-dependent row) survives: brightest rows match
+    band = [int(d.train[i][0][0].mean(1).argmax()) for i in range(10)]
+    assert band == [int(k * 26 / 9) for k in expected[:10]]
+    # normalised with the training statistics
+    xb, _ = d.train.batch(range(60))
+    assert abs(float(xb.mean())) < 1e-3 and abs(float(xb.std()) - 1) < 0.02
+    assert any("normalise" in n for n in d.info.preprocessing)
+
+
+def test_gz_and_raw_give_the_same_samples(tmp_path):
+    a = get_dataset(str(write_mnist(tmp_path / "raw")), MNIST_IN)
+    b = get_dataset(str(write_mnist(tmp_path / "gz", gz=True)), MNIST_IN)
+    assert torch.equal(a.test.batch(range(20))[0], b.test.batch(range(20))[0])
+
+
+def test_idx_in_torchvision_layout_and_file_path(tmp_path):
+    write_mnist(tmp_path / "MNIST" / "raw", gz=True)
+    assert len(get_dataset(str(tmp_path / "MNIST"), MNIST_IN).train) == 60
+    # pointing at one of the files means its folder
+    assert len(get_dataset(str(tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz"), MNIST_IN).test) == 20
+
+
+def test_named_datasets_come_from_the_cache(tmp_path, monkeypatch):
+    write_mnist(tmp_path / "cache" / "fashion-mnist", gz=True)
+    monkeypatch.setenv("LAYERSCOPE_DATA", str(tmp_path / "cache"))
+    assert data_home() == tmp_path / "cache"
+    d = get_dataset("fashion-mnist", MNIST_IN)
+    assert d.info.name == "fashion-mnist" and d.info.class_names[0] == "T-shirt/top"
+    assert "Fashion-MNIST" in d.info.source and str(tmp_path / "cache") in d.info.source
+    # root overrides the environment; a root holding the files itself works too
+    write_mnist(tmp_path / "elsewhere")
+    assert get_dataset("mnist", MNIST_IN, root=tmp_path / "elsewhere").info.location == str(tmp_path / "elsewhere")
+    with pytest.raises(DatasetError, match="MNIST is not downloaded yet"):
+        get_dataset("mnist", MNIST_IN)
+
+
+def test_cifar10_binary(tmp_path):
+    write_cifar(tmp_path / "c")
+    d = get_dataset(str(tmp_path / "c"), engine.InputSpec(3, 32, 32, 10))
+    assert (len(d.train), len(d.test)) == (60, 20)  # data_batch_1 + 2, test_batch
+    assert d.info.format == "cifar10-binary" and d.info.class_names[:2] == ["airplane", "automobile"]
+    _, y1 = images(30, 32, 32, 3, seed=0)
+    _, y2 = images(30, 32, 32, 3, seed=1)
+    assert _labels(d.train) == y1.tolist() + y2.tolist()
+    # the pixels are read plane by plane (R, G, B), row-major
+    raw = d.train.image(0)
+    assert raw.shape == (3, 32, 32) and raw.dtype == torch.uint8
+    x, _ = images(30, 32, 32, 3, seed=0)
+    assert torch.equal(raw, torch.from_numpy(x[0]))
+
+
+def test_cifar_to_a_grey_28x28_net(tmp_path):
+    write_cifar(tmp_path / "c")
+    d = get_dataset(str(tmp_path / "c"), MNIST_IN)
+    assert d.train[0][0].shape == (1, 28, 28)
+    notes = " ".join(d.info.preprocessing)
+    assert "grey" in notes and "32x32 -> 28x28" in notes
+
+
+def test_image_folder_seeded_split(tmp_path):
+    write_image_folder(tmp_path / "f", per_class=6)
+    a = get_dataset(str(tmp_path / "f"), engine.InputSpec(3, 24, 24, 5), seed=1)
+    b = get_dataset(str(tmp_path / "f"), engine.InputSpec(3, 24, 24, 5), seed=1)
+    c = get_dataset(str(tmp_path / "f"), engine.InputSpec(3, 24, 24, 5), seed=2)
+    assert a.info.format == "image-folder" and a.info.class_names == ["cat", "dog", "eel"]
+    assert len(a.train) + len(a.test) == 18 and len(a.test) == 4
+    assert a.train[0][0].shape == (3, 24, 24)
+    assert torch.equal(a.test.indices, b.test.indices) and not torch.equal(a.test.indices, c.test.indices)
+    # class k's images have channel k%3 saturated: the label matches the folder
+    for i in range(len(a.train)):
+        img, label = a.train.image(i), a.train[i][1]
+        assert int(img[label % 3].float().mean()) == 255
+
+
+def test_image_folder_train_test_layout_and_grey(tmp_path):
+    write_image_folder(tmp_path / "f" / "train", per_class=4, fmt="JPEG")
+    write_image_folder(tmp_path / "f" / "test", classes=("cat", "dog"), per_class=2, fmt="JPEG")
+    d = get_dataset(str(tmp_path / "f"), MNIST_IN)
+    assert (len(d.train), len(d.test)) == (12, 4)
+    assert d.train[0][0].shape == (1, 28, 28)
+    assert "own split" in " ".join(d.info.preprocessing)
+
+
+def test_digits_split_and_lazy_source():
+    spec = engine.InputSpec(3, 224, 224, 10)
+    d = get_dataset("digits", spec, seed=3)
+    assert (len(d.train), len(d.test)) == (1438, 359)
+    assert "scikit-learn" in d.info.source and "load_digits" in d.info.summary()
+    # the source stays 8x8 (115 kB), not 1,797 x 3 x 224 x 224 floats (1 GB)
+    assert d.train.source is d.test.source and d.train.source.shape == (1797, 1, 8, 8)
+    assert d.train.source.element_size() * d.train.source.numel() < 200_000
+    assert set(d.train.indices.tolist()).isdisjoint(d.test.indices.tolist())
+    x, _ = d.train[5]
+    assert x.shape == (3, 224, 224)
+    assert torch.equal(get_dataset("digits", spec, seed=3).test.indices, d.test.indices)
+    assert not torch.equal(get_dataset("digits", spec, seed=4).test.indices, d.test.indices)
+
+
+def test_article_resize_to_227_is_lazy(tmp_path):
+    write_mnist(tmp_path / "m")
+    d = get_dataset(str(tmp_path / "m"), engine.InputSpec(1, 227, 227, 10))
+    assert isinstance(d.train, FittedDataset)
+    assert d.train.source.dtype == torch.uint8 and d.train.source.shape == (60, 1, 28, 28)
+    assert d.train[0][0].shape == (1, 227, 227)
+    assert "resize 28x28 -> 227x227 (bilinear)" in d.info.preprocessing
+
+
+def test_dataloader_batches_through_getitems(tmp_path):
+    write_mnist(tmp_path / "m")
+    d = get_dataset(str(tmp_path / "m"), MNIST_IN)
+    x, y = next(iter(DataLoader(d.train, batch_size=16, shuffle=False)))
+    assert x.shape == (16, 1, 28, 28) and y.dtype == torch.int64
+    ref = torch.stack([d.train[i][0] for i in range(16)])
+    assert torch.allclose(x, ref, atol=1e-6)
+    assert y.tolist() == _labels(d.train)[:16]
+
+
+def test_fit_runs_on_raw_batches():
+    """A loop can move the small uint8 batch first and fit it where it computes."""
+    d = get_dataset("digits", MNIST_IN)
+    raw, y = d.train.raw([0, 1, 2])
+    assert raw.dtype == torch.uint8 and raw.shape == (3, 1, 8, 8)
+    assert torch.equal(d.train.fit(raw), d.train.batch([0, 1, 2])[0])
+
+
+def test_synthetic_caps_memory():
+    d = get_dataset("synthetic", engine.InputSpec(3, 224, 224, 10), synthetic_size=512)
+    assert len(d.train) == 512 and d.train[511][0].shape == (3, 224, 224)
+    assert d.train.pool.numel() * 4 <= 64 << 20
+    small = get_dataset("synthetic", MNIST_IN, synthetic_size=64)
+    assert len(small.train.pool) == 64 + 8  # small inputs: every sample distinct
+
+
+def test_alexnet_article_consumes_idx_files(tmp_path):
+    write_mnist(tmp_path / "m", gz=True)
+    spec = engine.load_preset("alexnet-article")
+    d = get_dataset(str(tmp_path / "m"), spec.input)
+    assert d.train[0][0].shape == (1, 28, 28)
+    x, y = next(iter(DataLoader(d.train, batch_size=4)))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = engine.build_model(spec)(x)
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+
+
+def test_loader_kwargs():
+    from engine.data import loader_kwargs
+
+    assert loader_kwargs("cpu") == {"num_workers": 0, "pin_memory": False}
+    assert loader_kwargs("cuda:0")["pin_memory"] is True
+    cheap = get_dataset("digits", MNIST_IN).info
+    assert loader_kwargs("cuda", cheap)["num_workers"] == 0
+    assert not cheap.costly
+    big = get_dataset("digits", engine.InputSpec(3, 227, 227, 10)).info
+    assert big.costly
+
