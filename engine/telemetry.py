@@ -488,8 +488,14 @@ def counter_at(ts: list[float], values: list[float], t: float) -> float | None:
 
 
 def step_span(step) -> tuple[float, float]:
-    """(start, end) of a StepRecord in run seconds; ``t`` is when the step finished."""
-    return step.t - step.step_ms / 1000.0, step.t
+    """(start, end) of a StepRecord in run seconds: ``t`` is when the step began (before waiting
+    for its batch), then ``data_ms`` of waiting and ``step_ms`` of compute."""
+    return step.t, step.t + (step.step_ms + (step.data_ms or 0.0)) / 1000.0
+
+
+def step_samples(step) -> float:
+    """Samples the step processed (``samples_per_s`` counts the data wait and the compute)."""
+    return step.samples_per_s * (step.step_ms + (step.data_ms or 0.0)) / 1000.0
 
 
 def energy_per_sample(ts: list[float], energy_j: list[float], steps: list, *, min_window_s: float = 1.0,
@@ -532,7 +538,7 @@ def energy_per_sample(ts: list[float], energy_j: list[float], steps: list, *, mi
             e0, e1 = counter_at(ts, energy_j, a), counter_at(ts, energy_j, b)
             if e0 is None or e1 is None or e1 < e0:
                 continue
-            samples = sum(s.samples_per_s * s.step_ms / 1000.0 for s in group)
+            samples = sum(step_samples(s) for s in group)
             windows.append((b - a, e1 - e0, len(group), samples))
     if not windows:
         return None

@@ -49,11 +49,14 @@ def make_records(steps=12, warmup=2, batch=8, mode="train", telemetry=True, spee
             bs.insert(0, None if b is None else acc)
             acc += (b or 0) + 0.01
         step_ms = acc + 0.05
-        recs.append(LayerTimes(s, t, ids, fwd, bwd, fs, bs, [r.act_bytes for r in LAYERS]))
-        t_end = t + step_ms / 1000
-        recs.append(StepRecord(s, t_end, mode, 2.3 - 0.1 * s if mode == "train" else None,
-                               0.1 + 0.05 * s if mode == "train" else None, step_ms, batch / (step_ms / 1000),
-                               data_ms=0.02, epoch=0, warmup=s < warmup, profiled=True))
+        data_ms = 0.02  # the step starts at t, waits for its batch, then computes from t + data_ms
+        t_end = t + (data_ms + step_ms) / 1000
+        recs.append(StepRecord(s, t, mode, 2.3 - 0.1 * s if mode == "train" else None,
+                               0.1 + 0.05 * s if mode == "train" else None, step_ms,
+                               batch / ((step_ms + data_ms) / 1000), data_ms=data_ms, epoch=0, warmup=s < warmup,
+                               profiled=s >= warmup))
+        if s >= warmup:  # like the run, warm-up steps carry no layer times
+            recs.append(LayerTimes(s, t + data_ms / 1000, ids, fwd, bwd, fs, bs, [r.act_bytes for r in LAYERS]))
         if telemetry:
             samples = [TelemetrySample(t_end, "psutil", "cpu_pct", 50.0 + s),
                        TelemetrySample(t_end, "psutil", "rss_bytes", 1e8 + s * 1e5)]
@@ -118,7 +121,7 @@ def test_round_trip_every_record_type(tmp_path):
 
 
 def test_contract_tables_readable_with_plain_sqlite(tmp_path):
-    p = write_session(tmp_path / "a.lsession", make_records(steps=3))
+    p = write_session(tmp_path / "a.lsession", make_records(steps=3, warmup=0))
     con = sqlite3.connect(p)
     assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")}
@@ -155,7 +158,7 @@ def test_written_incrementally_before_close(tmp_path):
             time.sleep(0.05)
         r = open_session(p)
         assert r.status == "running" and r.ended() is None
-        assert len(r.layer_times()) == 12
+        assert len(r.layer_times()) == 10  # 12 steps, 2 of them warm-up
         r.close()
     finally:
         w.close()
@@ -230,7 +233,7 @@ def test_sigkill_leaves_readable_running_session(tmp_path):
     assert proc.returncode == -9, proc.stderr
     r = open_session(p)
     assert r.status == "running" and r.ended() is None
-    assert len(r.steps()) == 12 and len(r.layer_times()) == 12
+    assert len(r.steps()) == 12 and len(r.layer_times()) == 10
 
 
 def _bad(tmp_path, name, data: bytes):
