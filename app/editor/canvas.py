@@ -1,0 +1,962 @@
+"""The canvas: the net drawn as a graph of node boxes and shape-labelled edges.
+
+Drop a layer kind from the palette on empty space to append it, on an edge to insert it,
+on a node to insert it after that node. Drag from a node's output port (bottom dot) to
+another node to connect them (a skip into ``add``/``concat`` is one drag). Items are
+rebuilt only when the graph's structure changes; text and colours are updated in place.
+
+Run alone: ``python -m app.editor.canvas [preset]``.
+"""
+from __future__ import annotations
+
+import math
+
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import (QAction, QBrush, QColor, QFont, QFontMetricsF, QKeySequence, QLinearGradient,
+                           QPainter, QPainterPath, QPainterPathStroker, QPen, QPolygonF)
+from PySide6.QtSvg import QSvgRenderer
+from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPathItem, QGraphicsScene, QGraphicsView, QLabel,
+                               QStyleOptionGraphicsItem, QWidget)
+
+import engine
+from engine import INPUT_ID
+
+from . import theme
+from .layout import COL_GAP, NODE_H, NODE_W, ROW_GAP
+from .model import EditorModel, Validation, _structure
+
+KIND_MIME = "application/x-layerscope-kind"
+PORT_R = 4.5
+METRIC_KEYS = {"time": "time_ms", "memory": "mem_bytes", "flops": "gflops"}
+METRIC_TITLES = {"time": "time per step", "memory": "memory", "flops": "GFLOP/s"}
+
+_svg_cache: dict[str, QSvgRenderer] = {}
+
+
+def _svg(kind: str, family: str) -> QSvgRenderer | None:
+    path = theme.icon_path(kind, family)
+    if not path:
+        return None
+    if path not in _svg_cache:
+        _svg_cache[path] = QSvgRenderer(path)
+    return _svg_cache[path]
+
+
+def metric_text(key: str, value) -> str:
+    if value is None:
+        return ""
+    if key == "time_ms":
+        return f"{value:.3g} ms" if value >= 0.01 else f"{value * 1000:.3g} us"
+    if key == "mem_bytes":
+        return theme.human_bytes(value)
+    return f"{value:.3g} GFLOP/s"
+
+
+def rounded_polyline(points: list[tuple[float, float]], radius: float = 8.0) -> QPainterPath:
+    """An orthogonal path through ``points`` with rounded corners."""
+    path = QPainterPath(QPointF(*points[0]))
+    for i in range(1, len(points) - 1):
+        (x0, y0), (x1, y1), (x2, y2) = points[i - 1], points[i], points[i + 1]
+        d1 = math.hypot(x1 - x0, y1 - y0)
+        d2 = math.hypot(x2 - x1, y2 - y1)
+        r = min(radius, d1 / 2, d2 / 2)
+        if r < 0.5:
+            path.lineTo(x1, y1)
+            continue
+        a = (x1 - (x1 - x0) / d1 * r, y1 - (y1 - y0) / d1 * r)
+        b = (x1 + (x2 - x1) / d2 * r, y1 + (y2 - y1) / d2 * r)
+        path.lineTo(*a)
+        path.quadTo(x1, y1, *b)
+    path.lineTo(*points[-1])
+    return path
+
+
+class NodeItem(QGraphicsItem):
+    """One layer (or the net input) as a rounded box with an input port on top and an output port below."""
+
+    def __init__(self, canvas: "CanvasView", node_id: str):
+        super().__init__()
+        self.canvas = canvas
+        self.node_id = node_id
+        self.kind_name = ""
+        self.family = "input"
+        self.params_text = ""
+        self.metric = ""
+        self.fill: QColor | None = None
+        self.problems: list[str] = []
+        self.port_hot = ""  # "in" / "out" while the mouse is over a port or a link targets it
+        self.setFlags(QGraphicsItem.ItemIsSelectable | QGraphicsItem.ItemSendsGeometryChanges
+                      | (QGraphicsItem.ItemIsMovable if node_id != INPUT_ID else QGraphicsItem.GraphicsItemFlag(0)))
+        self.setAcceptHoverEvents(True)
+        self.setZValue(2)
+
+    @property
+    def is_input(self) -> bool:
+        return self.node_id == INPUT_ID
+
+    def boundingRect(self) -> QRectF:
+        return QRectF(-3, -PORT_R - 3, NODE_W + 6, NODE_H + 2 * PORT_R + 6)
+
+    def box(self) -> QRectF:
+        return QRectF(0, 0, NODE_W, NODE_H)
+
+    def out_port(self) -> QPointF:
+        return QPointF(NODE_W / 2, NODE_H)
+
+    def in_port(self) -> QPointF:
+        return QPointF(NODE_W / 2, 0)
+
+    def port_at(self, local: QPointF) -> str:
+        for name, p in (("out", self.out_port()), ("in", self.in_port())):
+            if name == "in" and self.is_input:
+                continue
+            if (local - p).manhattanLength() <= PORT_R * 2.6:
+                return name
+        return ""
+
+    def set_content(self, kind_name: str, family: str, params_text: str) -> None:
+        if (kind_name, family, params_text) != (self.kind_name, self.family, self.params_text):
+            self.kind_name, self.family, self.params_text = kind_name, family, params_text
+            self.update()
+
+    def set_problems(self, problems: list[str]) -> None:
+        if problems != self.problems:
+            self.problems = problems
+            self._update_tooltip()
+            self.update()
+
+    def set_metric(self, text: str, fill: QColor | None) -> None:
+        if text != self.metric or fill != self.fill:
+            self.metric, self.fill = text, fill
+            self.update()
+
+    def _update_tooltip(self) -> None:
+        kind = engine.get_kind(self.kind_name)
+        head = f"<b>{self.node_id}</b> &nbsp;{self.kind_name}"
+        body = kind.help if kind else ("the net input" if self.is_input else "")
+        tip = f"{head}<br>{body}"
+        if self.problems:
+            tip += "".join(f"<br><span style='color:{theme.ERROR_COLOR}'>{p}</span>" for p in self.problems)
+        self.setToolTip(tip)
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget=None) -> None:
+        c = self.canvas.colors
+        lod = option.levelOfDetailFromTransform(painter.worldTransform())
+        accent = theme.family_color(self.family)
+        box = self.box()
+        fill = self.fill if self.fill is not None else theme.mix(c.node, accent, 0.10 if c.dark else 0.06)
+        text = theme.readable_text(fill) if self.fill is not None else c.text
+        muted = theme.mix(text, fill, 0.38)
+        selected = self.isSelected()
+        painter.setRenderHint(QPainter.Antialiasing)
+        if self.problems:
+            pen = QPen(c.error, 2.2)
+        elif selected:
+            pen = QPen(c.selected, 2.2)
+        else:
+            pen = QPen(c.node_border, 1.0)
+        painter.setPen(pen)
+        painter.setBrush(fill)
+        painter.drawRoundedRect(box, 7, 7)
+        # family accent: a stripe on the left edge, clipped to the rounded box
+        clip = QPainterPath()
+        clip.addRoundedRect(box.adjusted(1, 1, -1, -1), 6, 6)
+        painter.save()
+        painter.setClipPath(clip)
+        painter.fillRect(QRectF(0, 0, 5, NODE_H), accent)
+        painter.restore()
+        if selected and self.problems:
+            painter.setPen(QPen(c.selected, 1.2, Qt.DashLine))
+            painter.setBrush(Qt.NoBrush)
+            painter.drawRoundedRect(box.adjusted(-4, -4, 4, 4), 9, 9)
+        if lod >= 0.3:
+            renderer = _svg(self.kind_name if not self.is_input else "input", self.family)
+            if renderer is not None:
+                renderer.render(painter, QRectF(12, 8, 16, 16))
+            font = QFont(self.canvas.font())
+            font.setPointSizeF(9.0)
+            font.setBold(True)
+            painter.setFont(font)
+            painter.setPen(text)
+            fm = QFontMetricsF(font)
+            small = QFont(self.canvas.font())
+            small.setPointSizeF(7.8)
+            sfm = QFontMetricsF(small)
+            painter.drawText(QRectF(34, 5, NODE_W - 40, 20), Qt.AlignLeft | Qt.AlignVCenter,
+                             fm.elidedText(self.node_id, Qt.ElideMiddle, NODE_W - 42))
+            metric_w = 0.0
+            if self.metric:
+                mfont = QFont(small)
+                mfont.setBold(True)
+                painter.setFont(mfont)
+                painter.setPen(text)
+                metric_w = QFontMetricsF(mfont).horizontalAdvance(self.metric) + 8
+                painter.drawText(QRectF(12, 27, NODE_W - 20, 17), Qt.AlignRight | Qt.AlignVCenter, self.metric)
+            avail = NODE_W - 20 - metric_w
+            painter.setFont(small)
+            painter.setPen(muted)
+            kind_text = "" if self.is_input else sfm.elidedText(self.kind_name, Qt.ElideRight, avail)
+            painter.drawText(QRectF(12, 27, avail, 17), Qt.AlignLeft | Qt.AlignVCenter, kind_text)
+            rest = avail - (sfm.horizontalAdvance(kind_text) + 8 if kind_text else 0)
+            if self.params_text and rest > 12:
+                painter.setPen(text)
+                painter.drawText(QRectF(NODE_W - 8 - metric_w - rest, 27, rest, 17), Qt.AlignLeft | Qt.AlignVCenter,
+                                 sfm.elidedText(self.params_text, Qt.ElideRight, rest))
+        else:
+            font = QFont(self.canvas.font())
+            font.setPointSizeF(15)
+            font.setBold(True)
+            painter.setFont(font)
+            painter.setPen(text)
+            painter.drawText(box.adjusted(10, 0, -4, 0), Qt.AlignLeft | Qt.AlignVCenter,
+                             QFontMetricsF(font).elidedText(self.node_id, Qt.ElideRight, NODE_W - 14))
+        # ports
+        for name, p in (("in", self.in_port()), ("out", self.out_port())):
+            if name == "in" and self.is_input:
+                continue
+            hot = self.port_hot == name
+            painter.setPen(QPen(c.selected if hot else c.edge, 1.4))
+            painter.setBrush(c.selected if hot else c.background)
+            r = PORT_R + (1.5 if hot else 0)
+            painter.drawEllipse(p, r, r)
+        if self.problems:
+            painter.setPen(Qt.NoPen)
+            painter.setBrush(c.error)
+            painter.drawEllipse(QPointF(NODE_W - 2, 2), 7, 7)
+            painter.setPen(QColor("white"))
+            bold = QFont(self.canvas.font())
+            bold.setBold(True)
+            bold.setPointSizeF(8)
+            painter.setFont(bold)
+            painter.drawText(QRectF(NODE_W - 9, -5, 14, 14), Qt.AlignCenter, "!")
+
+    def hoverMoveEvent(self, event) -> None:
+        hot = self.port_at(event.pos())
+        if hot != self.port_hot and not self.canvas.linking:
+            self.port_hot = hot
+            self.setCursor(Qt.CrossCursor if hot == "out" else Qt.ArrowCursor)
+            self.update()
+        super().hoverMoveEvent(event)
+
+    def hoverLeaveEvent(self, event) -> None:
+        if self.port_hot and not self.canvas.linking:
+            self.port_hot = ""
+            self.update()
+        super().hoverLeaveEvent(event)
+
+    def itemChange(self, change, value):
+        if change == QGraphicsItem.ItemPositionHasChanged:
+            self.canvas._on_node_moved(self)
+        elif change == QGraphicsItem.ItemSelectedHasChanged:
+            self.update()
+        return super().itemChange(change, value)
+
+
+class EdgeItem(QGraphicsItem):
+    """A connection src -> dst with the shape of the tensor it carries."""
+
+    def __init__(self, canvas: "CanvasView", src: str, dst: str, slot: int, slots: int):
+        super().__init__()
+        self.canvas = canvas
+        self.src, self.dst, self.slot, self.slots = src, dst, slot, slots
+        self.label = ""
+        self.hot = False
+        self.path = QPainterPath()
+        self.label_pos = QPointF()
+        self._shape = QPainterPath()
+        self._bounds = QRectF()
+        self.setFlags(QGraphicsItem.ItemIsSelectable)
+        self.setAcceptHoverEvents(True)
+        self.setZValue(1)
+
+    def set_label(self, text: str) -> None:
+        if text != self.label:
+            self.prepareGeometryChange()
+            self.label = text
+            self._update_bounds()
+            self.update()
+
+    def set_hot(self, hot: bool) -> None:
+        if hot != self.hot:
+            self.hot = hot
+            self.update()
+
+    def update_path(self) -> None:
+        items = self.canvas._nodes
+        if self.src not in items or self.dst not in items:
+            return
+        s = items[self.src].sceneBoundingRect().adjusted(3, PORT_R + 3, -3, -PORT_R - 3)
+        t = items[self.dst].sceneBoundingRect().adjusted(3, PORT_R + 3, -3, -PORT_R - 3)
+        sx, sy = s.center().x(), s.bottom() + PORT_R
+        tx, ty = t.center().x() + (self.slot - (self.slots - 1) / 2) * 14, t.top() - PORT_R
+        rows = ty - sy
+        if rows >= 4:
+            if abs(sx - tx) < 2 and rows <= ROW_GAP * 1.5:
+                pts = [(sx, sy), (tx, ty)]
+                lab = (sx + 6, sy + rows / 2)
+            elif abs(s.center().x() - t.center().x()) < 2:
+                # same column, rows apart: run down the gutter beside the column
+                gx = s.right() + COL_GAP * 0.42
+                y1, y2 = sy + ROW_GAP * 0.45, ty - ROW_GAP * 0.45
+                pts = [(sx, sy), (sx, y1), (gx, y1), (gx, y2), (tx, y2), (tx, ty)]
+                lab = (gx + 5, (y1 + y2) / 2)
+            else:
+                ym = ty - min(ROW_GAP, rows) * 0.5
+                pts = [(sx, sy), (sx, ym), (tx, ym), (tx, ty)]
+                lab = (tx + 6, ym + (ty - ym) / 2) if rows <= ROW_GAP * 1.5 else (sx + 6, sy + ROW_GAP / 2)
+        else:
+            # the target is beside or above (the next lane): climb in the space between
+            y1, y2 = sy + ROW_GAP * 0.45, ty - ROW_GAP * 0.45
+            if t.left() > s.right():
+                gx = t.left() - 18
+            elif t.right() < s.left():
+                gx = (t.right() + s.left()) / 2
+            else:
+                gx = max(s.right(), t.right()) + COL_GAP * 0.42
+            pts = [(sx, sy), (sx, y1), (gx, y1), (gx, y2), (tx, y2), (tx, ty)]
+            lab = (gx + 5, (y1 + y2) / 2)
+        self.prepareGeometryChange()
+        self.path = rounded_polyline(pts, 9)
+        self.label_pos = QPointF(*lab)
+        stroker = QPainterPathStroker()
+        stroker.setWidth(14)
+        self._shape = stroker.createStroke(self.path)
+        self._update_bounds()
+
+    def _label_rect(self) -> QRectF:
+        if not self.label:
+            return QRectF()
+        fm = QFontMetricsF(self.canvas.label_font)
+        w = fm.horizontalAdvance(self.label) + 8
+        h = fm.height() + 2
+        return QRectF(self.label_pos.x() - 2, self.label_pos.y() - h / 2, w, h)
+
+    def _update_bounds(self) -> None:
+        self._bounds = self._shape.boundingRect().united(self._label_rect()).adjusted(-6, -6, 6, 6)
+
+    def boundingRect(self) -> QRectF:
+        return self._bounds
+
+    def shape(self) -> QPainterPath:
+        return self._shape
+
+    def paint(self, painter: QPainter, option, widget=None) -> None:
+        c = self.canvas.colors
+        lod = option.levelOfDetailFromTransform(painter.worldTransform())
+        hot = self.hot or self.isSelected()
+        color = c.edge_hot if hot else c.edge
+        painter.setRenderHint(QPainter.Antialiasing)
+        painter.setPen(QPen(color, 2.6 if hot else 1.5, Qt.SolidLine, Qt.RoundCap, Qt.RoundJoin))
+        painter.setBrush(Qt.NoBrush)
+        painter.drawPath(self.path)
+        end = self.path.pointAtPercent(1.0)
+        painter.setPen(Qt.NoPen)
+        painter.setBrush(color)
+        painter.drawPolygon(QPolygonF([end, end + QPointF(-4.5, -8), end + QPointF(4.5, -8)]))
+        if self.label and lod >= 0.35:
+            rect = self._label_rect()
+            bg = QColor(c.label_bg)
+            bg.setAlpha(215)
+            painter.setBrush(bg)
+            painter.drawRoundedRect(rect, 3, 3)
+            painter.setFont(self.canvas.label_font)
+            painter.setPen(c.edge_hot if hot else c.muted)
+            painter.drawText(rect.adjusted(4, 0, 0, 0), Qt.AlignLeft | Qt.AlignVCenter, self.label)
+
+
+class _Legend(QWidget):
+    """Colour scale for node metrics, pinned to the view's bottom-left corner."""
+
+    def __init__(self, parent: QWidget):
+        super().__init__(parent)
+        self.setAttribute(Qt.WA_TransparentForMouseEvents)
+        self.title = ""
+        self.lo = self.hi = ""
+        self.resize(230, 46)
+        self.hide()
+
+    def set_scale(self, title: str, lo: str, hi: str) -> None:
+        self.title, self.lo, self.hi = title, lo, hi
+        self.update()
+
+    def paintEvent(self, event) -> None:
+        p = QPainter(self)
+        p.setRenderHint(QPainter.Antialiasing)
+        pal = self.palette()
+        bg = QColor(pal.color(pal.ColorRole.Base))
+        bg.setAlpha(230)
+        p.setPen(QPen(pal.color(pal.ColorRole.Mid), 1))
+        p.setBrush(bg)
+        p.drawRoundedRect(QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5), 6, 6)
+        p.setPen(pal.color(pal.ColorRole.Text))
+        f = QFont(self.font())
+        f.setPointSizeF(8)
+        p.setFont(f)
+        p.drawText(QRectF(10, 3, self.width() - 20, 16), Qt.AlignLeft | Qt.AlignVCenter, self.title)
+        bar = QRectF(10, 21, self.width() - 20, 8)
+        grad = QLinearGradient(bar.topLeft(), bar.topRight())
+        for t in (0.0, 0.25, 0.5, 0.75, 1.0):
+            grad.setColorAt(t, theme.cost_color(t))
+        p.setPen(Qt.NoPen)
+        p.setBrush(grad)
+        p.drawRoundedRect(bar, 3, 3)
+        p.setPen(pal.color(pal.ColorRole.Text))
+        f.setPointSizeF(7.5)
+        p.setFont(f)
+        p.drawText(QRectF(10, 30, 100, 14), Qt.AlignLeft | Qt.AlignVCenter, self.lo)
+        p.drawText(QRectF(self.width() - 110, 30, 100, 14), Qt.AlignRight | Qt.AlignVCenter, self.hi)
+
+
+class CanvasView(QGraphicsView):
+    """The net as an editable graph. All edits go through ``model`` (undoable)."""
+
+    status_message = Signal(str)       # a short note for the status bar (e.g. why a connection was refused)
+    node_double_clicked = Signal(str)
+
+    def __init__(self, model: EditorModel, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.model = model
+        self.setScene(QGraphicsScene(self))
+        self.colors = theme.CanvasColors(self.palette())
+        self.label_font = QFont(self.font())
+        self.label_font.setPointSizeF(7.6)
+        self.setRenderHints(QPainter.Antialiasing | QPainter.TextAntialiasing)
+        self.setDragMode(QGraphicsView.RubberBandDrag)
+        self.setTransformationAnchor(QGraphicsView.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.AnchorViewCenter)
+        self.setViewportUpdateMode(QGraphicsView.SmartViewportUpdate)
+        self.setAcceptDrops(True)
+        self.setFocusPolicy(Qt.StrongFocus)
+        self.setBackgroundBrush(self.colors.background)
+        self._nodes: dict[str, NodeItem] = {}
+        self._edges: dict[tuple[str, str, int], EdgeItem] = {}
+        self._structure = None
+        self._syncing = False
+        self._metrics: dict[str, dict] = {}
+        self._color_by: str | None = None
+        self._hot_edge: EdgeItem | None = None
+        self._link_src: str | None = None
+        self._link_item: QGraphicsPathItem | None = None
+        self._link_target: NodeItem | None = None
+        self._pan_from = None
+        self._space = False
+        self._fit_pending = True
+        self._legend = _Legend(self.viewport())
+        self._hint = QLabel("Drag layers here from the palette\n(or double-click one)", self.viewport())
+        self._hint.setAlignment(Qt.AlignCenter)
+        self._hint.setAttribute(Qt.WA_TransparentForMouseEvents)
+        self._hint.setStyleSheet(f"color: {self.colors.muted.name()}; font-size: 13pt;")
+        self._hint.hide()
+        self._actions = self._make_actions()
+        self.scene().selectionChanged.connect(self._on_scene_selection)
+        model.spec_changed.connect(self._on_spec_changed)
+        model.spec_loaded.connect(self._on_spec_loaded)
+        model.validated.connect(self._on_validated)
+        model.selection_changed.connect(self._on_model_selection)
+        self._on_spec_changed()
+        if not model._pending:
+            self._on_validated(model.validation())
+
+    # -- public ------------------------------------------------------------------------------------
+    @property
+    def linking(self) -> bool:
+        return self._link_src is not None
+
+    def node_item(self, node_id: str) -> NodeItem | None:
+        return self._nodes.get(node_id)
+
+    def edge_item(self, src: str, dst: str) -> EdgeItem | None:
+        for (s, d, _), e in self._edges.items():
+            if s == src and d == dst:
+                return e
+        return None
+
+    def edges(self) -> list[EdgeItem]:
+        return list(self._edges.values())
+
+    def selected_ids(self) -> list[str]:
+        """Selected node ids in net order (the net input excluded)."""
+        order = {n.id: i for i, n in enumerate(self.model.spec_view().nodes)}
+        ids = [i.node_id for i in self.scene().selectedItems() if isinstance(i, NodeItem) and not i.is_input]
+        return sorted(ids, key=lambda k: order.get(k, 0))
+
+    def edit_actions(self) -> dict[str, QAction]:
+        """The canvas's actions (keys: undo, redo, cut, copy, paste, delete, duplicate, select_all,
+        fit, relayout, zoom_in, zoom_out, zoom_reset). Put these objects in menus; do not create
+        other actions with the same shortcuts, or Qt finds the shortcut ambiguous."""
+        return dict(self._actions)
+
+    def set_node_metrics(self, metrics: dict[str, dict], color_by: str | None = "time") -> None:
+        """Show measured costs: ``{node_id: {"time_ms", "mem_bytes", "gflops"}}`` (any subset).
+
+        Nodes show the time (or the colour-by metric when no time is given); with
+        ``color_by`` in {"time", "memory", "flops"} they are filled on a scale with a legend.
+        """
+        self._metrics = {k: dict(v) for k, v in metrics.items()}
+        self._color_by = color_by if color_by in METRIC_KEYS else None
+        self._apply_metrics()
+
+    def clear_metrics(self) -> None:
+        self._metrics = {}
+        self._color_by = None
+        self._apply_metrics()
+
+    def fit_view(self) -> None:
+        """Zoom and centre so the whole net is visible (never larger than 100 %)."""
+        rect = self.scene().itemsBoundingRect()
+        if rect.isEmpty():
+            return
+        rect = rect.adjusted(-24, -24, 24, 24)
+        self.fitInView(rect, Qt.KeepAspectRatio)
+        if self.transform().m11() > 1.0:
+            self.resetTransform()
+            self.centerOn(rect.center())
+        self._fit_pending = False
+
+    def zoom_by(self, factor: float) -> None:
+        s = self.transform().m11()
+        factor = max(0.08 / s, min(3.0 / s, factor))
+        self.scale(factor, factor)
+
+    def zoom_reset(self) -> None:
+        self.resetTransform()
+
+    def relayout(self) -> None:
+        self.model.relayout(self._view_size())
+        self.fit_view()
+
+    def delete_selection(self) -> None:
+        """Delete the selected nodes and connections (one undo step)."""
+        ids = self.selected_ids()
+        edges = [(e.src, e.dst) for e in self.scene().selectedItems() if isinstance(e, EdgeItem)]
+        edges = [(s, d) for s, d in edges if d not in ids and s not in ids]
+        if not ids and not edges:
+            return
+        stack = self.model.undo_stack()
+        stack.beginMacro("Delete")
+        try:
+            for s, d in edges:
+                self.model.disconnect(s, d)
+            self.model.remove_nodes(ids)
+        finally:
+            stack.endMacro()
+
+    # -- building items ----------------------------------------------------------------------------
+    def _on_spec_loaded(self) -> None:
+        self._fit_pending = True
+        if self.isVisible() and self.viewport().width() > 10:
+            self._fit_new_net()
+
+    def _fit_new_net(self) -> None:
+        self.model.fit_layout(self._view_size())
+        self.fit_view()
+
+    def _on_spec_changed(self) -> None:
+        spec = self.model.spec_view()
+        structure = _structure(spec)
+        if structure != self._structure:
+            self._rebuild(spec)
+            self._structure = structure
+        self._sync_content(spec)
+        self._hint.setVisible(not spec.nodes)
+        self._place_overlays()
+
+    def _rebuild(self, spec) -> None:
+        scene = self.scene()
+        self._syncing = True
+        try:
+            self._hot_edge = None
+            for item in list(self._edges.values()) + list(self._nodes.values()):
+                scene.removeItem(item)
+            self._nodes.clear()
+            self._edges.clear()
+            for nid in [INPUT_ID] + [n.id for n in spec.nodes]:
+                item = NodeItem(self, nid)
+                self._nodes[nid] = item
+                scene.addItem(item)
+            for i, n in enumerate(spec.nodes):
+                refs = [r for r in spec.inputs_of(i) if r in self._nodes]
+                for k, r in enumerate(refs):
+                    e = EdgeItem(self, r, n.id, k, len(refs))
+                    self._edges[(r, n.id, k)] = e
+                    scene.addItem(e)
+            sel = self.model.selected()
+            if sel in self._nodes:
+                self._nodes[sel].setSelected(True)
+        finally:
+            self._syncing = False
+
+    def _sync_content(self, spec) -> None:
+        pos = self.model.positions()
+        self._syncing = True
+        try:
+            for nid, item in self._nodes.items():
+                if nid == INPUT_ID:
+                    inp = spec.input
+                    item.set_content("input", "input",
+                                     f"{inp.channels}x{inp.height}x{inp.width}  {inp.classes} classes")
+                else:
+                    node = spec.node(nid)
+                    kind = engine.get_kind(node.kind)
+                    item.set_content(node.kind, kind.family if kind else "input",
+                                     theme.key_params_text(kind, node.params))
+                    if not item.toolTip():
+                        item._update_tooltip()
+                p = pos.get(nid)
+                if p is not None and (item.pos().x(), item.pos().y()) != tuple(p):
+                    item.setPos(*p)
+            for e in self._edges.values():
+                e.update_path()
+        finally:
+            self._syncing = False
+        self._apply_metrics()
+        self._update_scene_rect()
+
+    def _update_scene_rect(self) -> None:
+        r = self.scene().itemsBoundingRect()
+        m = max(400.0, max(r.width(), r.height()) * 0.5)
+        self.scene().setSceneRect(r.adjusted(-m, -m, m, m))
+
+    def _on_validated(self, v: Validation) -> None:
+        for nid, item in self._nodes.items():
+            item.set_problems(v.node_problems(nid))
+        for e in self._edges.values():
+            e.set_label(theme.shape_text(v.shapes.get(e.src)))
+
+    def _apply_metrics(self) -> None:
+        key = METRIC_KEYS.get(self._color_by) if self._color_by else None
+        values = [m.get(key) for m in self._metrics.values() if key and m.get(key) is not None]
+        lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
+        for nid, item in self._nodes.items():
+            m = self._metrics.get(nid, {})
+            shown = "time_ms" if m.get("time_ms") is not None else key
+            text = metric_text(shown, m.get(shown)) if shown else ""
+            fill = None
+            if key and m.get(key) is not None and hi > 0:
+                fill = theme.cost_color(m[key] / hi)
+            item.set_metric(text, fill)
+        if values:
+            self._legend.set_scale(METRIC_TITLES[self._color_by], metric_text(key, lo), metric_text(key, hi))
+        self._legend.setVisible(bool(values))
+
+    # -- selection ---------------------------------------------------------------------------------
+    def _on_scene_selection(self) -> None:
+        if self._syncing:
+            return
+        sel = [i for i in self.scene().selectedItems() if isinstance(i, NodeItem)]
+        current = self.model.selected()
+        if any(i.node_id == current for i in sel):
+            return
+        self.model.select(sel[-1].node_id if sel else "")
+
+    def _on_model_selection(self, node_id: str) -> None:
+        item = self._nodes.get(node_id)
+        if item is not None and item.isSelected():
+            return
+        self._syncing = True
+        try:
+            self.scene().clearSelection()
+            if item is not None:
+                item.setSelected(True)
+                self.ensureVisible(item, 40, 40)
+        finally:
+            self._syncing = False
+
+    # -- geometry ----------------------------------------------------------------------------------
+    def _on_node_moved(self, item: NodeItem) -> None:
+        if self._syncing:
+            return
+        for e in self._edges.values():
+            if e.src == item.node_id or e.dst == item.node_id:
+                e.update_path()
+
+    def _view_size(self) -> tuple[float, float]:
+        vp = self.viewport()
+        return (float(vp.width()), float(vp.height()))
+
+    def _place_overlays(self) -> None:
+        vp = self.viewport()
+        self._legend.move(12, vp.height() - self._legend.height() - 12)
+        self._hint.setGeometry(0, 0, vp.width(), vp.height())
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._place_overlays()
+        if self.viewport().width() > 10:
+            self.model.layout_view = self._view_size()
+        if self._fit_pending and self.isVisible():
+            self._fit_new_net()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self._fit_pending:
+            self._fit_new_net()
+
+    def drawBackground(self, painter: QPainter, rect: QRectF) -> None:
+        painter.fillRect(rect, self.colors.background)
+        if self.transform().m11() < 0.45:
+            return
+        step = 24
+        painter.setPen(QPen(self.colors.grid, 1.4))
+        x0 = math.floor(rect.left() / step) * step
+        y0 = math.floor(rect.top() / step) * step
+        pts = []
+        y = y0
+        while y < rect.bottom():
+            x = x0
+            while x < rect.right():
+                pts.append(QPointF(x, y))
+                x += step
+            y += step
+        if len(pts) < 20000:
+            painter.drawPoints(pts)
+
+    # -- drops from the palette --------------------------------------------------------------------
+    def _edge_at(self, view_pos) -> EdgeItem | None:
+        for item in self.items(view_pos.toPoint() if hasattr(view_pos, "toPoint") else view_pos):
+            if isinstance(item, EdgeItem):
+                return item
+            if isinstance(item, NodeItem):
+                return None
+        return None
+
+    def _node_at(self, view_pos) -> NodeItem | None:
+        for item in self.items(view_pos.toPoint() if hasattr(view_pos, "toPoint") else view_pos):
+            if isinstance(item, NodeItem):
+                return item
+        return None
+
+    def _set_hot_edge(self, edge: EdgeItem | None) -> None:
+        if self._hot_edge is not None and self._hot_edge is not edge:
+            self._hot_edge.set_hot(False)
+        self._hot_edge = edge
+        if edge is not None:
+            edge.set_hot(True)
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasFormat(KIND_MIME):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:
+        if event.mimeData().hasFormat(KIND_MIME):
+            self._set_hot_edge(self._edge_at(event.position()))
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragLeaveEvent(self, event) -> None:
+        self._set_hot_edge(None)
+        event.accept()
+
+    def dropEvent(self, event) -> None:
+        mime = event.mimeData()
+        if not mime.hasFormat(KIND_MIME):
+            event.ignore()
+            return
+        kind = bytes(mime.data(KIND_MIME)).decode("utf-8")
+        self._set_hot_edge(None)
+        event.acceptProposedAction()
+        self.drop_kind(kind, event.position())
+        self.setFocus()
+
+    def drop_kind(self, kind: str, view_pos) -> str | None:
+        """What a drop of ``kind`` at ``view_pos`` does: insert on an edge, after a node, or append."""
+        if kind == INPUT_ID:
+            self.model.select(INPUT_ID)
+            return None
+        if engine.get_kind(kind) is None:
+            self.status_message.emit(f"unknown layer kind '{kind}'")
+            return None
+        scene_pos = self.mapToScene(view_pos.toPoint() if hasattr(view_pos, "toPoint") else view_pos)
+        pos = (scene_pos.x() - NODE_W / 2, scene_pos.y() - NODE_H / 2)
+        edge = self._edge_at(view_pos)
+        node = self._node_at(view_pos)
+        if edge is not None:
+            nid = self.model.add_node(kind, insert_on_edge=(edge.src, edge.dst), pos=pos)
+        elif node is not None:
+            nid = self.model.add_node(kind, after=node.node_id)
+        else:
+            nid = self.model.add_node(kind, pos=pos)
+        self.status_message.emit(f"added {nid}")
+        return nid
+
+    # -- mouse: port links, panning, moving --------------------------------------------------------
+    def mousePressEvent(self, event) -> None:
+        if event.button() == Qt.MiddleButton or (self._space and event.button() == Qt.LeftButton):
+            self._pan_from = event.position()
+            self.viewport().setCursor(Qt.ClosedHandCursor)
+            event.accept()
+            return
+        if event.button() == Qt.LeftButton:
+            node = self._node_at(event.position())
+            if node is not None and node.port_at(node.mapFromScene(self.mapToScene(event.position().toPoint()))) == "out":
+                self._start_link(node, self.mapToScene(event.position().toPoint()))
+                event.accept()
+                return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event) -> None:
+        if self._pan_from is not None:
+            d = event.position() - self._pan_from
+            self._pan_from = event.position()
+            self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - int(d.x()))
+            self.verticalScrollBar().setValue(self.verticalScrollBar().value() - int(d.y()))
+            event.accept()
+            return
+        if self._link_src is not None:
+            self._update_link(event.position())
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:
+        if self._pan_from is not None and event.button() in (Qt.MiddleButton, Qt.LeftButton):
+            self._pan_from = None
+            self.viewport().setCursor(Qt.OpenHandCursor if self._space else Qt.ArrowCursor)
+            event.accept()
+            return
+        if self._link_src is not None and event.button() == Qt.LeftButton:
+            self._finish_link(event.position())
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
+        if event.button() == Qt.LeftButton:
+            self._commit_moves()
+
+    def mouseDoubleClickEvent(self, event) -> None:
+        node = self._node_at(event.position())
+        if node is not None:
+            self.node_double_clicked.emit(node.node_id)
+        super().mouseDoubleClickEvent(event)
+
+    def _commit_moves(self) -> None:
+        pos = self.model.positions()
+        moves = {nid: (item.pos().x(), item.pos().y()) for nid, item in self._nodes.items()
+                 if nid in pos and (item.pos().x(), item.pos().y()) != tuple(pos[nid])}
+        if moves:
+            self.model.move_nodes(moves)
+
+    def _start_link(self, node: NodeItem, scene_pos: QPointF) -> None:
+        self._link_src = node.node_id
+        self._link_item = QGraphicsPathItem()
+        pen = QPen(self.colors.selected, 2, Qt.DashLine)
+        self._link_item.setPen(pen)
+        self._link_item.setZValue(5)
+        self.scene().addItem(self._link_item)
+        self._update_link(self.mapFromScene(scene_pos))
+
+    def _update_link(self, view_pos) -> None:
+        src = self._nodes.get(self._link_src)
+        if src is None:
+            return
+        a = src.mapToScene(src.out_port())
+        b = self.mapToScene(view_pos.toPoint() if hasattr(view_pos, "toPoint") else view_pos)
+        path = QPainterPath(a)
+        dy = max(30.0, abs(b.y() - a.y()) / 2)
+        path.cubicTo(a + QPointF(0, dy), b - QPointF(0, dy), b)
+        self._link_item.setPath(path)
+        target = self._node_at(view_pos)
+        if target is not None and (target.is_input or target.node_id == self._link_src):
+            target = None
+        if target is not self._link_target:
+            if self._link_target is not None:
+                self._link_target.port_hot = ""
+                self._link_target.update()
+            if target is not None:
+                target.port_hot = "in"
+                target.update()
+            self._link_target = target
+
+    def _finish_link(self, view_pos) -> None:
+        self._update_link(view_pos)
+        src, target = self._link_src, self._link_target
+        self.scene().removeItem(self._link_item)
+        self._link_item = None
+        self._link_src = None
+        self._link_target = None
+        if target is not None:
+            target.port_hot = ""
+            target.update()
+            why = self.model.connect(src, target.node_id)
+            self.status_message.emit(why or f"connected {src} to {target.node_id}")
+
+    def wheelEvent(self, event) -> None:
+        if event.modifiers() & Qt.ShiftModifier or event.angleDelta().x():
+            super().wheelEvent(event)  # pan
+            return
+        steps = event.angleDelta().y() / 120.0
+        if steps:
+            self.zoom_by(1.15 ** steps)
+        event.accept()
+
+    def keyPressEvent(self, event) -> None:
+        if event.key() == Qt.Key_Space and not event.isAutoRepeat():
+            self._space = True
+            self.viewport().setCursor(Qt.OpenHandCursor)
+            event.accept()
+            return
+        if event.key() == Qt.Key_Escape and self._link_src is not None:
+            self.scene().removeItem(self._link_item)
+            self._link_item = None
+            self._link_src = None
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event) -> None:
+        if event.key() == Qt.Key_Space and not event.isAutoRepeat():
+            self._space = False
+            self.viewport().setCursor(Qt.ArrowCursor)
+            event.accept()
+            return
+        super().keyReleaseEvent(event)
+
+    # -- actions -----------------------------------------------------------------------------------
+    def _make_actions(self) -> dict[str, QAction]:
+        stack = self.model.undo_stack()
+        undo = stack.createUndoAction(self, "Undo")
+        undo.setShortcuts([QKeySequence("Ctrl+Z")])
+        redo = stack.createRedoAction(self, "Redo")
+        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        acts = {"undo": undo, "redo": redo}
+
+        def make(key, text, shortcuts, slot):
+            a = QAction(text, self)
+            a.setShortcuts([QKeySequence(s) for s in shortcuts])
+            a.triggered.connect(slot)
+            acts[key] = a
+
+        make("cut", "Cut", ["Ctrl+X"], lambda: self.model.cut_nodes(self.selected_ids()))
+        make("copy", "Copy", ["Ctrl+C"], lambda: self.model.copy_nodes(self.selected_ids()))
+        make("paste", "Paste", ["Ctrl+V"], lambda: self.model.paste())
+        make("delete", "Delete", ["Delete", "Backspace"], self.delete_selection)
+        make("duplicate", "Duplicate", ["Ctrl+D"], lambda: self.model.duplicate(self.selected_ids()))
+        make("select_all", "Select All", ["Ctrl+A"], self._select_all)
+        make("fit", "Fit to View", ["F"], self.fit_view)
+        make("relayout", "Re-layout", ["L"], self.relayout)
+        make("zoom_in", "Zoom In", ["Ctrl+=", "Ctrl++"], lambda: self.zoom_by(1.25))
+        make("zoom_out", "Zoom Out", ["Ctrl+-"], lambda: self.zoom_by(0.8))
+        make("zoom_reset", "Actual Size", ["Ctrl+0"], self.zoom_reset)
+        for a in acts.values():
+            a.setShortcutContext(Qt.WidgetWithChildrenShortcut)
+            self.addAction(a)
+        return acts
+
+    def _select_all(self) -> None:
+        for item in self._nodes.values():
+            if not item.is_input:
+                item.setSelected(True)
+
+    def sizeHint(self) -> QSize:
+        return QSize(900, 700)
+
+
+def main(argv=None) -> int:
+    from ._preview import preview
+
+    return preview(lambda model: CanvasView(model), argv, size=(1100, 800))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
