@@ -63,18 +63,41 @@ def synthetic(input_spec, *, seed: int = 0, size: int = 512) -> DatasetSplits:
     return DatasetSplits(train, SyntheticDataset(test_pool, y[size:]), info)
 
 
+def _digits_arrays():
+    """(images 1797 x 8 x 8, labels) of scikit-learn's digits.
+
+    Read straight from the CSV that scikit-learn ships (what ``load_digits`` reads), because
+    importing scikit-learn itself takes seconds; ``load_digits`` is the fallback.
+    """
+    import gzip
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    found = importlib.util.find_spec("sklearn")
+    if found is None:
+        raise DatasetError("the built-in digits need scikit-learn (pip install scikit-learn)")
+    for folder in found.submodule_search_locations or []:
+        csv = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if csv.is_file():
+            with gzip.open(csv) as f:
+                data = np.loadtxt(f, delimiter=",")
+            if data.shape == (1797, 65):
+                return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    return d.images, d.target
+
+
 def digits(input_spec, *, seed: int = 0, test_fraction: float = 0.2) -> DatasetSplits:
     """scikit-learn's 1,797 real 8x8 digit scans (0-16 grey levels), seeded split, fitted lazily
     to the input and normalised with the training split's statistics."""
     check_classes(10, input_spec)
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:  # pragma: no cover - a declared dependency
-        raise DatasetError("the built-in digits need scikit-learn (pip install scikit-learn)") from None
-    d = load_digits()
+    images, target = _digits_arrays()
     # 0..16 grey levels fit in uint8: the source costs 115 kB whatever the net's input size
-    source = torch.tensor(d.images, dtype=torch.uint8).unsqueeze(1)
-    labels = torch.tensor(d.target, dtype=torch.long)
+    source = torch.tensor(images, dtype=torch.uint8).unsqueeze(1)
+    labels = torch.tensor(target, dtype=torch.long)
     fit = Fit((1, 8, 8), input_spec.shape, scale=16.0)
     tr, te = seeded_split(len(labels), seed, test_fraction)
     train = FittedDataset(source, labels, fit, tr)

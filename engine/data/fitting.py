@@ -15,6 +15,7 @@ from . import DatasetError
 # ITU-R 601-2 luma, the weights Pillow's "L" conversion uses
 _LUMA = (0.299, 0.587, 0.114)
 STATS_LIMIT = 2048  # training images used to measure the normalisation statistics
+STATS_PIXELS = 32_000_000  # ... and at most this many fitted pixels per channel
 _STATS_CHUNK = 256
 
 
@@ -91,15 +92,18 @@ class Fit:
         if n == 0:
             return
         idx = torch.arange(n)
+        # big inputs: enough images for stable statistics, not seconds of upscaling
+        limit = max(min(limit, STATS_PIXELS // (self.input_shape[1] * self.input_shape[2])), 64)
         if n > limit:
             idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
         total = torch.zeros(self.mean.numel(), dtype=torch.float64)
         total_sq = torch.zeros_like(total)
         count = 0
         for start in range(0, len(idx), _STATS_CHUNK):
-            x = self._unnormalised(take(idx[start:start + _STATS_CHUNK])).to(torch.float64)
-            total += x.sum(dim=(0, 2, 3))
-            total_sq += (x * x).sum(dim=(0, 2, 3))
+            x = self._unnormalised(take(idx[start:start + _STATS_CHUNK]))
+            # per-image sums in float32 are exact enough; the sum over images is in float64
+            total += x.sum(dim=(2, 3)).to(torch.float64).sum(0)
+            total_sq += x.square().sum(dim=(2, 3)).to(torch.float64).sum(0)
             count += x.shape[0] * x.shape[2] * x.shape[3]
         mean = total / count
         var = (total_sq / count - mean * mean).clamp_min(0)

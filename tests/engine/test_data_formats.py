@@ -184,3 +184,13 @@ def test_loader_kwargs():
     big = get_dataset("digits", engine.InputSpec(3, 227, 227, 10)).info
     assert big.costly
 
+
+
+def test_digits_match_scikit_learn():
+    """The CSV read (fast path) gives exactly load_digits' images and labels."""
+    from sklearn.datasets import load_digits
+
+    d = get_dataset("digits", MNIST_IN)
+    ref = load_digits()
+    assert torch.equal(d.train.source[:, 0], torch.tensor(ref.images, dtype=torch.uint8))
+    assert d.train.labels.tolist() == ref.target.tolist()
