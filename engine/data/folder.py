@@ -125,7 +125,7 @@ def _scan(folder: Path):
 
 def _check_headers(paths: list[Path], root: Path) -> set[tuple[int, int]]:
     """The distinct (width, height) sizes; DatasetError naming the first file Pillow cannot identify."""
-    Image, _ = _pil()
+    Image, Unidentified = _pil()
     sizes = set()
     for p in paths:
         try:
@@ -133,7 +133,8 @@ def _check_headers(paths: list[Path], root: Path) -> set[tuple[int, int]]:
                 sizes.add(im.size)
         except Exception as e:
             rel = p.relative_to(root) if p.is_relative_to(root) else p
-            raise DatasetError(f"{rel} is not a readable image: {_first_line(e)}") from None
+            why = "Pillow cannot identify it" if isinstance(e, Unidentified) else _first_line(e)
+            raise DatasetError(f"{rel} is not a readable image ({why})") from None
     return sizes
 
 

@@ -226,7 +226,7 @@ def load_cifar(folder: Path, input_spec, *, name: str, title: str | None = None)
     names = _files(folder)
     train_files = sorted((n for n in names if _CIFAR_TRAIN_RE.match(n)),
                          key=lambda n: int(_CIFAR_TRAIN_RE.match(n).group(1)))
-    what = f"{title} in {folder}" if title else f"the CIFAR-10 batches in {folder}"
+    what = f"{title} in {folder}" if title else f"the CIFAR-10 dataset in {folder}"
     if not train_files:
         raise DatasetError(f"{what} is incomplete: no data_batch_N.bin training batches")
     if CIFAR_TEST not in names:
