@@ -11,6 +11,7 @@ import json
 import os
 import re
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -137,7 +138,9 @@ def _read(path: Path) -> tuple[dict, dict]:
 
     if path.suffix in TORCH_SUFFIXES:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a pickle protocol note is no concern of the user's
+                warnings.simplefilter("ignore")
+                obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # weights_only refuses anything but tensors and plain containers
             raise CheckpointError(f"{path.name} is not a plain torch state dict that can be loaded safely "
                                   f"(weights only): {_first_line(e)}") from None
