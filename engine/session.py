@@ -96,6 +96,13 @@ def _is_session_header(path: Path) -> bool:
         return False
 
 
+class _Meta:
+    """Queue item: meta keys to set (written by the writer itself, not by a run record)."""
+
+    def __init__(self, values: dict):
+        self.values = values
+
+
 _HELD_MAPS = object()  # queue marker: store the feature maps held back by the rate limit
 
 
@@ -110,7 +117,7 @@ class SessionWriter:
     """
 
     def __init__(self, path, *, flush_interval: float = 0.5, feature_interval_s: float = 1.0,
-                 overwrite: bool = True):
+                 record_telemetry_status: bool = True):
         self.path = Path(path)
         self.flush_interval = float(flush_interval)
         self.feature_interval_s = float(feature_interval_s)
@@ -127,6 +134,10 @@ class SessionWriter:
         self._fm_last_t: dict[str, float] = {}
         self._fm_held: dict[str, FeatureMap] = {}  # newest map not stored yet, per node
         self._start_time: float | None = None
+        # which telemetry this machine offers for the run's device (and why not), probed off the
+        # run's thread so a reader can say why a series is absent
+        self._probe_device: str | None = None
+        self._record_tel = record_telemetry_status
         self._con = self._create()
         self._thread = threading.Thread(target=self._loop, name="layerscope-session-writer", daemon=True)
         self._thread.start()
@@ -168,12 +179,27 @@ class SessionWriter:
         if self._closed or self.error:
             return
         self._queue.append(record)
+        if isinstance(record, RunInfo) and self._record_tel:
+            self._probe_device = str((record.device or {}).get("id") or (record.config or {}).get("device") or "cpu")
         if isinstance(record, (RunInfo, RunEnded)):
             self.flush()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.flush_interval):
+            self._probe_telemetry()
             self.flush()
+
+    def _probe_telemetry(self) -> None:
+        dev, self._probe_device = self._probe_device, None
+        if dev is None:
+            return
+        try:
+            from .telemetry import telemetry_status
+
+            status = telemetry_status(dev)
+        except Exception as e:  # never let a probe break the recording
+            status = {"error": f"{type(e).__name__}: {e}"}
+        self._queue.append(_Meta({"telemetry": status}))
 
     def flush(self) -> None:
         """Write everything queued so far in one transaction."""
@@ -205,6 +231,7 @@ class SessionWriter:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
+        self._probe_telemetry()
         self._queue.append(_HELD_MAPS)
         self.flush()
         with self._db_lock:
@@ -229,6 +256,8 @@ class SessionWriter:
     def _write(self, rec) -> None:
         if rec is _HELD_MAPS:
             self._write_held_feature_maps()
+        elif isinstance(rec, _Meta):
+            self._set_meta(**rec.values)
         elif isinstance(rec, TelemetryBatch):
             self._write_telemetry(rec)
         elif isinstance(rec, LayerTimes):

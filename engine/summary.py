@@ -204,7 +204,7 @@ def power_note(src) -> str | None:
     series = src.telemetry_series()
     if any(m == "power_w" for _, m in series):
         return None
-    tel = (src.info.device or {}).get("telemetry") or (src.info.config or {}).get("telemetry_status")
+    tel = ((src.info.device or {}).get("telemetry") or (getattr(src, "meta", None) or {}).get("telemetry"))
     reasons = []
     if isinstance(tel, dict):
         for name in ("nvml", "rapl"):
