@@ -18,6 +18,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "analyze": "graph", "build_model": "graph", "NetInfo": "graph", "LayerInfo": "graph",
     "LayerNet": "graph",
+    "open_session": "session", "SessionReader": "session", "SessionWriter": "session",
+    "SessionError": "session", "Telemetry": "telemetry", "telemetry_status": "telemetry",
+    "layer_summary": "summary", "run_summary": "summary", "compare": "export",
 }
 
 
