@@ -124,3 +124,17 @@ def test_unknown_name_and_published_table():
     assert all(f.md5 or f.sha256 for files in FILES.values() for f in files)
     assert [f.name for f in FILES["mnist"]] == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                                                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+
+
+def test_naming_and_downloading_need_no_torch():
+    """The app and CLI can list, locate and download datasets before torch is loaded."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, engine.data as d, engine.data.download as dl; d.data_home(); d.canonical_name('MNIST'); "
+            "dl.is_downloaded('mnist', '/nonexistent'); print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
