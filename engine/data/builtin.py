@@ -26,6 +26,9 @@ class SyntheticDataset(Dataset):
         return self.pool[rows % len(self.pool)], self.labels[rows]
 
     def __getitem__(self, i):
+        if not isinstance(i, int) and not (isinstance(i, torch.Tensor) and i.ndim == 0):
+            return self.batch(i)  # a list of positions (make_loader's batch sampler): a whole batch
+        i = int(i)
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} samples")
         return self.pool[i % len(self.pool)], int(self.labels[i])

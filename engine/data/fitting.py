@@ -152,7 +152,9 @@ class FittedDataset(Dataset):
         return self.fit(x).contiguous(), y
 
     def __getitem__(self, i):
-        x, y = self.batch([i])
+        if not isinstance(i, int) and not (isinstance(i, torch.Tensor) and i.ndim == 0):
+            return self.batch(i)  # a list of positions (make_loader's batch sampler): a whole batch
+        x, y = self.batch([int(i)])
         return x[0], int(y[0])
 
     def __getitems__(self, items):

@@ -26,6 +26,25 @@ def loader_kwargs(device, info=None) -> dict:
     return kw
 
 
+def make_loader(dataset, batch_size: int, *, shuffle: bool = True, seed: int = 0, device="cpu", info=None,
+                drop_last: bool = False):
+    """A DataLoader yielding ``(x N x C x H x W float32, y N int64)`` batches for ``device``.
+
+    Datasets with a ``batch`` method (all of ours) are fetched a batch at a time: the sampler
+    hands the dataset a list of positions and the fitted batch is used as is, with no per-sample
+    tensors and no second copy in ``collate``. ``seed`` makes the shuffling order reproducible.
+    """
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+
+    g = torch.Generator().manual_seed(seed)
+    kw = loader_kwargs(device, info)
+    if hasattr(dataset, "batch"):
+        order = RandomSampler(dataset, generator=g) if shuffle else SequentialSampler(dataset)
+        sampler = BatchSampler(order, batch_size, drop_last)
+        return DataLoader(dataset, batch_size=None, sampler=sampler, **kw)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g, drop_last=drop_last, **kw)
+
+
 class SamplePrediction(NamedTuple):
     """One held-out image as a person sees it (uint8 H x W or C x H x W), its label and the net's guess."""
 

@@ -194,3 +194,21 @@ def test_digits_match_scikit_learn():
     ref = load_digits()
     assert torch.equal(d.train.source[:, 0], torch.tensor(ref.images, dtype=torch.uint8))
     assert d.train.labels.tolist() == ref.target.tolist()
+
+
+def test_make_loader_batches_whole_batches(tmp_path):
+    from engine.data import make_loader
+
+    write_mnist(tmp_path / "m")
+    d = get_dataset(str(tmp_path / "m"), MNIST_IN)
+    seq = list(make_loader(d.train, 16, shuffle=False))
+    assert [len(y) for _, y in seq] == [16, 16, 16, 12]
+    assert torch.equal(seq[1][0], d.train.batch(range(16, 32))[0])
+    a = [y.tolist() for _, y in make_loader(d.train, 16, seed=5)]
+    b = [y.tolist() for _, y in make_loader(d.train, 16, seed=5)]
+    c = [y.tolist() for _, y in make_loader(d.train, 16, seed=6)]
+    assert a == b and a != c
+    assert sorted(sum(a, [])) == sorted(_labels(d.train))  # each sample once per epoch
+    assert [len(y) for _, y in make_loader(d.train, 16, drop_last=True)] == [16, 16, 16]
+    x, y = next(iter(make_loader(get_dataset("synthetic", MNIST_IN, synthetic_size=32).train, 8)))
+    assert x.shape == (8, 1, 28, 28) and y.shape == (8,)
