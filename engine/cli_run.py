@@ -210,9 +210,9 @@ def cmd_profile(args) -> int:
     out = Path(args.out) if args.out else _default_out(args.net, dev)
     _check_out(out)
     cfg.out = str(out)
-    run = Run(cfg)
-    progress = Progress(run, quiet=args.quiet)
-    run._sinks = (*run._sinks, progress)  # noqa: SLF001 - progress needs the Run for its totals
+    progress = Progress(quiet=args.quiet)
+    run = Run(cfg, sinks=[progress])
+    progress.run = run  # for the step totals (warm-up included) in the progress line
     interrupted = []
 
     def on_signal(signum, frame):
