@@ -58,11 +58,22 @@ Each widget opens alone: ``python -m app.editor.canvas [preset]`` (also .palette
 """
 from __future__ import annotations
 
-from .canvas import KIND_MIME, CanvasView
-from .model import EditorModel, NetSummary, Validation
-from .palette import PaletteWidget
-from .problems import ProblemsList
-from .properties import PropertyPanel
+import importlib
+
+# imported on first use, so ``python -m app.editor.canvas`` does not import itself twice
+_WHERE = {"EditorModel": "model", "Validation": "model", "NetSummary": "model", "CanvasView": "canvas",
+          "KIND_MIME": "canvas", "PaletteWidget": "palette", "PropertyPanel": "properties",
+          "ProblemsList": "problems"}
+
+
+def __getattr__(name: str):
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'app.editor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["EditorModel", "Validation", "NetSummary", "CanvasView", "PaletteWidget", "PropertyPanel",
            "ProblemsList", "KIND_MIME"]

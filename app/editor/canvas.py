@@ -172,17 +172,17 @@ class NodeItem(QGraphicsItem):
         if lod >= 0.3:
             renderer = _svg(self.kind_name if not self.is_input else "input", self.family)
             if renderer is not None:
-                renderer.render(painter, QRectF(12, 8, 16, 16))
+                renderer.render(painter, QRectF(12, 5, 16, 16))
             font = QFont(self.canvas.font())
-            font.setPointSizeF(9.0)
+            font.setPointSizeF(9.5)
             font.setBold(True)
             painter.setFont(font)
             painter.setPen(text)
             fm = QFontMetricsF(font)
             small = QFont(self.canvas.font())
-            small.setPointSizeF(7.8)
+            small.setPointSizeF(8.0)
             sfm = QFontMetricsF(small)
-            painter.drawText(QRectF(34, 5, NODE_W - 40, 20), Qt.AlignLeft | Qt.AlignVCenter,
+            painter.drawText(QRectF(34, 3, NODE_W - 40, 20), Qt.AlignLeft | Qt.AlignVCenter,
                              fm.elidedText(self.node_id, Qt.ElideMiddle, NODE_W - 42))
             metric_w = 0.0
             if self.metric:
@@ -191,16 +191,16 @@ class NodeItem(QGraphicsItem):
                 painter.setFont(mfont)
                 painter.setPen(text)
                 metric_w = QFontMetricsF(mfont).horizontalAdvance(self.metric) + 8
-                painter.drawText(QRectF(12, 27, NODE_W - 20, 17), Qt.AlignRight | Qt.AlignVCenter, self.metric)
+                painter.drawText(QRectF(12, 23, NODE_W - 20, 17), Qt.AlignRight | Qt.AlignVCenter, self.metric)
             avail = NODE_W - 20 - metric_w
             painter.setFont(small)
             painter.setPen(muted)
             kind_text = "" if self.is_input else sfm.elidedText(self.kind_name, Qt.ElideRight, avail)
-            painter.drawText(QRectF(12, 27, avail, 17), Qt.AlignLeft | Qt.AlignVCenter, kind_text)
+            painter.drawText(QRectF(12, 23, avail, 17), Qt.AlignLeft | Qt.AlignVCenter, kind_text)
             rest = avail - (sfm.horizontalAdvance(kind_text) + 8 if kind_text else 0)
             if self.params_text and rest > 12:
                 painter.setPen(text)
-                painter.drawText(QRectF(NODE_W - 8 - metric_w - rest, 27, rest, 17), Qt.AlignLeft | Qt.AlignVCenter,
+                painter.drawText(QRectF(NODE_W - 8 - metric_w - rest, 23, rest, 17), Qt.AlignLeft | Qt.AlignVCenter,
                                  sfm.elidedText(self.params_text, Qt.ElideRight, rest))
         else:
             font = QFont(self.canvas.font())
@@ -260,6 +260,8 @@ class EdgeItem(QGraphicsItem):
         self.canvas = canvas
         self.src, self.dst, self.slot, self.slots = src, dst, slot, slots
         self.label = ""
+        self.vertical = False  # labels on gutters and lane climbs run along the line
+        self.align_left = False  # label ends at label_pos instead of starting there
         self.hot = False
         self.path = QPainterPath()
         self.label_pos = QPointF()
@@ -290,20 +292,28 @@ class EdgeItem(QGraphicsItem):
         sx, sy = s.center().x(), s.bottom() + PORT_R
         tx, ty = t.center().x() + (self.slot - (self.slots - 1) / 2) * 14, t.top() - PORT_R
         rows = ty - sy
+        vertical = False
+        align_left = False
         if rows >= 4:
-            if abs(sx - tx) < 2 and rows <= ROW_GAP * 1.5:
-                pts = [(sx, sy), (tx, ty)]
-                lab = (sx + 6, sy + rows / 2)
+            if rows <= ROW_GAP * 1.5:
+                ym = sy + rows / 2
+                pts = [(sx, sy), (tx, ty)] if abs(sx - tx) < 2 else [(sx, sy), (sx, ym), (tx, ym), (tx, ty)]
+                lab = (max(sx, tx) + 6, ym) if abs(sx - tx) < 20 else (tx + 6, ym + (ty - ym) / 2)
+                if self.slots > 1 and abs(sx - tx) < 20:
+                    # a skip edge arrives beside it at this height: label on the left instead
+                    lab = (min(sx, tx) - 6, ym)
+                    align_left = True
             elif abs(s.center().x() - t.center().x()) < 2:
                 # same column, rows apart: run down the gutter beside the column
                 gx = s.right() + COL_GAP * 0.42
                 y1, y2 = sy + ROW_GAP * 0.45, ty - ROW_GAP * 0.45
                 pts = [(sx, sy), (sx, y1), (gx, y1), (gx, y2), (tx, y2), (tx, ty)]
-                lab = (gx + 5, (y1 + y2) / 2)
+                lab = (gx, (y1 + y2) / 2)
+                vertical = True
             else:
-                ym = ty - min(ROW_GAP, rows) * 0.5
+                ym = ty - ROW_GAP * 0.5
                 pts = [(sx, sy), (sx, ym), (tx, ym), (tx, ty)]
-                lab = (tx + 6, ym + (ty - ym) / 2) if rows <= ROW_GAP * 1.5 else (sx + 6, sy + ROW_GAP / 2)
+                lab = (sx + 6, sy + ROW_GAP / 2)
         else:
             # the target is beside or above (the next lane): climb in the space between
             y1, y2 = sy + ROW_GAP * 0.45, ty - ROW_GAP * 0.45
@@ -314,8 +324,11 @@ class EdgeItem(QGraphicsItem):
             else:
                 gx = max(s.right(), t.right()) + COL_GAP * 0.42
             pts = [(sx, sy), (sx, y1), (gx, y1), (gx, y2), (tx, y2), (tx, ty)]
-            lab = (gx + 5, (y1 + y2) / 2)
+            lab = (gx, (y1 + y2) / 2)
+            vertical = True
         self.prepareGeometryChange()
+        self.vertical = vertical
+        self.align_left = align_left
         self.path = rounded_polyline(pts, 9)
         self.label_pos = QPointF(*lab)
         stroker = QPainterPathStroker()
@@ -324,11 +337,16 @@ class EdgeItem(QGraphicsItem):
         self._update_bounds()
 
     def _label_rect(self) -> QRectF:
+        """Where the label's background goes, in scene units (a vertical label is centred on the line)."""
         if not self.label:
             return QRectF()
         fm = QFontMetricsF(self.canvas.label_font)
         w = fm.horizontalAdvance(self.label) + 8
         h = fm.height() + 2
+        if self.vertical:
+            return QRectF(self.label_pos.x() - h / 2, self.label_pos.y() - w / 2, h, w)
+        if self.align_left:
+            return QRectF(self.label_pos.x() - w + 2, self.label_pos.y() - h / 2, w, h)
         return QRectF(self.label_pos.x() - 2, self.label_pos.y() - h / 2, w, h)
 
     def _update_bounds(self) -> None:
@@ -361,7 +379,15 @@ class EdgeItem(QGraphicsItem):
             painter.drawRoundedRect(rect, 3, 3)
             painter.setFont(self.canvas.label_font)
             painter.setPen(c.edge_hot if hot else c.muted)
-            painter.drawText(rect.adjusted(4, 0, 0, 0), Qt.AlignLeft | Qt.AlignVCenter, self.label)
+            if self.vertical:
+                painter.save()
+                painter.translate(rect.center())
+                painter.rotate(-90)
+                painter.drawText(QRectF(-rect.height() / 2, -rect.width() / 2, rect.height(), rect.width()),
+                                 Qt.AlignCenter, self.label)
+                painter.restore()
+            else:
+                painter.drawText(rect.adjusted(4, 0, 0, 0), Qt.AlignLeft | Qt.AlignVCenter, self.label)
 
 
 class _Legend(QWidget):
@@ -892,6 +918,13 @@ class CanvasView(QGraphicsView):
         event.accept()
 
     def keyPressEvent(self, event) -> None:
+        # the actions' shortcuts normally fire first; this covers a window that is not active
+        pressed = QKeySequence(event.keyCombination())
+        for action in self._actions.values():
+            if action.isEnabled() and any(s.matches(pressed) == QKeySequence.ExactMatch for s in action.shortcuts()):
+                action.trigger()
+                event.accept()
+                return
         if event.key() == Qt.Key_Space and not event.isAutoRepeat():
             self._space = True
             self.viewport().setCursor(Qt.OpenHandCursor)

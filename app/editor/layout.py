@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from engine import INPUT_ID, NetSpec
 
-NODE_W = 176.0
-NODE_H = 50.0
-COL_GAP = 56.0   # room for skip edges routed beside a column
-ROW_GAP = 32.0   # room for the shape label on an edge
-LANE_GAP = 88.0  # room for the edge climbing from the bottom of one lane to the next
+NODE_W = 172.0
+NODE_H = 44.0
+COL_GAP = 44.0   # room for skip edges routed beside a column
+ROW_GAP = 26.0   # room for the shape label on an edge
+LANE_GAP = 64.0  # room for the edge climbing from the bottom of one lane to the next
 
 
 def graph_of(spec: NetSpec) -> tuple[list[str], dict[str, list[str]]]:

@@ -297,7 +297,7 @@ class EditorModel(QObject):
         self._pending = False
         self.layout_view = (1100.0, 800.0)  # the canvas keeps this at its viewport size
         self._stack = QUndoStack(self)
-        self._stack.cleanChanged.connect(lambda clean: self.dirty_changed.emit(not clean))
+        self._stack.cleanChanged.connect(self._on_clean_changed)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
@@ -708,6 +708,9 @@ class EditorModel(QObject):
             self.selection_changed.emit("")
         self.spec_changed.emit()
         self._schedule_validation()
+
+    def _on_clean_changed(self, clean: bool) -> None:
+        self.dirty_changed.emit(not clean)
 
     def _schedule_validation(self) -> None:
         self._pending = True
