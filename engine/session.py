@@ -528,16 +528,24 @@ class SessionReader:
             lo, hi = part[0][3], part[-1][3] + part[-1][4] - 1
             rows = self._query("SELECT row, node, fwd_ns, bwd_ns, mem_bytes, fwd_start_ns, bwd_start_ns, "
                                "peak_bytes FROM layer_times_ns WHERE row BETWEEN ? AND ? ORDER BY row", (lo, hi))
-            by_row = {r[0]: r for r in rows}
             if any(r[1] not in names for r in rows):  # nodes added since we opened (live file)
                 self._node_names = names = dict(self._query("SELECT id, node_id FROM nodes"))
+            k = 0
             for rec, step, t, first, n in part:
-                got = [by_row[r] for r in range(first, first + n) if r in by_row]
-                peaks = [r[7] for r in got]
-                yield LayerTimes(step=step, t=t, node_ids=[names.get(r[1], str(r[1])) for r in got],
-                                 fwd_ms=[_ms(r[2]) for r in got], bwd_ms=[_ms(r[3]) for r in got],
-                                 fwd_start_ms=[_ms(r[5]) for r in got], bwd_start_ms=[_ms(r[6]) for r in got],
-                                 mem_bytes=[r[4] for r in got],
+                while k < len(rows) and rows[k][0] < first:
+                    k += 1
+                j = k
+                while j < len(rows) and rows[j][0] < first + n:
+                    j += 1
+                got, k = rows[k:j], j
+                cols = list(zip(*got)) if got else [()] * 8
+                peaks = list(cols[7])
+                yield LayerTimes(step=step, t=t, node_ids=[names.get(k, str(k)) for k in cols[1]],
+                                 fwd_ms=[None if v is None else v / _NS for v in cols[2]],
+                                 bwd_ms=[None if v is None else v / _NS for v in cols[3]],
+                                 fwd_start_ms=[None if v is None else v / _NS for v in cols[5]],
+                                 bwd_start_ms=[None if v is None else v / _NS for v in cols[6]],
+                                 mem_bytes=list(cols[4]),
                                  peak_bytes=peaks if any(v is not None for v in peaks) else [])
 
     def _count(self, table: str) -> int:
