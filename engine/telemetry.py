@@ -166,15 +166,17 @@ class _NvmlSource:
 class _PsutilSource:
     """CPU load and memory; one Process object, non-blocking cpu_percent (deltas since last call)."""
 
-    def __init__(self, psutil_module, per_core_period: float):
+    def __init__(self, psutil_module, per_core_period: float, prime: bool = True):
         self.ps = psutil_module
         self.proc = psutil_module.Process()
         self.per_core_period = per_core_period
         self._next_cores = 0.0
-        # prime the delta counters: the first real reading covers start -> first tick
-        psutil_module.cpu_percent(interval=None)
-        psutil_module.cpu_percent(interval=None, percpu=True)
-        self.proc.cpu_percent(interval=None)
+        if prime:
+            # the first real reading covers start -> first tick. (A status probe must not prime:
+            # psutil keeps one module-wide "last reading", shared with a sampler already running.)
+            psutil_module.cpu_percent(interval=None)
+            psutil_module.cpu_percent(interval=None, percpu=True)
+            self.proc.cpu_percent(interval=None)
 
     def read(self, t: float, out: list) -> None:
         ps = self.ps
@@ -324,7 +326,7 @@ class Telemetry:
         self.sink_error: str | None = None
 
     # -- sources ---------------------------------------------------------------------------
-    def _open(self) -> None:
+    def _open(self, probe: bool = False) -> None:
         status, sources = {}, []
         index = _cuda_index(self.device_id)
         nvml = self._nvml_module if self._nvml_module is not None else _import_pynvml()
@@ -349,7 +351,7 @@ class Telemetry:
             status["psutil"] = _unavailable("psutil not available: the psutil package is not installed")
         else:
             try:
-                sources.append(_PsutilSource(ps, self.per_core_period))
+                sources.append(_PsutilSource(ps, self.per_core_period, prime=not probe))
                 status["psutil"] = _available("CPU %, per-core CPU %, process RSS, system memory")
             except Exception as e:  # e.g. /proc not mounted in a container
                 status["psutil"] = _unavailable(f"psutil not available: {e}")
@@ -369,7 +371,7 @@ class Telemetry:
     def status(self) -> dict:
         """{source: {"available": bool, "reason": str}} for "nvml", "psutil", "rapl"."""
         if self._status is None:
-            self._open()
+            self._open(probe=True)
             self._close()
         out = {k: dict(v) for k, v in self._status.items()}
         for s in self._sources:  # after start: mention metrics the GPU turned out not to support
