@@ -134,7 +134,8 @@ def check_classes(classes: int, input_spec) -> None:
 # name -> submodule; imported on first use because these pull in torch
 _LAZY = {
     "download": "download", "is_downloaded": "download", "DownloadFile": "download",
-    "loader_kwargs": "loading", "make_loader": "loading", "sample_predictions": "loading", "SamplePrediction": "loading",
+    "loader_kwargs": "loading", "make_loader": "loading", "sample_predictions": "loading",
+    "SamplePrediction": "loading",
     "FittedDataset": "fitting", "Fit": "fitting",
 }
 

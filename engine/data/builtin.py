@@ -1,6 +1,8 @@
 """The datasets that need no files: random tensors and scikit-learn's handwritten digits."""
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch.utils.data import Dataset
 
@@ -26,7 +28,7 @@ class SyntheticDataset(Dataset):
         return self.pool[rows % len(self.pool)], self.labels[rows]
 
     def __getitem__(self, i):
-        if not isinstance(i, int) and not (isinstance(i, torch.Tensor) and i.ndim == 0):
+        if not isinstance(i, numbers.Integral) and not (isinstance(i, torch.Tensor) and i.ndim == 0):
             return self.batch(i)  # a list of positions (make_loader's batch sampler): a whole batch
         i = int(i)
         if not -len(self) <= i < len(self):

@@ -6,6 +6,8 @@ a sample is asked for. Eagerly upscaling 1,797 digits to 3x224x224 floats would 
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -152,7 +154,7 @@ class FittedDataset(Dataset):
         return self.fit(x).contiguous(), y
 
     def __getitem__(self, i):
-        if not isinstance(i, int) and not (isinstance(i, torch.Tensor) and i.ndim == 0):
+        if not isinstance(i, numbers.Integral) and not (isinstance(i, torch.Tensor) and i.ndim == 0):
             return self.batch(i)  # a list of positions (make_loader's batch sampler): a whole batch
         x, y = self.batch([int(i)])
         return x[0], int(y[0])

@@ -52,7 +52,8 @@ def test_download_mnist_verifies_and_reports_progress(tmp_path, mnist_gz):
 
 
 def test_download_cifar10_extracts_only_the_binary_batches(tmp_path):
-    evil = {"../escape.bin": b"x", "cifar-10-batches-bin/../../escape2.bin": b"y", "cifar-10-batches-bin/readme.html": b"z"}
+    evil = {"../escape.bin": b"x", "cifar-10-batches-bin/../../escape2.bin": b"y",
+            "cifar-10-batches-bin/readme.html": b"z"}
     archive = cifar_archive(extra=evil)
     files = {"cifar-10-binary.tar.gz": archive}
     with DataServer(routes(files)) as srv:
