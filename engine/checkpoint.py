@@ -80,7 +80,7 @@ def save_checkpoint(model, spec, folder, *, step: int | None = None, epoch: int 
     meta = {"format": FORMAT, "version": str(VERSION), "saved_at": datetime.now(timezone.utc).isoformat(),
             "net": spec_mod.dumps(spec) if spec is not None else "",
             "step": "" if step is None else str(int(step)), "epoch": "" if epoch is None else str(int(epoch)),
-            "extra": json.dumps(extra or {})}
+            "extra": json.dumps(extra or {}, default=str)}
     state = _plain_state(model)
     tmp = path.with_name("." + path.name + ".tmp")
     try:
