@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import (QAction, QBrush, QColor, QFont, QFontMetricsF, QKeySequence, QLinearGradient,
+from PySide6.QtCore import QEvent, QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import (QAction, QColor, QFont, QFontMetricsF, QKeySequence, QLinearGradient,
                            QPainter, QPainterPath, QPainterPathStroker, QPen, QPolygonF)
 from PySide6.QtSvg import QSvgRenderer
 from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPathItem, QGraphicsScene, QGraphicsView, QLabel,
@@ -467,8 +467,9 @@ class CanvasView(QGraphicsView):
         self._pan_from = None
         self._space = False
         self._fit_pending = True
-        self._legend = _Legend(self.viewport())
-        self._hint = QLabel("Drag layers here from the palette\n(or double-click one)", self.viewport())
+        # overlays are children of the view, not of the viewport, so scrolling does not move them
+        self._legend = _Legend(self)
+        self._hint = QLabel("Drag layers here from the palette\n(or double-click one)", self)
         self._hint.setAlignment(Qt.AlignCenter)
         self._hint.setAttribute(Qt.WA_TransparentForMouseEvents)
         self._hint.setStyleSheet(f"color: {self.colors.muted.name()}; font-size: 13pt;")
@@ -652,7 +653,7 @@ class CanvasView(QGraphicsView):
     def _apply_metrics(self) -> None:
         key = METRIC_KEYS.get(self._color_by) if self._color_by else None
         values = [m.get(key) for m in self._metrics.values() if key and m.get(key) is not None]
-        lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
+        hi = max(values) if values else 0.0
         for nid, item in self._nodes.items():
             m = self._metrics.get(nid, {})
             shown = "time_ms" if m.get("time_ms") is not None else key
@@ -662,7 +663,8 @@ class CanvasView(QGraphicsView):
                 fill = theme.cost_color(m[key] / hi)
             item.set_metric(text, fill)
         if values:
-            self._legend.set_scale(METRIC_TITLES[self._color_by], metric_text(key, lo), metric_text(key, hi))
+            # colours run from zero to the largest value, so the scale starts at 0
+            self._legend.set_scale(METRIC_TITLES[self._color_by], "0", metric_text(key, hi))
         self._legend.setVisible(bool(values))
 
     # -- selection ---------------------------------------------------------------------------------
@@ -701,9 +703,15 @@ class CanvasView(QGraphicsView):
         return (float(vp.width()), float(vp.height()))
 
     def _place_overlays(self) -> None:
-        vp = self.viewport()
-        self._legend.move(12, vp.height() - self._legend.height() - 12)
-        self._hint.setGeometry(0, 0, vp.width(), vp.height())
+        g = self.viewport().geometry()
+        self._legend.move(g.left() + 12, g.bottom() - self._legend.height() - 12)
+        self._hint.setGeometry(g)
+        self._legend.raise_()
+
+    def viewportEvent(self, event) -> bool:
+        if event.type() == QEvent.Resize:
+            self._place_overlays()
+        return super().viewportEvent(event)
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)

@@ -372,6 +372,9 @@ class PropertyPanel(QWidget):
             reset.setAutoRaise(True)
             reset.setToolTip(f"back to the default ({theme.value_text(p.default)})" if not p.required else "")
             reset.clicked.connect(lambda _=False, n=p.name: self.model.reset_param(self._node_id, n))
+            keep = reset.sizePolicy()
+            keep.setRetainSizeWhenHidden(True)  # editors stay aligned whether or not a row can reset
+            reset.setSizePolicy(keep)
             row = QWidget(self.form_host)
             lay = QHBoxLayout(row)
             lay.setContentsMargins(0, 0, 0, 0)
