@@ -186,16 +186,18 @@ class LiveFeed:
         if rec.node_ids != self._node_ids:
             if set(rec.node_ids) - set(self._node_ids) or not self._node_ids:
                 self._set_nodes(rec.node_ids)
-        n = len(self._node_ids)
-        fwd = np.full(n, np.nan)
-        bwd = np.full(n, np.nan)
-        index = self._index
-        for nid, f, b, m in zip(rec.node_ids, rec.fwd_ms, rec.bwd_ms, rec.mem_bytes):
-            i = index[nid]
-            fwd[i] = _f(f)
-            bwd[i] = _f(b)
-            if m is not None:
-                self._mem[i] = m
+        # numpy turns None into NaN for a float array: no per-node Python loop
+        fwd = np.array(rec.fwd_ms, dtype=float)
+        bwd = np.array(rec.bwd_ms, dtype=float)
+        mem = np.array(rec.mem_bytes, dtype=float)
+        if rec.node_ids != self._node_ids:  # a subset of the nodes: place each by id
+            idx = [self._index[nid] for nid in rec.node_ids]
+            n = len(self._node_ids)
+            full = np.full((3, n), np.nan)
+            full[0, idx], full[1, idx], full[2, idx] = fwd, bwd, mem
+            fwd, bwd, mem = full
+        known = ~np.isnan(mem)
+        self._mem[known] = mem[known]
         self._lt.append((fwd, bwd))
         self._heat_steps.append((rec.step,))
         self._heat_fwd.append(fwd)

@@ -364,7 +364,9 @@ class Probe:
             self._bwd_end = time.perf_counter_ns()
         self.phase = "optimizer step"
         self.current_k = None
-        self._remove_handles()
+        # backward has run and freed its graph nodes, and the hooks with them: removing each
+        # one would only cost time, so the handles are just dropped
+        self._handles.clear()
 
     def _remove_handles(self) -> None:
         handles = self._handles
@@ -389,33 +391,33 @@ class Probe:
         peak_bytes: list[int | None] = [None] * n
         mem_bytes: list[int | None] = [None] * n
         order = list(self._order)
+        start = self._start
         if self.cuda:
             s, fev = self._ev_start, self._fev
-            for k in range(n):
-                fwd_start[k] = s.elapsed_time(fev[k])
-                fwd_ms[k] = fev[k].elapsed_time(fev[k + 1])
-                mem_bytes[k] = self._mem_cur[k + 1] - self._mem_cur[k]
-                peak_bytes[k] = self._mem_peak[k + 1]
+            fwd_start = [s.elapsed_time(e) for e in fev[:n]]
+            fwd_ms = [a.elapsed_time(b) for a, b in zip(fev, fev[1:])]
+            cur = self._mem_cur
+            mem_bytes = [b - a for a, b in zip(cur, cur[1:])]
+            peak_bytes = list(self._mem_peak[1:])
             bev = self._bev
-            for j, k in enumerate(order):
-                nxt = bev[order[j + 1]] if j + 1 < len(order) else self._bev_end
+            ends = [bev[k] for k in order[1:]] + [self._bev_end]
+            for k, end in zip(order, ends):
                 bwd_start[k] = s.elapsed_time(bev[k])
-                bwd_ms[k] = bev[k].elapsed_time(nxt)
+                bwd_ms[k] = bev[k].elapsed_time(end)
         else:
-            stamps, start, cs = self._fwd, self._start, self.c_stamp
-            for k in range(n):
-                fwd_start[k] = (stamps[k] - start) / 1e6
-                fwd_ms[k] = max(0.0, stamps[k + 1] - stamps[k] - cs) / 1e6
+            stamps, cs = self._fwd, self.c_stamp
+            fwd_start = [(t - start) / 1e6 for t in stamps[:n]]
+            fwd_ms = [max(0.0, (b - a - cs) / 1e6) for a, b in zip(stamps, stamps[1:])]
             b, ch = self._bwd, self.c_hook
-            for j, k in enumerate(order):
-                if j + 1 < len(order):
-                    gap = b[order[j + 1]] - b[k] - ch
-                else:
-                    gap = self._bwd_end - b[k]
-                bwd_start[k] = (b[k] - start) / 1e6
-                bwd_ms[k] = max(0.0, gap) / 1e6
+            ts = [b[k] for k in order]
+            # each gap holds one hook call, except the last, which ends when backward returns
+            ends = [t - ch for t in ts[1:]] + [self._bwd_end]
+            for k, t, end in zip(order, ts, ends):
+                bwd_start[k] = (t - start) / 1e6
+                bwd_ms[k] = max(0.0, end - t) / 1e6
             if self.act_bytes_per_sample is not None:
-                mem_bytes = [a * self._batch for a in self.act_bytes_per_sample]
+                batch = self._batch
+                mem_bytes = [a * batch for a in self.act_bytes_per_sample]
         if self._backward_run:
             fired = set(order)
             for k in range(n):

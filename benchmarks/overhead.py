@@ -1,0 +1,212 @@
+"""What per-layer profiling costs: the same net, batch and device run with and without probes.
+
+Everything goes through the real loop (``engine.run.Run``, a LiveFeed as sink, telemetry off,
+the same thread count). A step's time is the wall time from its start to the next step's start
+(data, compute, probe read-out and record delivery all included). Two interleavings:
+
+- steps (default): each round is one run with ``profile_every=2``, so profiled and plain steps
+  alternate one by one (plain steps carry no probe code at all); rounds alternate which comes
+  first. Neighbouring steps see the same machine load, which keeps a busy machine's noise out.
+- runs (``--separate-runs``, in addition): per round one plain run (``profile_every=0``) and one
+  profiled run (``profile_every=1``), alternating which goes first.
+
+Then, per net:
+
+    coverage: X.XXX        median sum of per-layer forward times / median plain forward time
+    overhead_ratio: X.XXX  median profiled step time / median plain step time (step interleaving)
+
+Targets (DESIGN.md): overhead_ratio <= 1.03 on CPU, coverage within 0.95-1.05.
+Usage: python benchmarks/overhead.py [--net lenet5 --net alexnet-article] [--batch-size 64]
+       [--device cpu] [--mode train] [--rounds 5] [--steps N] [--threads T] [--separate-runs]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import engine  # noqa: E402
+from engine.live import LiveFeed  # noqa: E402
+from engine.records import LayerTimes, RunEnded, StepRecord  # noqa: E402
+from engine.run import Run, RunConfig  # noqa: E402
+
+
+def one_run(spec, args, steps: int, profile_every: int, warmup: int):
+    """One Run; returns [(wall s, cpu s, compute ms, profiled)] per measured step, and its LayerTimes.
+
+    A step lasts from the last record of the step before to its own last record (this sink is
+    the last one, so the LiveFeed has taken each record in by then): data, compute, probe read-out
+    and record delivery all count. ``cpu`` is process CPU time over the same span, which other
+    processes on a shared machine disturb far less than wall time.
+    """
+    ends: dict[int, tuple[float, float]] = {}
+    meta: dict[int, StepRecord] = {}
+    lts: list[LayerTimes] = []
+
+    def collect(rec):
+        step = getattr(rec, "step", None)
+        if step is None or isinstance(rec, RunEnded):
+            return
+        if isinstance(rec, StepRecord):
+            meta[step] = rec
+        elif isinstance(rec, LayerTimes):
+            lts.append(rec)
+        ends[step] = (time.perf_counter(), time.process_time())
+
+    cfg = RunConfig(net=spec, mode=args.mode, device=args.device, batch_size=args.batch_size,
+                    steps=steps, warmup=warmup, profile_every=profile_every, threads=args.threads,
+                    telemetry_hz=0, dataset="synthetic", seed=0)
+    result = Run(cfg, [LiveFeed(), collect]).run()
+    if result.status != "completed":
+        raise SystemExit(f"run failed: {result.message}")
+    rows = []
+    for step in sorted(meta):
+        if meta[step].warmup or step - 1 not in ends:
+            continue
+        (w0, c0), (w1, c1) = ends[step - 1], ends[step]
+        rows.append((w1 - w0, c1 - c0, meta[step].step_ms, meta[step].profiled))
+    return rows, lts
+
+
+def coverage(spec, args, reps: int) -> tuple[float, float]:
+    """(sum of layer forward times / plain forward time, same / the probed forward's own span)."""
+    import torch
+
+    from engine.devices import resolve_device
+    from engine.probes import Probe
+
+    device = resolve_device(args.device)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)  # the runs restored the process default; match them
+    torch.manual_seed(0)
+    model = engine.build_model(spec).to(device).train(args.mode == "train")
+    x = torch.randn(args.batch_size, *spec.input.shape, device=device)
+    probe = Probe(model, device)
+    plain, summed, span = [], [], []
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # note: sync point (benchmark timing only)
+
+    grad = torch.enable_grad() if args.mode == "train" else torch.inference_mode()
+    with grad:
+        for i in range(reps + 2):
+            sync()
+            t0 = time.perf_counter()
+            out = model(x)
+            sync()
+            t1 = time.perf_counter()
+            del out
+            probe.begin_step()
+            t2 = time.perf_counter()
+            out = probe.forward(x)
+            sync()
+            t3 = time.perf_counter()
+            lt = probe.collect(i, 0.0)
+            probe.detach()
+            del out
+            if i >= 2:  # first passes warm the allocator and caches
+                plain.append(t1 - t0)
+                span.append(t3 - t2)
+                summed.append(sum(lt.fwd_ms) / 1000.0)
+    torch.set_num_threads(prev_threads)
+    return (statistics.median(summed) / statistics.median(plain),
+            statistics.median(s / p for s, p in zip(summed, span)))
+
+
+def med(xs) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def iqr_pct(xs) -> float:
+    if len(xs) < 2:
+        return float("nan")
+    q = statistics.quantiles(xs, n=4)
+    return 100.0 * (q[2] - q[0]) / statistics.median(xs)
+
+
+def report_rounds(title, rounds) -> tuple[float, float]:
+    """rounds: (first, plain rows, profiled rows); returns (wall ratio, cpu ratio) over all rounds."""
+    print(f"  {title}")
+    print(f"  {'round':>5}  {'first':>8}  {'plain ms':>9}  {'profiled ms':>11}  {'ratio':>6}  "
+          f"{'plain cpu-ms':>12}  {'prof cpu-ms':>11}  {'cpu ratio':>9}")
+    for i, (first, a, b) in enumerate(rounds):
+        w0, w1 = med([r[0] for r in a]), med([r[0] for r in b])
+        c0, c1 = med([r[1] for r in a]), med([r[1] for r in b])
+        print(f"  {i + 1:>5}  {first:>8}  {w0 * 1000:>9.2f}  {w1 * 1000:>11.2f}  {w1 / w0:>6.3f}  "
+              f"{c0 * 1000:>12.2f}  {c1 * 1000:>11.2f}  {c1 / c0:>9.3f}")
+    a = [r for x in rounds for r in x[1]]
+    b = [r for x in rounds for r in x[2]]
+    w0, w1 = [r[0] for r in a], [r[0] for r in b]
+    c0, c1 = [r[1] for r in a], [r[1] for r in b]
+    ratios = [med([r[0] for r in x[2]]) / med([r[0] for r in x[1]]) for x in rounds]
+    print(f"  wall: plain {med(w0) * 1000:.2f} ms/step (IQR {iqr_pct(w0):.1f}% of median), profiled "
+          f"{med(w1) * 1000:.2f} ms/step (IQR {iqr_pct(w1):.1f}%); per-round ratios "
+          f"{min(ratios):.3f}..{max(ratios):.3f}")
+    print(f"  process CPU time: plain {med(c0) * 1000:.2f} ms/step (IQR {iqr_pct(c0):.1f}%), profiled "
+          f"{med(c1) * 1000:.2f} ms/step (IQR {iqr_pct(c1):.1f}%); ratio {med(c1) / med(c0):.3f}")
+    return med(w1) / med(w0), med(c1) / med(c0)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--net", action="append", help="preset name or net file (repeatable)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--mode", default="train", choices=("train", "infer", "benchmark"))
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=None,
+                   help="measured steps per arm per round (default: about 3 s worth, 3..40)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores but one)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="what overhead_ratio is computed from (cpu: process CPU time, for a busy machine)")
+    p.add_argument("--separate-runs", action="store_true",
+                   help="also compare whole plain runs against whole profiled runs")
+    args = p.parse_args(argv)
+    nets = args.net or ["lenet5", "alexnet-article"]
+    args.threads = args.threads or max(1, (os.cpu_count() or 1) - 1)
+    load_before = os.getloadavg()
+    print(f"device {args.device}, mode {args.mode}, batch {args.batch_size}, threads {args.threads}, "
+          f"{args.rounds} rounds, load average {load_before[0]:.2f} (1 min) on {os.cpu_count()} cores")
+    for name in nets:
+        spec = engine.resolve_net(name)
+        steps = args.steps
+        if steps is None:
+            rows, _ = one_run(spec, args, 2, 0, 1)
+            steps = int(min(40, max(3, round(3.0 / med([r[0] for r in rows])))))
+        print(f"\n{name}: {steps} measured steps per arm per round")
+        rounds = []
+        for r in range(args.rounds):
+            # profile_every=2 profiles odd steps; one warm-up step more flips which comes first
+            warmup = args.warmup + (r % 2)
+            rows, lts = one_run(spec, args, 2 * steps, 2, warmup)
+            assert lts, "no LayerTimes from the profiled steps"
+            rounds.append(("profiled" if rows[0][3] else "plain", [x for x in rows if not x[3]],
+                           [x for x in rows if x[3]]))
+        wall, cpu = report_rounds("steps interleaved (one run, profile_every=2)", rounds)
+        if args.separate_runs:
+            rounds = []
+            for r in range(args.rounds):
+                order = (0, 1) if r % 2 == 0 else (1, 0)
+                got = {pe: one_run(spec, args, steps, pe, args.warmup)[0] for pe in order}
+                rounds.append(("plain" if order[0] == 0 else "profiled", got[0], got[1]))
+            report_rounds("runs interleaved (profile_every=0 vs 1)", rounds)
+        cov, cov_span = coverage(spec, args, reps=max(5, min(30, steps)))
+        print(f"  in-pass coverage (layer sum / the profiled pass's own span): {cov_span:.3f}")
+        print(f"  overhead by wall time {wall:.3f}, by process CPU time {cpu:.3f} (headline: {args.clock})")
+        print(f"coverage: {cov:.3f}")
+        print(f"overhead_ratio: {wall if args.clock == 'wall' else cpu:.3f}")
+    load_after = os.getloadavg()
+    print(f"\nload average {load_after[0]:.2f} at the end (1 min; other processes share these cores)",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
