@@ -21,6 +21,8 @@ _LAZY = {
     "open_session": "session", "SessionReader": "session", "SessionWriter": "session",
     "SessionError": "session", "Telemetry": "telemetry", "telemetry_status": "telemetry",
     "layer_summary": "summary", "run_summary": "summary", "compare": "export",
+    "Run": "run", "RunConfig": "run", "RunResult": "run", "LiveFeed": "live", "LiveSnapshot": "live",
+    "list_devices": "devices", "resolve_device": "devices", "DeviceInfo": "devices",
 }
 
 

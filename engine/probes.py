@@ -14,8 +14,9 @@ its step here; torch.profiler 3-10%):
   and nothing wraps the modules, so in-place ops and gradients are untouched.
 - CPU: ``perf_counter_ns``; the probe's own cost per timestamp and per hook call is
   calibrated once and subtracted.
-- CUDA: ``torch.cuda.Event(enable_timing=True)`` from a preallocated pool recorded at the
-  same points, resolved in ``collect()`` after the loop's own sync point. No synchronize,
+- CUDA (and MPS where torch has ``torch.mps.Event``): device events with timing from a
+  preallocated pool recorded at the same points, resolved in ``collect()`` after the loop's
+  own sync point. No synchronize,
   ``.item()`` or ``.cpu()`` happens in the timed path. Allocator current/peak bytes are read
   host-side after each layer.
 - Feature maps: the chosen node's output for one sample, reduced on the device (<= 32
@@ -176,6 +177,13 @@ class Probe:
         self.output_id = model.output_id
         self.act_bytes_per_sample = act_bytes_per_sample
         self.cuda = device.type == "cuda"
+        event_cls = None
+        if device.type == "cuda":
+            event_cls = torch.cuda.Event
+        elif device.type == "mps":
+            event_cls = getattr(torch.mps, "Event", None)
+        # GPU work is asynchronous: only device events can time it (host clocks would time launches)
+        self.events = event_cls is not None
         self.clock = clock
         self.feature_hz = feature_hz
         self._feature_k = -1
@@ -197,16 +205,17 @@ class Probe:
         self._backward_run = False
         self._feature = None
         self.mem = None
+        self._mem_cur = [0] * (n + 1)
+        self._mem_peak = [0] * (n + 1)
         if self.cuda:
-            ev = functools.partial(torch.cuda.Event, enable_timing=True)
+            self.mem = _CudaMem(device)
+        if self.events:
+            ev = functools.partial(event_cls, enable_timing=True)
             self._ev_start = ev()
             self._fev = [ev() for _ in range(n + 1)]
             self._bev = [ev() for _ in range(n)]
             self._bev_end = ev()
-            self._mem_cur = [0] * (n + 1)
-            self._mem_peak = [0] * (n + 1)
-            self.mem = _CudaMem(device)
-            self.c_stamp = self.c_hook = 0.0  # GPU timestamps: host cost is not in them
+            self.c_stamp = self.c_hook = 0.0  # device timestamps: host cost is not in them
         else:
             self.c_stamp = stamp_cost_ns()
             self.c_hook = hook_cost_ns()
@@ -238,6 +247,9 @@ class Probe:
             host_lohi = torch.empty(2, dtype=torch.float32, pin_memory=True)
             host_lohi.copy_(lohi, non_blocking=True)
             self._feature = (self.node_ids[self._feature_k], host, host_lohi)
+        elif u8.device.type != "cpu":
+            self._feature = (self.node_ids[self._feature_k], u8.to("cpu", non_blocking=True),
+                             lohi.to("cpu", non_blocking=True))
         else:
             self._feature = (self.node_ids[self._feature_k], u8, lohi)
         self._last_feature = self.clock()
@@ -261,8 +273,9 @@ class Probe:
             self._bwd[k] = None
             self._hooked[k] = False
         self._backward_run = False
-        if self.cuda:
+        if self.mem is not None:
             self._mem_cur[0], _ = self.mem.read()
+        if self.events:
             self._ev_start.record()
         self._start = time.perf_counter_ns()
 
@@ -286,7 +299,7 @@ class Probe:
                     del values[r]
                 if k == feat_k:
                     feat_out = out
-        elif self.cuda:
+        elif self.events:
             fev, cur, peak, mem = self._fev, self._mem_cur, self._mem_peak, self.mem
             gfs = self._gfs
             fev[0].record()
@@ -294,7 +307,8 @@ class Probe:
                 self.current_k = k
                 out = modules[nid](*[values[r] for r in refs])
                 fev[k + 1].record()
-                cur[k + 1], peak[k + 1] = mem.read()
+                if mem is not None:
+                    cur[k + 1], peak[k + 1] = mem.read()
                 gfs[k] = out.grad_fn
                 values[nid] = out
                 for r in free:
@@ -323,7 +337,7 @@ class Probe:
 
     def _make_hook(self, k: int):
         order = self._order
-        if self.cuda:
+        if self.events:
             ev = self._bev[k]
 
             def hook(grad_outputs):
@@ -358,7 +372,7 @@ class Probe:
 
     def end_backward(self) -> None:
         """Mark the end of backward (call right after ``loss.backward()`` returns)."""
-        if self.cuda:
+        if self.events:
             self._bev_end.record()
         else:
             self._bwd_end = time.perf_counter_ns()
@@ -392,13 +406,14 @@ class Probe:
         mem_bytes: list[int | None] = [None] * n
         order = list(self._order)
         start = self._start
-        if self.cuda:
+        if self.events:
             s, fev = self._ev_start, self._fev
             fwd_start = [s.elapsed_time(e) for e in fev[:n]]
             fwd_ms = [a.elapsed_time(b) for a, b in zip(fev, fev[1:])]
-            cur = self._mem_cur
-            mem_bytes = [b - a for a, b in zip(cur, cur[1:])]
-            peak_bytes = list(self._mem_peak[1:])
+            if self.mem is not None:
+                cur = self._mem_cur
+                mem_bytes = [b - a for a, b in zip(cur, cur[1:])]
+                peak_bytes = list(self._mem_peak[1:])
             bev = self._bev
             ends = [bev[k] for k in order[1:]] + [self._bev_end]
             for k, end in zip(order, ends):
@@ -415,9 +430,9 @@ class Probe:
             for k, t, end in zip(order, ts, ends):
                 bwd_start[k] = (t - start) / 1e6
                 bwd_ms[k] = max(0.0, end - t) / 1e6
-            if self.act_bytes_per_sample is not None:
-                batch = self._batch
-                mem_bytes = [a * batch for a in self.act_bytes_per_sample]
+        if self.mem is None and self.act_bytes_per_sample is not None:
+            batch = self._batch
+            mem_bytes = [a * batch for a in self.act_bytes_per_sample]
         if self._backward_run:
             fired = set(order)
             for k in range(n):
@@ -430,7 +445,7 @@ class Probe:
 
     def step_peak_bytes(self) -> int | None:
         """Allocator peak over the profiled step (CUDA), from the per-layer reads plus one now."""
-        if not self.cuda:
+        if self.mem is None:
             return None
         _, now_peak = self.mem.read()
         return max([now_peak, *self._mem_peak[1:]])

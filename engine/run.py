@@ -361,6 +361,7 @@ class Run:
         status, message = "failed", ""
         writer = telemetry = None
         restore: list[Callable[[], None]] = []
+        interrupted = False
         info = RunInfo(config=self._config_dict(), device={"id": str(cfg.device), "name": None,
                                                            "memory_total": None},
                        versions={}, host=socket.gethostname(), start_time=start_time)
@@ -387,6 +388,10 @@ class Run:
             except Exception as e:  # a bug or an unexpected torch error: still a result, not a crash
                 message = f"{type(e).__name__}: {_first_line(e)}"
                 ctx["traceback"] = traceback.format_exc()
+            except KeyboardInterrupt:
+                # the run still ends properly (RunEnded, session closed); the interrupt goes on
+                status, message = "stopped", f"interrupted after step {self._done} of {self._total}"
+                interrupted = True
         finally:
             if self.info is None:  # failed before RunInfo went out: it still goes first
                 self.info = info
@@ -414,6 +419,8 @@ class Run:
                     writer.close()
                 except Exception as e:
                     extra["session_error"] = f"{type(e).__name__}: {_first_line(e)}"
+        if interrupted:
+            raise KeyboardInterrupt
         return RunResult(status, message, self.session_path, self._done, extra)
 
     # ---- setup ---------------------------------------------------------------------------
