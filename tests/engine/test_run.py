@@ -288,3 +288,17 @@ def test_session_file_when_the_writer_exists(tmp_path):
     reader = session.open_session(path)
     assert reader.ended().status == "completed"
     assert len(reader.layer_times()) == 2
+
+
+def test_telemetry_sampler_runs_inside_the_run_and_is_joined():
+    pytest.importorskip("engine.telemetry")
+    from engine.records import TelemetryBatch
+
+    before = set(threading.enumerate())
+    result, recs = run(cfg(steps=6, warmup=0, telemetry_hz=50.0))
+    assert result.status == "completed"
+    assert set(threading.enumerate()) <= before  # the sampler thread was stopped and joined
+    kinds = [type(r) for r in recs]
+    assert kinds[0] is RunInfo and kinds[-1] is RunEnded
+    for batch in of(recs, TelemetryBatch):
+        assert all(s.t >= 0 for s in batch.samples)
