@@ -37,8 +37,9 @@ def drop(canvas, palette, kind, view_pos: QPoint):
     mime = palette.tree.mimeData([palette.item_for(kind)])
     vp = canvas.viewport()
     pos = QPointF(view_pos)
-    for ev in (QDragEnterEvent(pos, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier),
-               QDragMoveEvent(pos, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier),
+    # QPoint constructors: the ones both PySide6 6.11 and 6.12 have
+    for ev in (QDragEnterEvent(view_pos, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier),
+               QDragMoveEvent(view_pos, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier),
                QDropEvent(pos, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)):
         QApplication.sendEvent(vp, ev)
         assert ev.isAccepted()
