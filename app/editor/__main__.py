@@ -37,6 +37,7 @@ def _make(model):
                         f"training ~{human_bytes(s.train_bytes_estimate)}")
 
     model.validated.connect(show_summary)
+    show_summary()
     root.fit_view = canvas.fit_view
     return root
 
