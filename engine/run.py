@@ -649,6 +649,7 @@ class Run:
             self._log("error", f"checkpoint not saved: {_first_line(e)}")
             return
         extra["checkpoint"] = os.fspath(path)
+        extra["checkpoint_step"] = self._done
         self._log("info", f"checkpoint saved: {os.fspath(path)}")
 
     # ---- the loop ------------------------------------------------------------------------
@@ -716,7 +717,7 @@ class Run:
         if last_eval is not None:
             extra["test_accuracy"] = last_eval.accuracy
             extra["test_loss"] = last_eval.loss
-        if cfg.save_checkpoint:
+        if cfg.save_checkpoint and extra.get("checkpoint_step") != self._done:
             self._save_checkpoint(ctx, extra, epochs[-1])
         if self._stop.is_set():
             return "stopped", f"stopped after step {self._done} of {self._total}"

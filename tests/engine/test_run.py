@@ -302,3 +302,19 @@ def test_telemetry_sampler_runs_inside_the_run_and_is_joined():
     assert kinds[0] is RunInfo and kinds[-1] is RunEnded
     for batch in of(recs, TelemetryBatch):
         assert all(s.t >= 0 for s in batch.samples)
+
+
+def test_checkpoints_saved_and_loaded_when_the_module_exists(tmp_path):
+    pytest.importorskip("engine.checkpoint")
+    result, recs = run(cfg(steps=2, warmup=0, save_checkpoint=str(tmp_path), checkpoint_every=1))
+    assert result.status == "completed", result.message
+    saved = [log.message for log in of(recs, LogRecord) if log.message.startswith("checkpoint saved")]
+    assert len(saved) == 2  # after steps 1 and 2; the end adds none, step 2 is the end
+    path = result.extra["checkpoint"]
+    assert path.startswith(str(tmp_path))
+    result, recs = run(cfg(steps=1, warmup=0, load_checkpoint=path))
+    assert result.status == "completed", result.message
+    assert any(log.message.startswith("loaded checkpoint") for log in of(recs, LogRecord))
+    other = engine.load_preset("alexnet-article")
+    result, _ = run(cfg(net=other, steps=1, warmup=0, load_checkpoint=path))
+    assert result.status == "failed" and "\n" not in result.message
