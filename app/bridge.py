@@ -1,0 +1,246 @@
+"""The one place where work on other threads reaches Qt.
+
+A run executes ``engine.Run.run()`` on a plain Python worker thread with two sinks: a
+``LiveFeed`` (bounded, latest wins) and the run's own ``SessionWriter`` (``cfg.out``). The
+worker never touches a Qt object - not a widget, not a signal, not a timer. The GUI thread
+polls ``feed.snapshot()`` on a ``QTimer`` (<= 30 Hz) and turns what it finds into signals:
+``snapshot_ready`` once per frame with new data, ``state_changed``, ``progress_changed`` and,
+when the worker has ended, ``run_finished(status, message)``. Never a signal per layer per step.
+
+``BackgroundCall`` does the same for one-off work (importing torch and listing devices at
+start-up): a thread computes, the GUI thread polls for the result.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+POLL_HZ = 30
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[0].strip() if lines else type(e).__name__
+
+
+class BackgroundCall(QObject):
+    """Run ``fn()`` on a worker thread; ``finished(result, error)`` fires in the GUI thread.
+
+    ``error`` is a one-line string (None on success). The thread is joined before the signal.
+    """
+
+    finished = Signal(object, object)
+
+    def __init__(self, fn: Callable[[], Any], name: str = "layerscope-background", parent: QObject | None = None,
+                 poll_ms: int = 30):
+        super().__init__(parent)
+        self._fn = fn
+        self._result: Any = None
+        self._error: str | None = None
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._timer = QTimer(self)
+        self._timer.setInterval(poll_ms)
+        self._timer.timeout.connect(self._check)
+        self.done = False
+
+    def start(self) -> "BackgroundCall":
+        self._thread.start()
+        self._timer.start()
+        return self
+
+    def _work(self) -> None:
+        try:
+            self._result = self._fn()
+        except Exception as e:  # reported to the GUI as a sentence, never raised across threads
+            self._error = f"{type(e).__name__}: {_first_line(e)}"
+
+    def _check(self) -> None:
+        if self._thread.is_alive():
+            return
+        self._timer.stop()
+        self._thread.join()
+        self.done = True
+        self.finished.emit(self._result, self._error)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the work is done (tests, shutdown); the signal still comes from the timer."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+
+def session_path_for(folder: Path, net_name: str) -> Path:
+    """A fresh session file name in ``folder``: NET-YYYYmmdd-HHMMSS[-N].lsession."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in (net_name or "net")).strip("-") or "net"
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = folder / f"{safe}-{stamp}.lsession"
+    n = 2
+    while path.exists():
+        path = folder / f"{safe}-{stamp}-{n}.lsession"
+        n += 1
+    return path
+
+
+class RunBridge(QObject):
+    """Hosts one engine run at a time on a worker thread and feeds the GUI from its LiveFeed."""
+
+    run_started = Signal(object)        # the RunConfig
+    run_finished = Signal(str, str)     # status ("completed" | "stopped" | "failed"), message
+    state_changed = Signal(str)         # "running" | "paused" | ... as the engine reports it
+    progress_changed = Signal(int, int, float)  # done, total, steps per second (recent)
+    snapshot_ready = Signal(object)     # LiveSnapshot, at most POLL_HZ times a second
+
+    def __init__(self, parent: QObject | None = None, hz: float = POLL_HZ, window: int = 50):
+        super().__init__(parent)
+        self._window = window
+        self.feed = None
+        self.run = None
+        self.result = None
+        self.session_path: str | None = None
+        self._thread: threading.Thread | None = None
+        self._version: int | None = None
+        self._state = "idle"
+        self._progress = (0, 0)
+        self._rate: list[tuple[float, int]] = []
+        self._timer = QTimer(self)
+        self._timer.setInterval(max(1, int(1000 / min(hz, POLL_HZ))))
+        self._timer.timeout.connect(self._tick)
+
+    # -- control (GUI thread) ----------------------------------------------------------------------
+    def is_running(self) -> bool:
+        return self._thread is not None
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def start(self, cfg, runs_folder: Path | None = None) -> None:
+        """Start ``cfg`` on a worker thread. With ``runs_folder`` and no ``cfg.out`` the session file
+        goes there. Raises RuntimeError if a run is still going (the caller disables Start)."""
+        import engine
+
+        if self._thread is not None:
+            raise RuntimeError("a run is already going")
+        if cfg.out is None and runs_folder is not None:
+            folder = Path(runs_folder)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                cfg.out = str(session_path_for(folder, getattr(cfg.net, "name", "") or "net"))
+            except OSError:
+                cfg.out = None  # the engine still runs; the log says it was not recorded
+        self.feed = engine.LiveFeed(window=self._window)
+        self.run = engine.Run(cfg, sinks=[self.feed])
+        self.result = None
+        self.session_path = cfg.out
+        self._version = None
+        self._progress = (0, 0)
+        self._rate = []
+        self._set_state("running")
+        self._thread = threading.Thread(target=self._work, name="layerscope-run", daemon=False)
+        self._thread.start()
+        self._timer.start()
+        self.run_started.emit(cfg)
+
+    def pause(self) -> None:
+        if self.run is not None and self._thread is not None:
+            self.run.pause()
+
+    def resume(self) -> None:
+        if self.run is not None and self._thread is not None:
+            self.run.resume()
+
+    def stop(self) -> None:
+        if self.run is not None and self._thread is not None:
+            self.run.stop()
+
+    def set_feature_node(self, node_id: str | None) -> str | None:
+        """Ask the running run for this node's feature maps; returns a reason when it cannot."""
+        import engine
+
+        if self.run is None or self._thread is None:
+            return None
+        try:
+            self.run.set_feature_node(node_id)
+        except engine.LayerScopeError as e:
+            return str(e)
+        return None
+
+    def stop_and_join(self, timeout: float | None = None) -> bool:
+        """Stop the run and wait for its thread; True when no worker is left. Emits run_finished."""
+        if self._thread is None:
+            return True
+        self.run.stop()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return False
+        self._tick()
+        return True
+
+    # -- worker thread: no Qt here -----------------------------------------------------------------
+    def _work(self) -> None:
+        from engine.run import RunResult
+
+        run = self.run
+        try:
+            self.result = run.run()
+        except BaseException as e:  # KeyboardInterrupt or a bug: still a result for the GUI
+            self.result = RunResult("failed", f"{type(e).__name__}: {_first_line(e)}")
+
+    # -- GUI thread polling ------------------------------------------------------------------------
+    def _set_state(self, state: str) -> None:
+        if state != self._state:
+            self._state = state
+            self.state_changed.emit(state)
+
+    def poll(self) -> None:
+        """Take the latest snapshot now (the timer calls this)."""
+        if self.feed is None:
+            return
+        snap = self.feed.snapshot(self._version)
+        if snap is not None:
+            self._version = snap.version
+            self.snapshot_ready.emit(snap)
+
+    def _tick(self) -> None:
+        thread = self._thread
+        run = self.run
+        if run is None:
+            self._timer.stop()
+            return
+        self.poll()
+        done, total = run.progress
+        if (done, total) != self._progress:
+            self._progress = (done, total)
+            now = time.perf_counter()
+            self._rate.append((now, done))
+            while len(self._rate) > 2 and now - self._rate[0][0] > 5.0:
+                self._rate.pop(0)
+            rate = 0.0
+            if len(self._rate) >= 2 and self._rate[-1][0] > self._rate[0][0]:
+                rate = (self._rate[-1][1] - self._rate[0][1]) / (self._rate[-1][0] - self._rate[0][0])
+            self.progress_changed.emit(done, total, rate)
+        if thread is not None and thread.is_alive():
+            state = run.state
+            if state in ("running", "paused"):
+                self._set_state(state)
+            return
+        if thread is None:
+            return
+        thread.join()
+        self._thread = None
+        self._timer.stop()
+        self.poll()
+        result = self.result
+        if result is None:
+            from engine.run import RunResult
+
+            result = self.result = RunResult("failed", "the run ended without a result")
+        self._set_state(result.status)
+        self.run_finished.emit(result.status, result.message)

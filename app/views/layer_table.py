@@ -1,0 +1,191 @@
+"""Per-layer table: id, kind, output shape, params, FLOPs, forward/backward ms, share of the step,
+achieved GFLOP/s and activation bytes. Sortable by any column (numbers sort as numbers) and
+copyable: Ctrl+C puts the selected rows (or all of them) on the clipboard as tab-separated text."""
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtGui import QGuiApplication, QKeySequence
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QVBoxLayout
+
+from app.views.base import (MonitorView, batch_of, fmt_bytes, fmt_count, fmt_ms, fmt_pct, mean_step_ms,
+                            notice_label)
+
+COLUMNS = (  # key, title, formatter
+    ("id", "Layer", str),
+    ("kind", "Kind", str),
+    ("shape", "Output shape", lambda s: "×".join(str(d) for d in s) if s else "–"),
+    ("params", "Params", fmt_count),
+    ("flops", "FLOPs/sample", fmt_count),
+    ("fwd_ms", "Fwd ms", fmt_ms),
+    ("bwd_ms", "Bwd ms", fmt_ms),
+    ("share", "Share", fmt_pct),
+    ("gflops", "GFLOP/s", lambda v: "–" if v is None or not math.isfinite(v) else f"{v:.2f}"),
+    ("act_bytes", "Activations", fmt_bytes),
+)
+SORT_ROLE = Qt.UserRole + 1
+
+
+def _num(v):
+    if v is None:
+        return None
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def table_rows(snap) -> list[dict]:
+    """The table's rows from a snapshot (net order); None where a value was not measured."""
+    info = snap.info
+    if info is None:
+        return []
+    batch = batch_of(info)
+    step_ms = mean_step_ms(snap)
+    index = {nid: i for i, nid in enumerate(snap.node_ids)}
+    fwd = np.asarray(snap.layer_fwd_mean, float)
+    bwd = np.asarray(snap.layer_bwd_mean, float)
+    rows = []
+    for r in info.layers:
+        i = index.get(r.node_id)
+        f = _num(fwd[i]) if i is not None and i < fwd.size else None
+        b = _num(bwd[i]) if i is not None and i < bwd.size else None
+        tot = (f or 0.0) + (b or 0.0) if (f is not None or b is not None) else None
+        rows.append({
+            "id": r.node_id, "kind": r.kind, "shape": tuple(r.out_shape), "params": r.params, "flops": r.flops,
+            "fwd_ms": f, "bwd_ms": b,
+            "share": tot / step_ms if tot is not None and step_ms else None,
+            "gflops": r.flops * batch / (f / 1000.0) / 1e9 if r.flops and f else None,
+            "act_bytes": r.act_bytes,
+        })
+    return rows
+
+
+class LayerTableModel(QAbstractTableModel):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._rows: list[dict] = []
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.DisplayRole):
+        if orientation == Qt.Horizontal and role == Qt.DisplayRole:
+            return COLUMNS[section][1]
+        if orientation == Qt.Horizontal and role == Qt.ToolTipRole:
+            return {"share": "forward + backward time as a share of the mean step time",
+                    "gflops": "achieved forward GFLOP/s (FLOPs per sample x batch / forward time)",
+                    "act_bytes": "output bytes for the run's batch size and precision",
+                    "flops": "forward FLOPs per sample (PyTorch's FlopCounterMode)"}.get(COLUMNS[section][0])
+        return None
+
+    def data(self, index, role=Qt.DisplayRole):
+        if not index.isValid():
+            return None
+        key, _title, fmt = COLUMNS[index.column()]
+        v = self._rows[index.row()].get(key)
+        if role == Qt.DisplayRole:
+            return fmt(v) if v is not None else "–"
+        if role == SORT_ROLE:
+            if key in ("id", "kind"):
+                return v or ""
+            if key == "shape":
+                return float(np.prod(v)) if v else -1.0
+            return -1.0 if v is None else float(v)
+        if role == Qt.TextAlignmentRole:
+            return int(Qt.AlignLeft | Qt.AlignVCenter) if index.column() < 3 else int(Qt.AlignRight | Qt.AlignVCenter)
+        return None
+
+    def set_rows(self, rows: list[dict]) -> None:
+        if [r["id"] for r in rows] != [r["id"] for r in self._rows]:
+            self.beginResetModel()
+            self._rows = rows
+            self.endResetModel()
+        else:
+            self._rows = rows
+            if rows:
+                self.dataChanged.emit(self.index(0, 0), self.index(len(rows) - 1, len(COLUMNS) - 1),
+                                      [Qt.DisplayRole, SORT_ROLE])
+
+    def row(self, i: int) -> dict:
+        return self._rows[i]
+
+
+class LayerTableView(MonitorView):
+    title = "Layer table"
+    max_hz = 4.0
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.model = LayerTableModel(self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(SORT_ROLE)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(-1, Qt.AscendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.installEventFilter(self)
+        self.notice = notice_label("Per-layer facts appear when a run starts; times after its first profiled step. "
+                                   "Ctrl+C copies rows as tab-separated text.")
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addWidget(self.notice)
+        lay.addWidget(self.table, 1)
+
+    def clear(self) -> None:
+        self.model.set_rows([])
+
+    def update_snapshot(self, snap) -> None:
+        self.model.set_rows(table_rows(snap))
+
+    def eventFilter(self, obj, event) -> bool:
+        if obj is self.table and event.type() == event.Type.KeyPress and event.matches(QKeySequence.Copy):
+            self.copy()
+            return True
+        return super().eventFilter(obj, event)
+
+    def keyPressEvent(self, event) -> None:
+        if event.matches(QKeySequence.Copy):
+            self.copy()
+            return
+        super().keyPressEvent(event)
+
+    def as_tsv(self, selected_only: bool = True) -> str:
+        """The table as it is shown (sorted), tab-separated with a header line."""
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedIndexes()}) if selected_only else []
+        if not rows:
+            rows = list(range(self.proxy.rowCount()))
+        lines = ["\t".join(t for _k, t, _f in COLUMNS)]
+        for r in rows:
+            lines.append("\t".join(str(self.proxy.data(self.proxy.index(r, c))) for c in range(len(COLUMNS))))
+        return "\n".join(lines) + "\n"
+
+    def copy(self) -> str:
+        text = self.as_tsv()
+        QGuiApplication.clipboard().setText(text)
+        return text
+
+
+def main(argv=None) -> int:
+    from app.views.sample import preview
+
+    return preview(LayerTableView, argv, size=(900, 420))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

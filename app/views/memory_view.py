@@ -1,0 +1,145 @@
+"""Memory: device and process memory over time, and each layer's activation memory.
+
+GPU runs show the allocator peak of each step and the GPU memory in use (NVML); CPU runs show
+the process RSS and the system memory in use (psutil). A series that was not recorded is not
+drawn, and the note above the plots says which ones and why.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QVBoxLayout
+
+from app import style
+from app.views.base import MonitorView, fmt_bytes, notice_label
+
+
+class MemoryView(MonitorView):
+    title = "Memory"
+    max_hz = 5.0
+
+    SERIES = (  # key, label, colour
+        ("gpu_used", "GPU memory used (NVML)", style.SERIES[0]),
+        ("peak", "allocator peak per step", style.SERIES[1]),
+        ("rss", "process RSS", style.SERIES[2]),
+        ("sys", "system memory used", style.SERIES[3]),
+    )
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.notice = notice_label("")
+        self.glw = pg.GraphicsLayoutWidget()
+        self.time_plot = self.glw.addPlot(row=0, col=0)
+        self.layer_plot = self.glw.addPlot(row=0, col=1)
+        self.glw.ci.layout.setColumnStretchFactor(0, 3)
+        self.glw.ci.layout.setColumnStretchFactor(1, 2)
+        style.style_plot(self.time_plot, bottom="time since start (s)")
+        self.time_plot.setLabel("left", "memory", units="B", color=style.MUTED)
+        self.time_plot.getAxis("bottom").enableAutoSIPrefix(False)
+        self.time_plot.setClipToView(True)
+        self.time_plot.setDownsampling(mode="peak")
+        self.legend = self.time_plot.addLegend(offset=(8, 8), labelTextColor=style.TEXT, brush="#15171ACC")
+        self.curves = {}
+        for key, label, colour in self.SERIES:
+            c = self.time_plot.plot([], [], pen=pg.mkPen(colour, width=2), name=label)
+            self.curves[key] = c
+        style.style_plot(self.layer_plot)
+        self.layer_plot.setLabel("bottom", "activation memory", units="B", color=style.MUTED)
+        self.layer_plot.invertY(True)
+        self.layer_plot.getAxis("left").setWidth(64)
+        self.bars = pg.BarGraphItem(x0=[0], y=[0], height=0.7, width=[0], brush=style.SERIES[5], pen=None)
+        self.layer_plot.addItem(self.bars)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.notice)
+        lay.addWidget(self.glw, 1)
+        self._ids = ()
+        self.clear()
+
+    def clear(self) -> None:
+        for c in self.curves.values():
+            c.setData([], [])
+            c.setVisible(False)
+            self.legend.removeItem(c)
+        self._legend_keys = set()
+        self.bars.setVisible(False)
+        self.layer_plot.getAxis("left").setTicks([[]])
+        self._ids = ()
+        self.notice.setText("No memory data yet: start a run or open a session.")
+
+    def _set(self, key: str, x, y) -> bool:
+        c = self.curves[key]
+        ok = bool(x is not None and len(x) > 0 and np.isfinite(y).any())
+        if ok:
+            c.setData(x, y, connect="finite")
+            if key not in self._legend_keys:
+                self.legend.addItem(c, dict((k, lbl) for k, lbl, _ in self.SERIES)[key])
+                self._legend_keys.add(key)
+        elif key in self._legend_keys:
+            self.legend.removeItem(c)
+            self._legend_keys.discard(key)
+        c.setVisible(ok)
+        return ok
+
+    def shown_series(self) -> set[str]:
+        return set(self._legend_keys)
+
+    def update_snapshot(self, snap) -> None:
+        info = snap.info
+        dev = (info.device or {}) if info else {}
+        kind = dev.get("kind") or str(dev.get("id") or "").split(":")[0]
+        notes = []
+        gpu = [v for (src, m), v in snap.telemetry.items() if src.startswith("nvml") and m == "mem_used_bytes"]
+        self._set("gpu_used", gpu[0][:, 0] if gpu else None, gpu[0][:, 1] if gpu else None)
+        t = snap.column("t")
+        peak = snap.column("peak_mem_bytes")
+        has_peak = self._set("peak", t, peak)
+        rss = snap.series("psutil", "rss_bytes")
+        self._set("rss", rss[:, 0] if rss is not None else None, rss[:, 1] if rss is not None else None)
+        sysm = snap.series("psutil", "sys_mem_used_bytes")
+        self._set("sys", sysm[:, 0] if sysm is not None else None, sysm[:, 1] if sysm is not None else None)
+        if kind == "cuda":
+            if not gpu:
+                notes.append("GPU memory in use: not recorded (NVML not readable for this run).")
+            if not has_peak:
+                notes.append("Allocator peak: not recorded yet.")
+            notes.append("Reserved (cached) allocator memory is not recorded by the engine.")
+        elif info is not None:
+            notes.append(f"{dev.get('id') or 'cpu'} run: GPU allocator series do not apply; showing process RSS "
+                         "and system memory.")
+        if rss is None and info is not None:
+            notes.append("Process memory: not recorded (psutil unavailable or telemetry off).")
+        # per-layer activation memory: allocator growth on CUDA, activation bytes elsewhere
+        ids = snap.node_ids
+        mem = np.asarray(snap.layer_mem, dtype=float)
+        if info is not None and (not np.isfinite(mem).any()):
+            rows = {r.node_id: r for r in info.layers}
+            mem = np.array([float(rows[i].act_bytes) if i in rows else np.nan for i in ids])
+        if len(ids) and np.isfinite(mem).any():
+            n = len(ids)
+            self.bars.setOpts(x0=np.zeros(n), y=np.arange(n, dtype=float), width=np.nan_to_num(mem), height=0.7)
+            self.bars.setVisible(True)
+            if ids != self._ids:
+                step = max(1, n // 40)
+                self.layer_plot.getAxis("left").setTicks([[(float(i), nid) for i, nid in enumerate(ids)
+                                                           if i % step == 0]])
+                self._ids = ids
+            self.layer_plot.setYRange(-0.6, n - 0.4, padding=0)
+            total = float(np.nansum(mem))
+            what = "allocator growth per layer" if kind == "cuda" else "activation bytes per layer"
+            self.layer_plot.setTitle(f"<span style='font-size:9pt'>{what} · total {fmt_bytes(total)}</span>",
+                                     color=style.MUTED)
+        self.notice.setText(" ".join(notes))
+        self.notice.setVisible(bool(notes))
+
+
+def main(argv=None) -> int:
+    from app.views.sample import preview
+
+    return preview(MemoryView, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Power & energy: GPU power, energy per sample, utilisation, temperature and SM clock (NVML),
+CPU package power (RAPL) and CPU load per core (psutil).
+
+Absent is absent: a series this machine or run could not read is not drawn as zeros; its plot
+says "not available" and why (the engine's telemetry status reasons).
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QVBoxLayout
+
+from app import style
+from app.views.base import MonitorView, batch_of, notice_label
+
+PANELS = (  # key, title, unit
+    ("power", "Power", "W"),
+    ("energy", "Energy per sample", "J"),
+    ("util", "GPU utilisation", "%"),
+    ("temp", "GPU temperature", "°C"),
+    ("clock", "SM clock", "MHz"),
+    ("cpu", "CPU load per core", "%"),
+)
+
+
+def energy_per_sample(energy: np.ndarray, history_t: np.ndarray, batch: int, window_s: float = 1.0):
+    """J per sample over windows of >= ``window_s`` from a cumulative energy counter (t, J rows)
+    and the start times of the steps; (times, values), empty when there is not enough data."""
+    if energy is None or len(energy) < 2 or len(history_t) < 2:
+        return np.zeros(0), np.zeros(0)
+    t, e = energy[:, 0], energy[:, 1]
+    xs, ys = [], []
+    i = 0
+    for j in range(1, len(t)):
+        if t[j] - t[i] < window_s:
+            continue
+        steps = np.count_nonzero((history_t >= t[i]) & (history_t < t[j]))
+        if steps:
+            xs.append(t[j])
+            ys.append((e[j] - e[i]) / (steps * batch))
+        i = j
+    return np.asarray(xs), np.asarray(ys)
+
+
+class PowerView(MonitorView):
+    title = "Power & energy"
+    max_hz = 5.0
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._status: dict = {}
+        self.cpu_legend = None
+        self.notice = notice_label("")
+        self.glw = pg.GraphicsLayoutWidget()
+        self.plots = {}
+        self.notes = {}
+        self.curves: dict[str, dict[str, pg.PlotDataItem]] = {k: {} for k, _, _ in PANELS}
+        for i, (key, title, unit) in enumerate(PANELS):
+            p = self.glw.addPlot(row=i // 3, col=i % 3)
+            style.style_plot(p)
+            p.setTitle(f"<span style='font-size:9pt'>{title} ({unit})</span>", color=style.MUTED)
+            p.setClipToView(True)
+            p.setDownsampling(mode="peak")
+            note = pg.TextItem("", color=style.MUTED, anchor=(0.5, 0.5))
+            note.setParentItem(p.vb)
+            self.plots[key] = p
+            self.notes[key] = note
+            p.vb.sigResized.connect(lambda vb, n=note: n.setPos(vb.width() / 2, vb.height() / 2))
+            p.getAxis("left").setWidth(44)
+            p.getAxis("bottom").enableAutoSIPrefix(False)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.notice)
+        lay.addWidget(self.glw, 1)
+        self.clear()
+
+    def set_telemetry_status(self, status: dict | None) -> None:
+        """The engine's ``telemetry_status()`` (or a session's recorded one): reasons for absent sources."""
+        self._status = dict(status or {})
+        if self._drawn is not None:
+            self.update_snapshot(self._drawn)
+
+    def _reason(self, source: str) -> str:
+        st = self._status.get(source)
+        if isinstance(st, dict) and not st.get("available") and st.get("reason"):
+            return st["reason"]
+        return ""
+
+    def clear(self) -> None:
+        for key, curves in self.curves.items():
+            for c in curves.values():
+                c.setData([], [])
+                c.setVisible(False)
+            self._note(key, "no data yet")
+        self.notice.setVisible(False)
+
+    def _note(self, key: str, text: str) -> None:
+        note = self.notes[key]
+        plot = self.plots[key]
+        for name in ("left", "bottom"):  # an empty plot shows no made-up 0..1 scale
+            plot.getAxis(name).setStyle(showValues=not text)
+        if text:
+            note.setHtml(f"<div style='text-align:center;color:{style.MUTED}'>{text}</div>")
+            vb = self.plots[key].vb
+            note.setTextWidth(max(120.0, vb.width() - 16))
+            note.setPos(vb.width() / 2, vb.height() / 2)
+        note.setVisible(bool(text))
+
+    def _curve(self, key: str, name: str, colour: str) -> pg.PlotDataItem:
+        c = self.curves[key].get(name)
+        if c is None:
+            c = self.plots[key].plot([], [], pen=pg.mkPen(colour, width=1.6), name=name)
+            self.curves[key][name] = c
+        return c
+
+    def _show(self, key: str, series: dict[str, np.ndarray]) -> None:
+        """Draw (t, value) arrays by name in one panel; hide the ones not in ``series``."""
+        for name, c in self.curves[key].items():
+            if name not in series:
+                c.setVisible(False)
+        for i, (name, arr) in enumerate(sorted(series.items())):
+            c = self._curve(key, name, style.SERIES[i % len(style.SERIES)])
+            c.setData(arr[:, 0], arr[:, 1], connect="finite")
+            c.setVisible(True)
+
+    def available(self) -> dict[str, bool]:
+        """Which panels show data now (for tests and the status bar)."""
+        return {k: any(c.isVisible() for c in self.curves[k].values()) for k, _, _ in PANELS}
+
+    def update_snapshot(self, snap) -> None:
+        tel = snap.telemetry
+        info = snap.info
+        dev = str(((info.device or {}).get("id") if info else "") or "")
+        on_gpu = dev.startswith("cuda")
+        nvml = {src for (src, _m) in tel if src.startswith("nvml")}
+        gpu_src = f"nvml:{dev.split(':')[1] if ':' in dev else '0'}" if on_gpu else (sorted(nvml)[0] if nvml else "")
+        if not nvml:
+            why = self._reason("nvml")
+            if not on_gpu and info is not None:
+                gpu_why = f"this run is on {dev or 'the CPU'}" + (f"; {why}" if why else "")
+            else:
+                gpu_why = why or "NVML series were not recorded"
+        else:
+            gpu_why = ""
+
+        def gpu_metric(metric):
+            arr = tel.get((gpu_src, metric))
+            return {gpu_src.replace("nvml:", "GPU "): arr} if arr is not None else {}
+
+        power = gpu_metric("power_w")
+        for (src, m), arr in tel.items():
+            if src.startswith("rapl") and m == "power_w":
+                power[f"CPU {src.split(':', 1)[-1]} (RAPL)"] = arr
+        self._show("power", power)
+        if power:
+            self._note("power", "")
+        else:
+            reasons = [r for r in (gpu_why, self._reason("rapl")) if r]
+            self._note("power", "not available: " + ("; ".join(reasons) if reasons else "no power source was readable"))
+
+        batch = batch_of(info) if info else 1
+        hist_t = snap.column("t")
+        energy_series = {}
+        counters = [(gpu_src, "GPU")] if gpu_src else []
+        counters += [(src, f"CPU {src.split(':', 1)[-1]}") for (src, m) in tel if src.startswith("rapl") and m == "energy_j"]
+        for src, label in counters:
+            arr = tel.get((src, "energy_j"))
+            xs, ys = energy_per_sample(arr, hist_t, batch)
+            if len(xs):
+                energy_series[label] = np.column_stack([xs, ys])
+        self._show("energy", energy_series)
+        if energy_series:
+            self._note("energy", "")
+        elif any(tel.get((s, "energy_j")) is not None for s, _ in counters):
+            self._note("energy", "waiting for a window of at least 1 s")
+        else:
+            reasons = [r for r in (gpu_why, self._reason("rapl")) if r]
+            self._note("energy", "not available: no energy counter was recorded"
+                       + (" (" + "; ".join(reasons) + ")" if reasons else ""))
+
+        for key, metric in (("util", "gpu_util_pct"), ("temp", "temp_c"), ("clock", "sm_clock_mhz")):
+            series = gpu_metric(metric) if gpu_src else {}
+            self._show(key, series)
+            if series:
+                self._note(key, "")
+            elif gpu_src:
+                self._note(key, "not available: this GPU does not report it through NVML")
+            else:
+                self._note(key, "not available: " + (gpu_why or "no GPU telemetry"))
+
+        cores = {}
+        for (src, m), arr in tel.items():
+            if src == "psutil" and m.startswith("cpu_pct:"):
+                cores[f"core {int(m.split(':')[1]):02d}"] = arr
+        if len(cores) > 16:  # many-core machines: the overall load reads better than a tangle
+            cores = {"all cores": tel[("psutil", "cpu_pct")]} if ("psutil", "cpu_pct") in tel else {}
+        self._show("cpu", cores)
+        if cores and self.cpu_legend is None:
+            self.cpu_legend = self.plots["cpu"].addLegend(offset=(-4, 4), labelTextColor=style.TEXT,
+                                                          brush="#15171ACC", colCount=4)
+            for name, c in sorted(self.curves["cpu"].items()):
+                self.cpu_legend.addItem(c, name)
+        self._note("cpu", "" if cores else "not available: " + (self._reason("psutil") or "CPU load was not recorded"))
+        self.notice.setVisible(False)
+
+
+def main(argv=None) -> int:
+    from app.views.sample import preview
+
+    return preview(PowerView, argv, size=(1000, 560))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

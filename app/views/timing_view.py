@@ -1,0 +1,208 @@
+"""Per-layer time: forward and backward stacked as horizontal bars (mean over the recent window),
+next to a heat strip of node x step, on one shared row axis so each bar lines up with its row."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QToolTip, QVBoxLayout
+
+from app import style
+from app.views.base import MonitorView, batch_of, fmt_ms, mean_step_ms, notice_label
+
+SORTS = ("Net order", "Total time", "Forward", "Backward")
+
+
+class LayerTimeView(MonitorView):
+    title = "Layer time"
+    max_hz = 15.0
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._order = np.zeros(0, dtype=int)
+        self._rows: list[dict] = []
+        self._heat = np.zeros((0, 0))
+        self._heat_steps = np.zeros(0)
+        self._ids: tuple = ()
+
+        top = QHBoxLayout()
+        top.setContentsMargins(6, 4, 6, 0)
+        top.addWidget(QLabel("Sort"))
+        self.sort_combo = QComboBox()
+        self.sort_combo.addItems(SORTS)
+        self.sort_combo.setToolTip("Order of the rows (the heat strip follows)")
+        self.sort_combo.currentIndexChanged.connect(lambda _: self.refresh_now())
+        top.addWidget(self.sort_combo)
+        self.summary = QLabel("")
+        self.summary.setObjectName("summary")
+        top.addWidget(self.summary, 1)
+        legend = QLabel(f"<span style='color:{style.FWD}'>&#9632;</span> forward &nbsp; "
+                        f"<span style='color:{style.BWD}'>&#9632;</span> backward")
+        top.addWidget(legend)
+
+        self.notice = notice_label("No layer times yet: start a run or open a session.")
+        self.glw = pg.GraphicsLayoutWidget()
+        self.glw.ci.setContentsMargins(2, 2, 6, 2)
+        self.bars_plot = self.glw.addPlot(row=0, col=0)
+        self.heat_plot = self.glw.addPlot(row=0, col=1)
+        self.glw.ci.layout.setColumnStretchFactor(0, 3)
+        self.glw.ci.layout.setColumnStretchFactor(1, 2)
+        style.style_plot(self.bars_plot, bottom="mean time per step (ms)")
+        style.style_plot(self.heat_plot, bottom="step (heat: fwd+bwd ms per profiled step)", grid=False)
+        for p in (self.bars_plot, self.heat_plot):
+            p.invertY(True)
+            p.setMouseEnabled(x=False, y=True)
+        self.heat_plot.setYLink(self.bars_plot)
+        self.heat_plot.getAxis("left").setStyle(showValues=False)
+        self.heat_plot.getAxis("left").setWidth(4)
+        self.bars_plot.getAxis("left").setWidth(70)
+        self.fwd_bars = pg.BarGraphItem(x0=[0], y=[0], height=0.72, width=[0], brush=style.FWD, pen=None)
+        self.bwd_bars = pg.BarGraphItem(x0=[0], y=[0], height=0.72, width=[0], brush=style.BWD, pen=None)
+        self.bars_plot.addItem(self.fwd_bars)
+        self.bars_plot.addItem(self.bwd_bars)
+        self.heat_img = pg.ImageItem()
+        self.heat_img.setColorMap(pg.colormap.get("inferno"))
+        self.heat_plot.addItem(self.heat_img)
+        self.bars_plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addLayout(top)
+        lay.addWidget(self.notice)
+        lay.addWidget(self.glw, 1)
+        self.clear()
+
+    # -- data ------------------------------------------------------------------------------------
+    def clear(self) -> None:
+        self._rows = []
+        self._ids = ()
+        self._order = np.zeros(0, dtype=int)
+        self.fwd_bars.setVisible(False)
+        self.bwd_bars.setVisible(False)
+        self.heat_img.clear()
+        self.bars_plot.getAxis("left").setTicks([[]])
+        self.summary.setText("")
+        self.notice.setVisible(True)
+
+    def refresh_now(self) -> None:
+        if self._drawn is not None:
+            self.update_snapshot(self._drawn)
+
+    def rows(self) -> list[dict]:
+        """The rows as drawn (display order): id, kind, fwd_ms, bwd_ms, share, gflops."""
+        return [self._rows[i] for i in self._order]
+
+    def update_snapshot(self, snap) -> None:
+        ids = snap.node_ids
+        n = len(ids)
+        fwd = np.asarray(snap.layer_fwd_mean, dtype=float)
+        bwd = np.asarray(snap.layer_bwd_mean, dtype=float)
+        if n == 0 or snap.profiled_steps == 0 or not np.isfinite(fwd).any():
+            self.clear()
+            if snap.info is not None:
+                cfg = snap.info.config or {}
+                if cfg.get("profile_every") == 0:
+                    self.notice.setText("Per-layer profiling is off for this run (profile every 0 steps).")
+                else:
+                    self.notice.setText("Waiting for the first profiled step after warm-up…")
+            return
+        self.notice.setVisible(False)
+        layers = {r.node_id: r for r in (snap.info.layers if snap.info else [])}
+        batch = batch_of(snap.info)
+        step_ms = mean_step_ms(snap)
+        f0 = np.nan_to_num(fwd)
+        b0 = np.nan_to_num(bwd)
+        total = f0 + b0
+        self._rows = []
+        for i, nid in enumerate(ids):
+            r = layers.get(nid)
+            flops = r.flops if r else None
+            gf = flops * batch / (fwd[i] / 1000.0) / 1e9 if flops and np.isfinite(fwd[i]) and fwd[i] > 0 else None
+            self._rows.append({"id": nid, "kind": r.kind if r else "", "fwd_ms": fwd[i], "bwd_ms": bwd[i],
+                               "total_ms": total[i], "share": total[i] / step_ms if step_ms else None,
+                               "gflops": gf})
+        key = self.sort_combo.currentIndex()
+        if key == 1:
+            order = np.argsort(-total, kind="stable")
+        elif key == 2:
+            order = np.argsort(-f0, kind="stable")
+        elif key == 3:
+            order = np.argsort(-b0, kind="stable")
+        else:
+            order = np.arange(n)
+        self._order = order
+        y = np.arange(n, dtype=float)
+        self.fwd_bars.setOpts(x0=np.zeros(n), y=y, width=f0[order], height=0.72)
+        self.bwd_bars.setOpts(x0=f0[order], y=y, width=b0[order], height=0.72)
+        self.fwd_bars.setVisible(True)
+        self.bwd_bars.setVisible(bool(np.isfinite(bwd).any()))
+        if ids != self._ids or key != getattr(self, "_last_key", None):
+            self.bars_plot.getAxis("left").setTicks([[(float(k), ids[i]) for k, i in enumerate(order)]])
+            self._ids = ids
+            self._last_key = key
+        self.bars_plot.setYRange(-0.6, n - 0.4, padding=0)
+        self.bars_plot.setXRange(0, max(float(total.max()), 1e-6) * 1.05, padding=0)
+
+        heat = np.nan_to_num(np.asarray(snap.heat_fwd, float)) + np.nan_to_num(np.asarray(snap.heat_bwd, float))
+        steps = np.asarray(snap.heat_steps, float)
+        if heat.size and steps.size:
+            heat = heat[order]
+            self._heat, self._heat_steps = heat, steps
+            hi = float(np.percentile(heat, 99)) if heat.size else 1.0
+            self.heat_img.setImage(heat, levels=(0.0, max(hi, 1e-6)), autoLevels=False)
+            gap = float(np.median(np.diff(steps))) if steps.size > 1 else 1.0
+            x0 = steps[0] - gap / 2
+            width = (steps[-1] - steps[0]) + gap
+            self.heat_img.setRect(QRectF(x0, -0.5, width, n))
+            self.heat_plot.setXRange(x0, x0 + width, padding=0)
+        tot_f = float(np.nansum(fwd))
+        tot_b = float(np.nansum(bwd))
+        text = f"layers: fwd {fmt_ms(tot_f)} ms"
+        if np.isfinite(bwd).any():
+            text += f" + bwd {fmt_ms(tot_b)} ms"
+        if step_ms:
+            text += f" of a {fmt_ms(step_ms)} ms step"
+        text += f" · mean of {snap.profiled_steps} profiled steps"
+        self.summary.setText(text)
+
+    # -- hover -----------------------------------------------------------------------------------
+    def tooltip_for_row(self, k: int) -> str:
+        r = self._rows[self._order[k]]
+        lines = [f"<b>{r['id']}</b> <span style='color:{style.MUTED}'>{r['kind']}</span>",
+                 f"forward: {fmt_ms(r['fwd_ms'])} ms"]
+        if np.isfinite(r["bwd_ms"]):
+            lines.append(f"backward: {fmt_ms(r['bwd_ms'])} ms")
+        if r["share"] is not None:
+            lines.append(f"share of step: {100 * r['share']:.1f} %")
+        if r["gflops"] is not None:
+            lines.append(f"forward: {r['gflops']:.2f} GFLOP/s")
+        return "<br>".join(lines)
+
+    def _on_mouse_moved(self, pos: QPointF) -> None:
+        if not self._rows:
+            return
+        for plot in (self.bars_plot, self.heat_plot):
+            if plot.sceneBoundingRect().contains(pos):
+                p = plot.vb.mapSceneToView(pos)
+                k = int(round(p.y()))
+                if 0 <= k < len(self._order):
+                    text = self.tooltip_for_row(k)
+                    if plot is self.heat_plot and self._heat_steps.size:
+                        j = int(np.argmin(np.abs(self._heat_steps - p.x())))
+                        text += f"<br>step {int(self._heat_steps[j])}: {fmt_ms(self._heat[k, j])} ms"
+                    QToolTip.showText(self.glw.mapToGlobal(self.glw.mapFromScene(pos)), text, self.glw)
+                    return
+        QToolTip.hideText()
+
+
+def main(argv=None) -> int:
+    from app.views.sample import preview
+
+    return preview(LayerTimeView, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
