@@ -1,15 +1,146 @@
-"""Starts the desktop app (placeholder window until the app issue lands)."""
+"""Starts the desktop app: ``python main.py [FILE] [--preset NAME] [--device DEV] [--run STEPS]
+[--screenshot PATH]``.
+
+Scripted use (docs, smoke checks): with ``--run`` the preset runs for STEPS steps; with
+``--screenshot`` the whole window is saved to PATH once the run has finished (or once the window
+is ready, without ``--run``) and the app exits - 0 when the run completed, 1 when it did not.
+
+``LAYERSCOPE_STARTUP_PROBE=1`` prints ``shown_at: <epoch>`` when the window first paints and
+``ready_at: <epoch>`` when the editor is usable, then exits (``benchmarks/startup.py``).
+"""
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+import time
+
+NO_DISPLAY = "no display: run under a desktop session, Xvfb, or set QT_QPA_PLATFORM=offscreen"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="layerscope", description="LayerScope desktop app "
+                                 "(sub-commands such as 'profile' run headless; see 'layerscope --help')")
+    ap.add_argument("file", nargs="?", help="a net file (.json) or a session file (.lsession) to open")
+    ap.add_argument("--preset", help="open this built-in net (lenet5, alexnet-article, alexnet, vgg11, resnet18)")
+    ap.add_argument("--device", help="device for the run: cpu, cuda, cuda:N, mps or auto")
+    ap.add_argument("--run", type=int, metavar="STEPS", help="start a run of STEPS steps once the window is ready")
+    ap.add_argument("--batch-size", type=int, metavar="B", help="batch size for --run")
+    ap.add_argument("--dataset", help="dataset for --run (synthetic, digits, mnist, ... or a folder)")
+    ap.add_argument("--screenshot", metavar="PATH", help="save a PNG of the window after the run (or when ready) and exit")
+    args = ap.parse_args(argv)
+    if args.run is not None and args.run < 1:
+        ap.error("--run needs a number of steps >= 1")
+    return args
+
+
+def has_display() -> bool:
+    """False on Linux without X/Wayland when no Qt platform was chosen (Qt would abort)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    if os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def run(argv: list[str] | None = None) -> int:
-    from PySide6.QtWidgets import QApplication, QLabel
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if not has_display():
+        print(NO_DISPLAY, file=sys.stderr)
+        return 2
+    probe = os.environ.get("LAYERSCOPE_STARTUP_PROBE")
+
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    import engine
+    from app import style
+    from app.settings import ensure_names
+
+    spec = None
+    if args.preset:
+        try:
+            spec = engine.load_preset(args.preset)
+        except engine.LayerScopeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    w = QLabel("LayerScope")
-    w.setWindowTitle("LayerScope")
-    w.resize(800, 600)
-    w.show()
-    return app.exec()
+    ensure_names()
+    style.apply(app)
+    from app.main_window import MainWindow
+
+    window = MainWindow()
+    if spec is not None:
+        window.set_spec(spec)
+    exit_code = {"value": 0}
+
+    def finish(code: int) -> None:
+        exit_code["value"] = code
+        window.shutdown()
+        window.close()
+        app.exit(code)
+
+    if probe:
+        window.first_shown.connect(lambda: print(f"shown_at: {time.time():.4f}", flush=True))
+
+        def on_ready():
+            print(f"ready_at: {time.time():.4f}", flush=True)
+            QTimer.singleShot(0, lambda: finish(0))
+
+        window.ready.connect(on_ready)
+
+    def screenshot() -> bool:
+        if not args.screenshot:
+            return True
+        app.processEvents()
+        if window.canvas is not None:
+            window.canvas.fit_view()
+        for v in window.views:
+            v.refresh()
+        app.processEvents()
+        ok = window.grab().save(args.screenshot)
+        if not ok:
+            print(f"error: cannot write the screenshot {args.screenshot}", file=sys.stderr)
+        else:
+            print(f"screenshot saved to {args.screenshot}")
+        return ok
+
+    def on_finished(status: str, message: str) -> None:
+        print(f"run {status}" + (f": {message}" if message else ""))
+        if args.screenshot:
+            # let the final frame and the canvas colours paint before grabbing
+            QTimer.singleShot(400, lambda: finish(0 if screenshot() and status == "completed" else 1))
+
+    def on_ready() -> None:
+        if args.file:
+            if not window.open_path(args.file):
+                print(f"error: cannot open {args.file}", file=sys.stderr)
+                if args.screenshot:
+                    finish(2)
+                    return
+        if args.run:
+            window.run_panel.apply(steps=args.run, device=args.device, batch_size=args.batch_size,
+                                   dataset=args.dataset)
+            overrides = {}
+            if not window.run_panel.feature_layer():
+                first_conv = next((n.id for n in window.model.spec_view().nodes if n.kind == "conv2d"), None)
+                if first_conv:
+                    window.run_panel.set_feature_layer(first_conv)
+                    window.feature_view.select_layer(first_conv, emit=False)
+                    overrides["feature_node"] = first_conv
+            window.run_finished.connect(on_finished)
+            if not window.start_run(**overrides):
+                print("error: the run could not start (see the log panel)", file=sys.stderr)
+                if args.screenshot:
+                    QTimer.singleShot(200, lambda: (screenshot(), finish(1)))
+            return
+        if args.screenshot:
+            QTimer.singleShot(300, lambda: finish(0 if screenshot() else 1))
+
+    if not probe:
+        window.ready.connect(on_ready)
+    window.show()
+    code = app.exec()
+    return exit_code["value"] if exit_code["value"] else code

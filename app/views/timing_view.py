@@ -37,7 +37,7 @@ class LayerTimeView(MonitorView):
         top.addWidget(self.sort_combo)
         self.summary = QLabel("")
         self.summary.setObjectName("summary")
-        top.addWidget(self.summary, 1)
+        top.addStretch(1)
         legend = QLabel(f"<span style='color:{style.FWD}'>&#9632;</span> forward &nbsp; "
                         f"<span style='color:{style.BWD}'>&#9632;</span> backward")
         top.addWidget(legend)
@@ -50,7 +50,8 @@ class LayerTimeView(MonitorView):
         self.glw.ci.layout.setColumnStretchFactor(0, 3)
         self.glw.ci.layout.setColumnStretchFactor(1, 2)
         style.style_plot(self.bars_plot, bottom="mean time per step (ms)")
-        style.style_plot(self.heat_plot, bottom="step (heat: fwd+bwd ms per profiled step)", grid=False)
+        style.style_plot(self.heat_plot, bottom="step", grid=False)
+        self.heat_plot.setToolTip("")
         for p in (self.bars_plot, self.heat_plot):
             p.invertY(True)
             p.setMouseEnabled(x=False, y=True)
@@ -71,6 +72,8 @@ class LayerTimeView(MonitorView):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)
         lay.addLayout(top)
+        self.summary.setContentsMargins(6, 0, 6, 0)
+        lay.addWidget(self.summary)
         lay.addWidget(self.notice)
         lay.addWidget(self.glw, 1)
         self.clear()
@@ -165,7 +168,7 @@ class LayerTimeView(MonitorView):
             text += f" + bwd {fmt_ms(tot_b)} ms"
         if step_ms:
             text += f" of a {fmt_ms(step_ms)} ms step"
-        text += f" · mean of {snap.profiled_steps} profiled steps"
+        text += f" · bars: mean of the last {snap.profiled_steps} profiled steps · heat: fwd+bwd ms per step"
         self.summary.setText(text)
 
     # -- hover -----------------------------------------------------------------------------------

@@ -36,14 +36,14 @@ class TrainingView(MonitorView):
         self.acc_plot.setXLink(self.loss_plot)
         self.tput_plot.setXLink(self.loss_plot)
         self.acc_plot.setYRange(0, 100, padding=0.02)
-        self.loss_legend = self.loss_plot.addLegend(offset=(-8, 8), labelTextColor=style.TEXT, brush="#15171ACC")
-        self.acc_legend = self.acc_plot.addLegend(offset=(-8, -8), labelTextColor=style.TEXT, brush="#15171ACC")
+        self.loss_legend = self.loss_plot.addLegend(offset=(-4, 4), labelTextColor=style.TEXT, brush="#15171ACC",
+                                                    colCount=2)
         self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen(style.SERIES[0], width=1.6), name="train")
         self.loss_test = self.loss_plot.plot([], [], pen=None, symbol="o", symbolSize=7,
                                              symbolBrush=style.TEST, symbolPen=None, name="test")
-        self.acc_curve = self.acc_plot.plot([], [], pen=pg.mkPen(style.SERIES[0], width=1.6), name="train")
+        self.acc_curve = self.acc_plot.plot([], [], pen=pg.mkPen(style.SERIES[0], width=1.6))
         self.acc_test = self.acc_plot.plot([], [], pen=None, symbol="o", symbolSize=7,
-                                           symbolBrush=style.TEST, symbolPen=None, name="test")
+                                           symbolBrush=style.TEST, symbolPen=None)
         self.tput_curve = self.tput_plot.plot([], [], pen=pg.mkPen(style.SERIES[2], width=1.6))
         self.warm_region = pg.LinearRegionItem(values=(0, 0), movable=False, brush=(255, 255, 255, 14),
                                                pen=pg.mkPen(None))
@@ -57,7 +57,29 @@ class TrainingView(MonitorView):
         lay.addLayout(top)
         lay.addWidget(self.notice)
         lay.addWidget(self.glw, 1)
+        self._vertical = False
         self.clear()
+
+    def _arrange(self, vertical: bool) -> None:
+        """Three plots side by side in a wide dock, stacked in a narrow one."""
+        self._vertical = vertical
+        plots = (self.loss_plot, self.acc_plot, self.tput_plot)
+        ci = self.glw.ci
+        for p in plots:
+            ci.removeItem(p)
+        for i, p in enumerate(plots):
+            if vertical:
+                ci.addItem(p, row=i, col=0)
+                p.showAxis("bottom", i == len(plots) - 1)
+            else:
+                ci.addItem(p, row=0, col=i)
+                p.showAxis("bottom", True)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        vertical = self.width() < 1.5 * self.height()
+        if vertical != self._vertical:
+            self._arrange(vertical)
 
     def clear(self) -> None:
         for c in (self.loss_curve, self.loss_test, self.acc_curve, self.acc_test, self.tput_curve):
@@ -70,7 +92,7 @@ class TrainingView(MonitorView):
     def point_counts(self) -> dict[str, int]:
         """How many points each curve holds (for tests)."""
         def n(c):
-            x, _ = c.getData()
+            x = c.xData  # the full data; getData() is clipped to the view
             return 0 if x is None else len(x)
         return {"loss": n(self.loss_curve), "accuracy": n(self.acc_curve), "throughput": n(self.tput_curve),
                 "test": n(self.acc_test)}
