@@ -1,0 +1,210 @@
+"""Each monitor view, fed LiveSnapshots built from hand-made records (no run, no torch)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.live import LiveFeed
+from engine.records import (FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord,
+                            TelemetryBatch, TelemetrySample)
+
+
+def snapshot(records):
+    feed = LiveFeed(window=50)
+    for r in records:
+        feed(r)
+    return feed.snapshot()
+
+
+def run_info(device="cpu", batch=2, mode="train"):
+    rows = [LayerRow(0, "a", "conv2d", "conv2d", (4, 8, 8), 40, 1_000_000, 1024),
+            LayerRow(1, "b", "relu", "relu", (4, 8, 8), 0, 0, 1024),
+            LayerRow(2, "c", "linear", "linear", (10,), 2570, 2560, 80)]
+    dev = {"id": device, "name": device, "kind": device.split(":")[0], "memory_total": None}
+    return RunInfo({"net": {"name": "tiny"}, "mode": mode, "batch_size": batch, "precision": "fp32"}, dev, {}, "h",
+                   0.0, rows)
+
+
+def steps_and_times(n=4):
+    out = []
+    for s in range(1, n + 1):
+        out.append(StepRecord(s, s * 0.1, "train", 2.0 / s, 0.1 * s, 10.0, 200.0, profiled=True))
+        out.append(LayerTimes(s, s * 0.1, ["a", "b", "c"], [1.0, 0.5, 3.0], [2.0, 0.5, None],
+                              [None] * 3, [None] * 3, [1024, 1024, 80]))
+    return out
+
+
+@pytest.fixture
+def views(qtbot):
+    from app.views.feature_view import FeatureMapView
+    from app.views.layer_table import LayerTableView
+    from app.views.log_view import LogView
+    from app.views.memory_view import MemoryView
+    from app.views.power_view import PowerView
+    from app.views.timing_view import LayerTimeView
+    from app.views.training_view import TrainingView
+
+    made = {}
+    for cls in (LayerTimeView, TrainingView, FeatureMapView, LayerTableView, MemoryView, PowerView, LogView):
+        v = cls()
+        qtbot.addWidget(v)
+        v.resize(700, 400)
+        v.show()
+        made[cls.__name__] = v
+    return made
+
+
+def test_time_view_means_sorting_and_tooltip(views):
+    v = views["LayerTimeView"]
+    v.push(snapshot([run_info(), *steps_and_times()]), force=True)
+    rows = v.rows()
+    assert [r["id"] for r in rows] == ["a", "b", "c"]
+    assert rows[0]["fwd_ms"] == pytest.approx(1.0) and rows[0]["bwd_ms"] == pytest.approx(2.0)
+    assert rows[0]["share"] == pytest.approx(0.3)  # 3 ms of a 10 ms step
+    assert rows[0]["gflops"] == pytest.approx(1_000_000 * 2 / 1e-3 / 1e9)
+    assert np.isnan(rows[2]["bwd_ms"])  # not measured stays absent
+    v.sort_combo.setCurrentIndex(1)  # total time
+    assert [r["id"] for r in v.rows()] == ["a", "c", "b"]
+    tip = v.tooltip_for_row(0)
+    assert "1.00 ms" in tip and "30.0 %" in tip and "GFLOP/s" in tip
+    assert v.heat_img.image.shape == (3, 4)
+
+
+def test_time_view_says_when_profiling_is_off(views):
+    v = views["LayerTimeView"]
+    info = run_info()
+    info.config["profile_every"] = 0
+    v.push(snapshot([info, StepRecord(1, 0.1, "train", 1.0, 0.5, 5.0, 100.0)]), force=True)
+    assert "off" in v.notice.text()
+    assert v.rows() == []
+
+
+def test_training_view_points_and_benchmark_note(views):
+    v = views["TrainingView"]
+    v.push(snapshot([run_info(), *steps_and_times(6)]), force=True)
+    assert v.point_counts()["loss"] == 6
+    assert "loss 0.3333" in v.stats.text()
+    bench = [run_info(mode="benchmark")] + [StepRecord(s, s * 0.1, "benchmark", None, None, 5.0, 400.0)
+                                            for s in range(1, 4)]
+    v.push(snapshot(bench), force=True)
+    assert "benchmark" in v.notice.text() and v.notice.isVisible()
+
+
+def test_feature_view_tiles_channels(views):
+    from app.views.feature_view import tile
+
+    maps = np.arange(6 * 4 * 5, dtype=np.uint8).reshape(6, 4, 5)
+    grid, rows, cols = tile(maps, gap=1)
+    assert rows * cols >= 6 and grid.shape == (rows * 5 - 1, cols * 6 - 1)
+    assert (grid[:4, :5] == maps[0]).all() and grid[0, 5] == -1
+    v = views["FeatureMapView"]
+    v.set_layers(["a", "b", "c"])
+    fm = FeatureMap(1, 0.1, "a", (6, 4, 5), maps.tobytes(), -1.0, 1.0)
+    v.push(snapshot([run_info(), fm]), force=True)
+    assert v.shown() is fm
+    assert v.current_layer() == "a"
+    assert "6 channels of 4×5" in v.caption.text()
+    got = []
+    v.layer_chosen.connect(got.append)
+    v.select_layer("c")
+    assert got == ["c"]
+
+
+def test_table_sorts_numbers_and_copies_tsv(views, qtbot):
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QGuiApplication
+
+    v = views["LayerTableView"]
+    v.push(snapshot([run_info(), *steps_and_times()]), force=True)
+    v.table.sortByColumn(3, Qt.DescendingOrder)  # params
+    text = v.as_tsv(selected_only=False).splitlines()
+    assert text[0].startswith("Layer\tKind\tOutput shape\tParams")
+    assert [ln.split("\t")[0] for ln in text[1:]] == ["c", "a", "b"]
+    v.table.selectRow(0)
+    qtbot.keyClick(v.table, Qt.Key_C, Qt.ControlModifier)
+    clip = QGuiApplication.clipboard().text().splitlines()
+    assert len(clip) == 2 and clip[1].startswith("c\tlinear\t10")
+
+
+def test_power_view_never_draws_absent_series(views):
+    v = views["PowerView"]
+    v.set_telemetry_status({"nvml": {"available": False, "reason": "NVML not available: no driver"},
+                            "rapl": {"available": False, "reason": "RAPL not readable: permission denied"},
+                            "psutil": {"available": True, "reason": ""}})
+    tel = TelemetryBatch([TelemetrySample(0.1, "psutil", "cpu_pct:0", 50.0),
+                          TelemetrySample(0.1, "psutil", "cpu_pct:1", 20.0)])
+    v.push(snapshot([run_info(), tel]), force=True)
+    avail = v.available()
+    assert avail["cpu"] and not avail["power"] and not avail["util"] and not avail["energy"]
+    note = v.notes["power"].toPlainText()
+    assert "not available" in note and "cpu" in note and "permission denied" in note
+
+
+def test_power_view_gpu_series_and_energy_per_sample(views):
+    from app.views.power_view import energy_per_sample
+
+    recs = [run_info(device="cuda:0", batch=10)]
+    for k in range(31):
+        t = k * 0.1
+        recs.append(StepRecord(k + 1, t, "train", 1.0, 0.5, 100.0, 100.0))
+        recs.append(TelemetryBatch([TelemetrySample(t, "nvml:0", "power_w", 200.0),
+                                    TelemetrySample(t, "nvml:0", "energy_j", 200.0 * t)]))
+    snap = snapshot(recs)
+    xs, ys = energy_per_sample(snap.series("nvml:0", "energy_j"), snap.column("t"), 10)
+    assert len(xs) >= 2 and ys == pytest.approx([2.0] * len(ys), rel=0.15)  # 200 W, 100 samples/s
+    v = views["PowerView"]
+    v.push(snap, force=True)
+    avail = v.available()
+    assert avail["power"] and avail["energy"] and not avail["temp"]
+    assert "does not report" in v.notes["temp"].toPlainText()
+
+
+def test_memory_view_cpu_and_gpu(views):
+    v = views["MemoryView"]
+    cpu = [run_info(), TelemetryBatch([TelemetrySample(0.1, "psutil", "rss_bytes", 1e8),
+                                       TelemetrySample(0.1, "psutil", "sys_mem_used_bytes", 2e9)]),
+           *steps_and_times(2)]
+    v.push(snapshot(cpu), force=True)
+    assert v.shown_series() == {"rss", "sys"}
+    gpu = [run_info(device="cuda:0"), StepRecord(1, 0.1, "train", 1.0, 0.5, 5.0, 100.0, peak_mem_bytes=5e8),
+           TelemetryBatch([TelemetrySample(0.1, "nvml:0", "mem_used_bytes", 1e9)])]
+    v.push(snapshot(gpu), force=True)
+    assert {"gpu_used", "peak"} <= v.shown_series()
+    assert "Reserved" in v.notice.text()
+
+
+def test_log_view_takes_each_line_once_and_shows_failure(views):
+    v = views["LogView"]
+    feed = LiveFeed()
+    feed(run_info())
+    feed(LogRecord(0.1, "info", "dataset: synthetic"))
+    v.push(feed.snapshot(), force=True)
+    feed(LogRecord(0.2, "warning", "slow fp16"))
+    v.push(feed.snapshot(), force=True)
+    v.push(feed.snapshot(), force=True)
+    feed(RunEnded(0.3, "failed", "CUDA out of memory at batch 64"))
+    v.push(feed.snapshot(), force=True)
+    messages = [m for _lvl, m in v.lines]
+    assert messages.count("dataset: synthetic") == 1 and messages.count("slow fp16") == 1
+    assert v.lines[-1] == ("error", "run failed: CUDA out of memory at batch 64")
+
+
+def test_hidden_view_catches_up_when_shown(views):
+    v = views["TrainingView"]
+    v.hide()
+    before = v.draws
+    v.push(snapshot([run_info(), *steps_and_times(3)]))
+    assert v.draws == before
+    v.show()
+    assert v.draws == before + 1 and v.point_counts()["loss"] == 3
+
+
+@pytest.mark.parametrize("name", ["timing_view", "memory_view", "power_view", "training_view", "feature_view",
+                                  "layer_table", "log_view"])
+def test_each_view_opens_alone(name, tmp_path):
+    import importlib
+
+    out = tmp_path / f"{name}.png"
+    mod = importlib.import_module(f"app.views.{name}")
+    assert mod.main(["--screenshot", str(out)]) == 0
+    assert out.stat().st_size > 1000
