@@ -46,6 +46,12 @@ def _preload() -> dict:
     """Worker thread: pay for torch once, list devices, probe telemetry (all Qt-free)."""
     import engine.graph  # noqa: F401  (imports torch)
 
+    try:
+        # the first shape/FLOP analysis pulls in more of torch (torch._dynamo, seconds on a small
+        # machine); pay for it here rather than in the editor's first validation on the GUI thread
+        engine.analyze(engine.load_preset("lenet5"))
+    except Exception:
+        pass
     out = {"devices": engine.list_devices(), "telemetry": {}}
     try:
         out["telemetry"] = engine.telemetry_status()
@@ -77,6 +83,7 @@ class MainWindow(QMainWindow):
         self.last_session: str | None = None
         self.last_snapshot = None
         self._source = "live"  # "live" | "session"
+        self._next_view = 0
         self._pending_spec = None
         self._shown_once = False
         self._closing = False
@@ -135,13 +142,15 @@ class MainWindow(QMainWindow):
         self.feature_view = FeatureMapView()
         self.feature_view.layer_chosen.connect(self._on_feature_layer)
         self.table_view = LayerTableView()
-        self.memory_view = MemoryView()
-        self.power_view = PowerView()
         self.log_view = LogView()
-        self.views = [self.time_view, self.training_view, self.feature_view, self.table_view, self.memory_view,
-                      self.power_view, self.log_view]
+        # views in tabs hidden at start are built just after the first paint (pyqtgraph plots are
+        # costly to create, and nothing of them shows before that)
+        self.memory_view = None
+        self.power_view = None
+        self.views = [self.time_view, self.training_view, self.feature_view, self.table_view, self.log_view]
         self.docks: dict[str, QDockWidget] = {}
-        self._placeholders = {name: self._placeholder_label() for name in ("palette", "properties", "problems")}
+        self._placeholders = {name: self._placeholder_label()
+                              for name in ("palette", "properties", "problems", "memory", "power")}
         self._dock("palette", "Layers", self._placeholders["palette"], Qt.LeftDockWidgetArea)
         self._dock("properties", "Properties", self._placeholders["properties"], Qt.LeftDockWidgetArea)
         self._dock("problems", "Problems", self._placeholders["problems"], Qt.LeftDockWidgetArea)
@@ -150,8 +159,8 @@ class MainWindow(QMainWindow):
         self._dock("training", "Training", self.training_view, Qt.BottomDockWidgetArea)
         self._dock("features", "Feature maps", self.feature_view, Qt.BottomDockWidgetArea)
         self._dock("table", "Layer table", self.table_view, Qt.BottomDockWidgetArea)
-        self._dock("memory", "Memory", self.memory_view, Qt.BottomDockWidgetArea)
-        self._dock("power", "Power & energy", self.power_view, Qt.BottomDockWidgetArea)
+        self._dock("memory", "Memory", self._placeholders["memory"], Qt.BottomDockWidgetArea)
+        self._dock("power", "Power & energy", self._placeholders["power"], Qt.BottomDockWidgetArea)
         self._dock("log", "Log", self.log_view, Qt.BottomDockWidgetArea)
         self.splitDockWidget(self.docks["palette"], self.docks["properties"], Qt.Vertical)
         self.splitDockWidget(self.docks["properties"], self.docks["problems"], Qt.Vertical)
@@ -184,6 +193,9 @@ class MainWindow(QMainWindow):
         dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable
                          | QDockWidget.DockWidgetClosable)
         self.addDockWidget(area, dock)
+        # a view in a background tab skips frames; it catches up when its tab comes forward
+        dock.visibilityChanged.connect(lambda visible, d=dock: visible and hasattr(d.widget(), "refresh")
+                                       and QTimer.singleShot(0, d.widget().refresh))
         self.docks[name] = dock
         return dock
 
@@ -295,13 +307,30 @@ class MainWindow(QMainWindow):
         super().showEvent(event)
         if not self._shown_once:
             self._shown_once = True
-            QTimer.singleShot(0, self._start_preload)
+            # after the first paint, or soon in any case (a platform may never paint a hidden window)
+            QTimer.singleShot(300, self._after_first_paint)
 
     def event(self, e) -> bool:
+        result = super().event(e)
         if e.type() == QEvent.Type.Paint and not getattr(self, "_painted", False):
             self._painted = True
             self.first_shown.emit()
-        return super().event(e)
+            QTimer.singleShot(0, self._after_first_paint)
+        return result
+
+    def _after_first_paint(self) -> None:
+        self._build_deferred_views()
+        self._start_preload()
+
+    def _build_deferred_views(self) -> None:
+        if self.memory_view is None:
+            self.memory_view = MemoryView()
+            self.power_view = PowerView()
+            self.docks["memory"].setWidget(self.memory_view)
+            self.docks["power"].setWidget(self.power_view)
+            self.views[4:4] = [self.memory_view, self.power_view]
+            for name in ("memory", "power"):
+                self._placeholders.pop(name).deleteLater()
 
     def _start_preload(self) -> None:
         if self._loader is not None:
@@ -313,10 +342,11 @@ class MainWindow(QMainWindow):
 
     def wait_preload(self, timeout: float | None = None) -> bool:
         if self._loader is None:
-            self._start_preload()
+            self._after_first_paint()
         return self._loader.wait(timeout)
 
     def _on_preloaded(self, result, error) -> None:
+        self._build_deferred_views()
         if error:
             self.log_view.append("error", f"PyTorch could not be loaded: {error}")
             self.run_panel.set_device_error(error)
@@ -630,9 +660,28 @@ class MainWindow(QMainWindow):
             self._dispatch(snap, force=True)
 
     def _dispatch(self, snap, force: bool = False) -> None:
+        """Hand a snapshot to the views. Live frames go round-robin: at most one plot view redraws
+        per frame, so redraw costs are spread out instead of stalling the GUI thread together."""
         self.last_snapshot = snap
-        for v in self.views:
-            v.push(snap, force=force)
+        if force:
+            for v in self.views:
+                v.push(snap, force=True)
+            return
+        n = len(self.views)
+        drew = False
+        start = self._next_view % n
+        for k in range(n):
+            v = self.views[(start + k) % n]
+            if v is self.log_view:
+                v.push(snap)
+            elif drew:
+                v.offer(snap)
+            else:
+                before = v.draws
+                v.push(snap)
+                if v.draws != before:
+                    drew = True
+                    self._next_view = (start + k + 1) % n
 
     def node_metrics(self, snap=None) -> dict:
         """{node_id: {time_ms, mem_bytes, gflops}} from a snapshot (the canvas colours)."""

@@ -51,7 +51,9 @@ def configure_pyqtgraph() -> None:
     """pyqtgraph options, set once (images row-major, or they come out transposed)."""
     import pyqtgraph as pg
 
-    pg.setConfigOptions(imageAxisOrder="row-major", antialias=True, background=PLOT_BG, foreground=MUTED)
+    # no antialiasing: smooth lines cost a lot of GUI-thread time at live refresh rates, and
+    # that time is taken from the run on a small machine
+    pg.setConfigOptions(imageAxisOrder="row-major", antialias=False, background=PLOT_BG, foreground=MUTED)
 
 
 def apply(app: QApplication) -> None:

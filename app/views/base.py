@@ -27,10 +27,14 @@ class MonitorView(QWidget):
         self._last_draw = 0.0
         self.draws = 0
 
+    def offer(self, snap) -> None:
+        """Keep ``snap`` as the latest without drawing (another view has this frame)."""
+        self._latest = snap
+
     def push(self, snap, force: bool = False) -> None:
         """Offer a new snapshot; drawn now if visible and due (``force``: the last one of a run)."""
         self._latest = snap
-        if not self.isVisible() and not force:
+        if not force and not self.on_screen():
             return
         now = time.perf_counter()
         if not force and now - self._last_draw < 1.0 / self.max_hz:
@@ -42,6 +46,10 @@ class MonitorView(QWidget):
         self._drawn = snap
         self.draws += 1
         self.update_snapshot(snap)
+
+    def on_screen(self) -> bool:
+        """Visible and not covered: a dock in a background tab stays "visible" to Qt but shows nothing."""
+        return self.isVisible() and not self.visibleRegion().isEmpty()
 
     def refresh(self) -> None:
         """Draw the latest snapshot if it has not been drawn yet."""

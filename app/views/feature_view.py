@@ -37,7 +37,7 @@ def tile(maps: np.ndarray, gap: int = 2) -> tuple[np.ndarray, int, int]:
 
 class FeatureMapView(MonitorView):
     title = "Feature maps"
-    max_hz = 8.0
+    max_hz = 4.0
     layer_chosen = Signal(str)  # node id, '' for none
 
     def __init__(self, parent=None):
@@ -60,7 +60,7 @@ class FeatureMapView(MonitorView):
         self.caption.setContentsMargins(6, 0, 6, 0)
         self.notice = notice_label("")
         self.glw = pg.GraphicsLayoutWidget()
-        self.vb = self.glw.addViewBox(lockAspect=True, invertY=True, enableMouse=True)
+        self.vb = self.glw.addViewBox(lockAspect=True, invertY=True, enableMouse=True, enableMenu=False)
         self.image = pg.ImageItem()
         self.vb.addItem(self.image)
         lay = QVBoxLayout(self)

@@ -120,7 +120,7 @@ class LayerTableModel(QAbstractTableModel):
 
 class LayerTableView(MonitorView):
     title = "Layer table"
-    max_hz = 4.0
+    max_hz = 2.0
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -136,7 +136,9 @@ class LayerTableView(MonitorView):
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(22)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        # sized to the contents when the rows change, not on every update (measuring every cell
+        # at each refresh costs tens of milliseconds on the GUI thread)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.installEventFilter(self)
         self.notice = notice_label("Per-layer facts appear when a run starts; times after its first profiled step. "
@@ -151,7 +153,14 @@ class LayerTableView(MonitorView):
         self.model.set_rows([])
 
     def update_snapshot(self, snap) -> None:
-        self.model.set_rows(table_rows(snap))
+        rows = table_rows(snap)
+        fresh = [r["id"] for r in rows] != [self.model.row(i)["id"] for i in range(self.model.rowCount())]
+        had_times = getattr(self, "_had_times", False)
+        self.model.set_rows(rows)
+        has_times = any(r["fwd_ms"] is not None for r in rows)
+        if fresh or has_times != had_times:
+            self.table.resizeColumnsToContents()
+        self._had_times = has_times
 
     def eventFilter(self, obj, event) -> bool:
         if obj is self.table and event.type() == event.Type.KeyPress and event.matches(QKeySequence.Copy):

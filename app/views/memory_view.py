@@ -18,7 +18,7 @@ from app.views.base import MonitorView, fmt_bytes, notice_label
 
 class MemoryView(MonitorView):
     title = "Memory"
-    max_hz = 5.0
+    max_hz = 2.0
 
     SERIES = (  # key, label, colour
         ("gpu_used", "GPU memory used (NVML)", style.SERIES[0]),
@@ -31,8 +31,8 @@ class MemoryView(MonitorView):
         super().__init__(parent)
         self.notice = notice_label("")
         self.glw = pg.GraphicsLayoutWidget()
-        self.time_plot = self.glw.addPlot(row=0, col=0)
-        self.layer_plot = self.glw.addPlot(row=0, col=1)
+        self.time_plot = self.glw.addPlot(row=0, col=0, enableMenu=False)
+        self.layer_plot = self.glw.addPlot(row=0, col=1, enableMenu=False)
         self.glw.ci.layout.setColumnStretchFactor(0, 3)
         self.glw.ci.layout.setColumnStretchFactor(1, 2)
         style.style_plot(self.time_plot, bottom="time since start (s)")

@@ -47,7 +47,7 @@ def energy_per_sample(energy: np.ndarray, history_t: np.ndarray, batch: int, win
 
 class PowerView(MonitorView):
     title = "Power & energy"
-    max_hz = 5.0
+    max_hz = 2.0
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -59,7 +59,7 @@ class PowerView(MonitorView):
         self.notes = {}
         self.curves: dict[str, dict[str, pg.PlotDataItem]] = {k: {} for k, _, _ in PANELS}
         for i, (key, title, unit) in enumerate(PANELS):
-            p = self.glw.addPlot(row=i // 3, col=i % 3)
+            p = self.glw.addPlot(row=i // 3, col=i % 3, enableMenu=False)
             style.style_plot(p)
             p.setTitle(f"<span style='font-size:9pt'>{title} ({unit})</span>", color=style.MUTED)
             p.setClipToView(True)

@@ -17,7 +17,7 @@ SORTS = ("Net order", "Total time", "Forward", "Backward")
 
 class LayerTimeView(MonitorView):
     title = "Layer time"
-    max_hz = 15.0
+    max_hz = 5.0
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -45,8 +45,8 @@ class LayerTimeView(MonitorView):
         self.notice = notice_label("No layer times yet: start a run or open a session.")
         self.glw = pg.GraphicsLayoutWidget()
         self.glw.ci.setContentsMargins(2, 2, 6, 2)
-        self.bars_plot = self.glw.addPlot(row=0, col=0)
-        self.heat_plot = self.glw.addPlot(row=0, col=1)
+        self.bars_plot = self.glw.addPlot(row=0, col=0, enableMenu=False)
+        self.heat_plot = self.glw.addPlot(row=0, col=1, enableMenu=False)
         self.glw.ci.layout.setColumnStretchFactor(0, 3)
         self.glw.ci.layout.setColumnStretchFactor(1, 2)
         style.style_plot(self.bars_plot, bottom="mean time per step (ms)")

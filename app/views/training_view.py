@@ -13,7 +13,7 @@ from app.views.base import MonitorView, notice_label
 
 class TrainingView(MonitorView):
     title = "Training"
-    max_hz = 10.0
+    max_hz = 5.0
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -21,9 +21,9 @@ class TrainingView(MonitorView):
         self.stats = QLabel("")
         self.stats.setObjectName("summary")
         self.glw = pg.GraphicsLayoutWidget()
-        self.loss_plot = self.glw.addPlot(row=0, col=0)
-        self.acc_plot = self.glw.addPlot(row=0, col=1)
-        self.tput_plot = self.glw.addPlot(row=0, col=2)
+        self.loss_plot = self.glw.addPlot(row=0, col=0, enableMenu=False)
+        self.acc_plot = self.glw.addPlot(row=0, col=1, enableMenu=False)
+        self.tput_plot = self.glw.addPlot(row=0, col=2, enableMenu=False)
         for p, title in ((self.loss_plot, "loss"), (self.acc_plot, "accuracy (%)"),
                          (self.tput_plot, "throughput (samples/s)")):
             style.style_plot(p, bottom="step")
