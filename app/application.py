@@ -27,6 +27,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--run", type=int, metavar="STEPS", help="start a run of STEPS steps once the window is ready")
     ap.add_argument("--batch-size", type=int, metavar="B", help="batch size for --run")
     ap.add_argument("--dataset", help="dataset for --run (synthetic, digits, mnist, ... or a folder)")
+    ap.add_argument("--raise", dest="raise_docks", metavar="DOCKS", default="",
+                    help="comma-separated docks to bring forward before the screenshot "
+                         "(time, table, memory, training, power, log, features, run, properties, problems)")
     ap.add_argument("--screenshot", metavar="PATH", help="save a PNG of the window after the run (or when ready) and exit")
     args = ap.parse_args(argv)
     if args.run is not None and args.run < 1:
@@ -94,6 +97,10 @@ def run(argv: list[str] | None = None) -> int:
     def screenshot() -> bool:
         if not args.screenshot:
             return True
+        for name in filter(None, (n.strip() for n in args.raise_docks.split(","))):
+            dock = window.docks.get(name)
+            if dock is not None:
+                dock.raise_()
         app.processEvents()
         if window.canvas is not None:
             window.canvas.fit_view()

@@ -160,7 +160,7 @@ class MainWindow(QMainWindow):
         self._dock("features", "Feature maps", self.feature_view, Qt.BottomDockWidgetArea)
         self._dock("table", "Layer table", self.table_view, Qt.BottomDockWidgetArea)
         self._dock("memory", "Memory", self._placeholders["memory"], Qt.BottomDockWidgetArea)
-        self._dock("power", "Power & energy", self._placeholders["power"], Qt.BottomDockWidgetArea)
+        self._dock("power", "Power && energy", self._placeholders["power"], Qt.BottomDockWidgetArea)
         self._dock("log", "Log", self.log_view, Qt.BottomDockWidgetArea)
         self.splitDockWidget(self.docks["palette"], self.docks["properties"], Qt.Vertical)
         self.splitDockWidget(self.docks["properties"], self.docks["problems"], Qt.Vertical)
@@ -279,21 +279,24 @@ class MainWindow(QMainWindow):
         for w in (self.status_device, self.status_run, self.status_nvml):
             sb.addPermanentWidget(w)
 
-    def _restore_window(self) -> None:
-        self.resize(1600, 1000)
+    def _default_sizes(self) -> None:
         self.resizeDocks([self.docks["palette"], self.docks["run"]], [230, 320], Qt.Horizontal)
-        self.resizeDocks([self.docks["time"], self.docks["training"], self.docks["features"]], [560, 420, 390],
+        self.resizeDocks([self.docks["time"], self.docks["training"], self.docks["features"]], [560, 440, 370],
                          Qt.Horizontal)
         self.resizeDocks([self.docks["time"]], [440], Qt.Vertical)
         self.resizeDocks([self.docks["palette"], self.docks["properties"], self.docks["problems"]], [380, 420, 140],
                          Qt.Vertical)
-        self._default_state = self.saveState()
+
+    def _restore_window(self) -> None:
+        self.resize(1600, 1000)
+        self._default_sizes()
+        self._restored = False
         geo = self.settings.window_geometry()
         if geo is not None:
             self.restoreGeometry(geo)
         state = self.settings.window_state()
         if state is not None:
-            self.restoreState(state)
+            self._restored = self.restoreState(state)
 
     def reset_layout(self) -> None:
         if self._default_state is not None:
@@ -301,12 +304,16 @@ class MainWindow(QMainWindow):
             for dock in self.docks.values():
                 if dock.isHidden():
                     dock.show()
+            self._default_sizes()
 
     # ---- start-up ----------------------------------------------------------------------------------
     def showEvent(self, event) -> None:
         super().showEvent(event)
         if not self._shown_once:
             self._shown_once = True
+            if not self._restored:  # dock sizes only hold once the window has its real size
+                QTimer.singleShot(0, self._default_sizes)
+            QTimer.singleShot(0, lambda: setattr(self, "_default_state", self._default_state or self.saveState()))
             # after the first paint, or soon in any case (a platform may never paint a hidden window)
             QTimer.singleShot(300, self._after_first_paint)
 

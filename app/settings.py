@@ -18,9 +18,10 @@ MAX_RECENT = 8
 
 def ensure_names() -> None:
     """Give the application its organisation/app names unless something (a test) already did."""
+    # the application name defaults to the script's file name, so only the organisation tells
+    # whether someone chose the names already
     if not QCoreApplication.organizationName():
         QCoreApplication.setOrganizationName(ORGANISATION)
-    if not QCoreApplication.applicationName():
         QCoreApplication.setApplicationName(APPLICATION)
 
 

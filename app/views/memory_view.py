@@ -23,8 +23,8 @@ class MemoryView(MonitorView):
     SERIES = (  # key, label, colour
         ("gpu_used", "GPU memory used (NVML)", style.SERIES[0]),
         ("peak", "allocator peak per step", style.SERIES[1]),
-        ("rss", "process RSS", style.SERIES[2]),
-        ("sys", "system memory used", style.SERIES[3]),
+        ("rss", "RSS", style.SERIES[2]),
+        ("sys", "system used", style.SERIES[3]),
     )
 
     def __init__(self, parent=None):
@@ -33,8 +33,8 @@ class MemoryView(MonitorView):
         self.glw = pg.GraphicsLayoutWidget()
         self.time_plot = self.glw.addPlot(row=0, col=0, enableMenu=False)
         self.layer_plot = self.glw.addPlot(row=0, col=1, enableMenu=False)
-        self.glw.ci.layout.setColumnStretchFactor(0, 3)
-        self.glw.ci.layout.setColumnStretchFactor(1, 2)
+        self.glw.ci.layout.setColumnStretchFactor(0, 1)
+        self.glw.ci.layout.setColumnStretchFactor(1, 1)
         style.style_plot(self.time_plot, bottom="time since start (s)")
         self.time_plot.setLabel("left", "memory", units="B", color=style.MUTED)
         self.time_plot.getAxis("bottom").enableAutoSIPrefix(False)
@@ -48,6 +48,7 @@ class MemoryView(MonitorView):
         style.style_plot(self.layer_plot)
         self.layer_plot.setLabel("bottom", "activation memory", units="B", color=style.MUTED)
         self.layer_plot.invertY(True)
+        self.layer_plot.setMouseEnabled(x=False, y=True)
         self.layer_plot.getAxis("left").setWidth(64)
         self.bars = pg.BarGraphItem(x0=[0], y=[0], height=0.7, width=[0], brush=style.SERIES[5], pen=None)
         self.layer_plot.addItem(self.bars)
@@ -122,11 +123,14 @@ class MemoryView(MonitorView):
             self.bars.setOpts(x0=np.zeros(n), y=np.arange(n, dtype=float), width=np.nan_to_num(mem), height=0.7)
             self.bars.setVisible(True)
             if ids != self._ids:
-                step = max(1, n // 40)
-                self.layer_plot.getAxis("left").setTicks([[(float(i), nid) for i, nid in enumerate(ids)
-                                                           if i % step == 0]])
+                self.layer_plot.getAxis("left").setTicks([[(float(i), nid) for i, nid in enumerate(ids)]])
+                self.layer_plot.getAxis("left").setWidth(min(170, 16 + 7 * max(len(i) for i in ids)))
                 self._ids = ids
-            self.layer_plot.setYRange(-0.6, n - 0.4, padding=0)
+                # as many rows as can be read; drag to scroll through a big net
+                h = self.layer_plot.vb.height()
+                fit = max(6, int(h / 16)) if h > 0 else n
+                self.layer_plot.setYRange(-0.6, min(n, fit) - 0.4, padding=0)
+                self.layer_plot.setLimits(yMin=-0.6, yMax=n - 0.4)
             total = float(np.nansum(mem))
             what = "allocator growth per layer" if kind == "cuda" else "activation bytes per layer"
             self.layer_plot.setTitle(f"<span style='font-size:9pt'>{what} · total {fmt_bytes(total)}</span>",

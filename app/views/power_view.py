@@ -46,7 +46,7 @@ def energy_per_sample(energy: np.ndarray, history_t: np.ndarray, batch: int, win
 
 
 class PowerView(MonitorView):
-    title = "Power & energy"
+    title = "Power and energy"
     max_hz = 2.0
 
     def __init__(self, parent=None):
@@ -137,14 +137,20 @@ class PowerView(MonitorView):
         on_gpu = dev.startswith("cuda")
         nvml = {src for (src, _m) in tel if src.startswith("nvml")}
         gpu_src = f"nvml:{dev.split(':')[1] if ':' in dev else '0'}" if on_gpu else (sorted(nvml)[0] if nvml else "")
+        notes = []
         if not nvml:
             why = self._reason("nvml")
             if not on_gpu and info is not None:
-                gpu_why = f"this run is on {dev or 'the CPU'}" + (f"; {why}" if why else "")
+                gpu_why = f"this run is on {dev or 'the CPU'}"
+                notes.append(f"GPU series: {gpu_why}" + (f" ({why})." if why else "."))
             else:
-                gpu_why = why or "NVML series were not recorded"
+                gpu_why = "NVML was not readable"
+                notes.append(f"GPU series: {why or 'NVML series were not recorded'}.")
         else:
             gpu_why = ""
+        rapl_why = self._reason("rapl")
+        if rapl_why and not any(src.startswith("rapl") for (src, _m) in tel):
+            notes.append(f"CPU package power: {rapl_why}.")
 
         def gpu_metric(metric):
             arr = tel.get((gpu_src, metric))
@@ -158,8 +164,8 @@ class PowerView(MonitorView):
         if power:
             self._note("power", "")
         else:
-            reasons = [r for r in (gpu_why, self._reason("rapl")) if r]
-            self._note("power", "not available: " + ("; ".join(reasons) if reasons else "no power source was readable"))
+            self._note("power", "not available<br>" + (gpu_why + (", no RAPL" if rapl_why else "")
+                                                        if gpu_why else "no power source was readable"))
 
         batch = batch_of(info) if info else 1
         hist_t = snap.column("t")
@@ -177,9 +183,7 @@ class PowerView(MonitorView):
         elif any(tel.get((s, "energy_j")) is not None for s, _ in counters):
             self._note("energy", "waiting for a window of at least 1 s")
         else:
-            reasons = [r for r in (gpu_why, self._reason("rapl")) if r]
-            self._note("energy", "not available: no energy counter was recorded"
-                       + (" (" + "; ".join(reasons) + ")" if reasons else ""))
+            self._note("energy", "not available<br>no energy counter was recorded")
 
         for key, metric in (("util", "gpu_util_pct"), ("temp", "temp_c"), ("clock", "sm_clock_mhz")):
             series = gpu_metric(metric) if gpu_src else {}
@@ -187,9 +191,9 @@ class PowerView(MonitorView):
             if series:
                 self._note(key, "")
             elif gpu_src:
-                self._note(key, "not available: this GPU does not report it through NVML")
+                self._note(key, "not available<br>this GPU does not report it through NVML")
             else:
-                self._note(key, "not available: " + (gpu_why or "no GPU telemetry"))
+                self._note(key, "not available<br>" + (gpu_why or "no GPU telemetry"))
 
         cores = {}
         for (src, m), arr in tel.items():
@@ -203,8 +207,11 @@ class PowerView(MonitorView):
                                                           brush="#15171ACC", colCount=4)
             for name, c in sorted(self.curves["cpu"].items()):
                 self.cpu_legend.addItem(c, name)
-        self._note("cpu", "" if cores else "not available: " + (self._reason("psutil") or "CPU load was not recorded"))
-        self.notice.setVisible(False)
+        if not cores:
+            notes.append(f"CPU load: {self._reason('psutil') or 'not recorded yet (sampled once a second)'}.")
+        self._note("cpu", "" if cores else "not available")
+        self.notice.setText(" ".join(notes))
+        self.notice.setVisible(bool(notes))
 
 
 def main(argv=None) -> int:

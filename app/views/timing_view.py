@@ -55,6 +55,7 @@ class LayerTimeView(MonitorView):
         for p in (self.bars_plot, self.heat_plot):
             p.invertY(True)
             p.setMouseEnabled(x=False, y=True)
+            p.vb.setMouseMode(p.vb.PanMode)
         self.heat_plot.setYLink(self.bars_plot)
         self.heat_plot.getAxis("left").setStyle(showValues=False)
         self.heat_plot.getAxis("left").setWidth(4)
@@ -143,10 +144,16 @@ class LayerTimeView(MonitorView):
         self.fwd_bars.setVisible(True)
         self.bwd_bars.setVisible(bool(np.isfinite(bwd).any()))
         if ids != self._ids or key != getattr(self, "_last_key", None):
-            self.bars_plot.getAxis("left").setTicks([[(float(k), ids[i]) for k, i in enumerate(order)]])
+            axis = self.bars_plot.getAxis("left")
+            axis.setTicks([[(float(k), ids[i]) for k, i in enumerate(order)]])
+            # pyqtgraph drops tick labels that do not fit: make room for the longest id
+            axis.setWidth(min(170, 16 + 7 * max(len(i) for i in ids)))
             self._ids = ids
             self._last_key = key
-        self.bars_plot.setYRange(-0.6, n - 0.4, padding=0)
+            # a big net shows as many rows as can be read (about 16 px each); drag to scroll
+            fit = max(6, int(self.bars_plot.vb.height() / 16)) if self.bars_plot.vb.height() > 0 else n
+            self.bars_plot.setYRange(-0.6, min(n, fit) - 0.4, padding=0)
+            self.bars_plot.setLimits(yMin=-0.6, yMax=n - 0.4)
         self.bars_plot.setXRange(0, max(float(total.max()), 1e-6) * 1.05, padding=0)
 
         heat = np.nan_to_num(np.asarray(snap.heat_fwd, float)) + np.nan_to_num(np.asarray(snap.heat_bwd, float))
@@ -168,7 +175,7 @@ class LayerTimeView(MonitorView):
             text += f" + bwd {fmt_ms(tot_b)} ms"
         if step_ms:
             text += f" of a {fmt_ms(step_ms)} ms step"
-        text += f" · bars: mean of the last {snap.profiled_steps} profiled steps · heat: fwd+bwd ms per step"
+        text += f" · mean of {snap.profiled_steps} profiled steps"
         self.summary.setText(text)
 
     # -- hover -----------------------------------------------------------------------------------

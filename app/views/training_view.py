@@ -36,8 +36,6 @@ class TrainingView(MonitorView):
         self.acc_plot.setXLink(self.loss_plot)
         self.tput_plot.setXLink(self.loss_plot)
         self.acc_plot.setYRange(0, 100, padding=0.02)
-        self.loss_legend = self.loss_plot.addLegend(offset=(-4, 4), labelTextColor=style.TEXT, brush="#15171ACC",
-                                                    colCount=2)
         self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen(style.SERIES[0], width=1.6), name="train")
         self.loss_test = self.loss_plot.plot([], [], pen=None, symbol="o", symbolSize=7,
                                              symbolBrush=style.TEST, symbolPen=None, name="test")
@@ -51,6 +49,8 @@ class TrainingView(MonitorView):
         top = QHBoxLayout()
         top.setContentsMargins(6, 4, 6, 0)
         top.addWidget(self.stats, 1)
+        top.addWidget(QLabel(f"<span style='color:{style.SERIES[0]}'>&#9473;</span> train &nbsp; "
+                             f"<span style='color:{style.TEST}'>&#9679;</span> test"))
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)

@@ -73,7 +73,8 @@ def test_pause_resume_stop(qtbot, window):
     assert window.bridge.run.progress[0] == held  # paused between steps: nothing runs
     window.toggle_pause()
     qtbot.waitUntil(lambda: window.bridge.run.progress[0] > held, timeout=30_000)
-    assert window.bridge.state == "running"
+    qtbot.waitUntil(lambda: window.bridge.state == "running", timeout=30_000)
+    assert window.run_panel.pause_button.text() == "Pause"
     with qtbot.waitSignal(window.run_finished, timeout=RUN_TIMEOUT) as blocker:
         window.stop_run()
     assert blocker.args[0] == "stopped"
