@@ -1,0 +1,193 @@
+"""Every GPU check in one script, for a CUDA machine (needs only torch, numpy, psutil, nvidia-ml-py).
+
+For resnet18 and alexnet, train and infer, fp32 and bf16 it prints one row with:
+- overhead_ratio: median profiled step / median plain step, profiled and plain steps alternating
+  in one run through the real loop (target <= 1.05 on CUDA);
+- vs_profiler: per-layer forward time from LayerScope's CUDA events against torch.profiler's
+  kernel time summed per layer (each layer wrapped in record_function), for layers whose kernels
+  take >= 50 us: the share of those layers within 10%, and the worst ratio;
+- energy per sample (J) from NVML's total-energy counter deltas over >= 1 s windows, and the
+  telemetry rate achieved (ticks per second) with the sampler at 10 Hz.
+
+Usage: python benchmarks/gpu_check.py [--device cuda] [--steps 40] [--quick] [--out FILE]
+(--device cpu runs the same logic on the CPU as a dry run; the profiler comparison then uses CPU
+op time and says so.) Never changes clocks, power limits or GPU modes.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import engine  # noqa: E402
+from engine.live import LiveFeed  # noqa: E402
+from engine.records import LayerTimes, StepRecord, TelemetryBatch  # noqa: E402
+from engine.run import Run, RunConfig  # noqa: E402
+
+BATCH = {"resnet18": 64, "alexnet": 128}
+
+
+def loop_check(spec, device, mode, precision, batch, steps):
+    """Overhead, per-layer event times, energy and telemetry rate from one run of the real loop."""
+    steps_rec, lts, tel = [], [], []
+
+    def sink(rec):
+        if isinstance(rec, StepRecord):
+            steps_rec.append(rec)
+        elif isinstance(rec, LayerTimes):
+            lts.append(rec)
+        elif isinstance(rec, TelemetryBatch):
+            tel.append(rec)
+
+    cfg = RunConfig(net=spec, mode=mode, device=device, precision=precision, batch_size=batch,
+                    steps=steps, warmup=5, profile_every=2, dataset="synthetic", telemetry_hz=10.0,
+                    cudnn_benchmark=True, seed=0)
+    res = Run(cfg, [LiveFeed(), sink]).run()
+    if res.status != "completed":
+        return {"error": res.message}
+    measured = [s for s in steps_rec if not s.warmup]
+    prof = [s.step_ms for s in measured if s.profiled]
+    plain = [s.step_ms for s in measured if not s.profiled]
+    fwd = {}
+    for lt in lts:
+        for nid, ms in zip(lt.node_ids, lt.fwd_ms):
+            if ms is not None:
+                fwd.setdefault(nid, []).append(ms)
+    out = {"overhead_ratio": statistics.median(prof) / statistics.median(plain) if prof and plain else None,
+           "step_ms": statistics.median(plain) if plain else None,
+           "fwd_ms": {k: statistics.median(v) for k, v in fwd.items()}}
+    # telemetry rate and energy per sample (NVML source of this device)
+    ticks = [b.samples[0].t for b in tel if b.samples]
+    if len(ticks) > 2:
+        out["telemetry_hz"] = (len(ticks) - 1) / (ticks[-1] - ticks[0])
+    ts, ej = [], []
+    for b in tel:
+        for s in b.samples:
+            if s.source.startswith("nvml") and s.metric == "energy_j":
+                ts.append(s.t)
+                ej.append(s.value)
+    if ej:
+        from engine.telemetry import energy_per_sample
+
+        e = energy_per_sample(ts, ej, measured)
+        out["j_per_sample"] = e["j_per_sample"] if e else None
+    else:
+        out["j_per_sample"] = None
+    return out
+
+
+def profiler_check(spec, device, mode, precision, batch, reps=10):
+    """torch.profiler's kernel time per layer: each layer's call wrapped in record_function."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    dev = torch.device(device)
+    model = engine.build_model(spec).to(dev)
+    model.train(mode == "train")
+    x = torch.randn(batch, *spec.input.shape, device=dev)
+    y = torch.randint(0, spec.input.classes, (batch,), device=dev)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+    def forward():
+        values = {"input": x}
+        for nid, refs in model._plan:
+            with record_function("ls::" + nid):
+                values[nid] = model._modules[nid](*[values[r] for r in refs])
+        return values[model.output_id]
+
+    def step():
+        ctx = torch.autocast(dev.type, dtype=dtype) if dtype else torch.autocast(dev.type, enabled=False)
+        if mode == "train":
+            with ctx:
+                loss = torch.nn.functional.cross_entropy(forward(), y)
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+        else:
+            with torch.inference_mode(), ctx:
+                forward()
+
+    for _ in range(3):
+        step()
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()  # note: sync point (outside the measured region)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        for _ in range(reps):
+            step()
+        if cuda:
+            torch.cuda.synchronize()  # note: sync point
+    per = {}
+    for ev in prof.events():
+        if ev.name.startswith("ls::"):
+            t = ev.device_time_total if cuda else ev.cpu_time_total
+            per.setdefault(ev.name[4:], []).append(t / 1000.0)
+    del model
+    return {k: sum(v) / reps for k, v in per.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--quick", action="store_true", help="resnet18 fp32 only")
+    ap.add_argument("--out", help="also write the rows as JSON here")
+    args = ap.parse_args(argv)
+    import torch
+
+    if args.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            print("no CUDA device: run with --device cpu for a dry run")
+            return 2
+        name = torch.cuda.get_device_name(torch.device(args.device))
+    else:
+        name = "cpu"
+    from engine.telemetry import telemetry_status
+
+    st = telemetry_status()
+    print(f"# gpu_check {datetime.date.today()} on {name}; torch {torch.__version__}, "
+          f"CUDA {torch.version.cuda}; nvml: {st.get('nvml', {}).get('reason') or 'available'}")
+    nets = ["resnet18"] if args.quick else ["resnet18", "alexnet"]
+    combos = [(n, m, p) for n in nets for m in ("train", "infer")
+              for p in (("fp32",) if args.quick else ("fp32", "bf16"))]
+    rows, worst_over = [], 0.0
+    hdr = f"{'net':9} {'mode':5} {'prec':4} {'step_ms':>8} {'overhead':>8} {'layers>=50us':>12} " \
+          f"{'within10%':>9} {'worst':>6} {'J/sample':>9} {'tel_hz':>6}"
+    print(hdr)
+    for net, mode, prec in combos:
+        spec = engine.load_preset(net)
+        batch = BATCH[net] if args.device != "cpu" else 8
+        t0 = time.time()
+        lc = loop_check(spec, args.device, mode, prec, batch, args.steps)
+        if "error" in lc:
+            print(f"{net:9} {mode:5} {prec:4} failed: {lc['error']}")
+            rows.append({"net": net, "mode": mode, "precision": prec, "error": lc["error"]})
+            continue
+        pc = profiler_check(spec, args.device, mode, prec, batch)
+        big = [(k, lc["fwd_ms"][k] / v) for k, v in pc.items() if v >= 0.05 and k in lc["fwd_ms"]]
+        within = sum(1 for _, r in big if abs(r - 1) <= 0.10)
+        worst = max(big, key=lambda kr: abs(kr[1] - 1)) if big else (None, float("nan"))
+        worst_over = max(worst_over, lc["overhead_ratio"] or 0)
+        jps = lc.get("j_per_sample")
+        print(f"{net:9} {mode:5} {prec:4} {lc['step_ms']:8.2f} {lc['overhead_ratio']:8.3f} {len(big):12d} "
+              f"{within:9d} {worst[1]:6.2f} {jps if jps is None else round(jps, 4)!s:>9} "
+              f"{lc.get('telemetry_hz', float('nan')):6.1f}   ({time.time() - t0:.0f}s)")
+        rows.append({"net": net, "mode": mode, "precision": prec, "batch": batch, **{k: v for k, v in lc.items()
+                     if k != "fwd_ms"}, "layers_ge_50us": len(big), "within_10pct": within,
+                     "worst_layer": worst[0], "worst_ratio": worst[1],
+                     "per_layer": {k: {"layerscope_ms": lc["fwd_ms"][k], "profiler_ms": pc[k]} for k, _ in big}})
+    if args.out:
+        Path(args.out).write_text(json.dumps({"device": name, "date": str(datetime.date.today()),
+                                              "rows": rows}, indent=1))
+    print(f"overhead_ratio_max: {worst_over:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
