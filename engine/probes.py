@@ -156,6 +156,13 @@ class _CudaMem:
             torch.cuda.reset_peak_memory_stats(self.index)
         return cur, peak
 
+    def current(self) -> tuple[int, int]:
+        """(allocated, reserved) bytes now, without touching the peak."""
+        if self._raw is not None:
+            s = self._raw(self.index)
+            return int(s["allocated_bytes"]["all"]["current"]), int(s["reserved_bytes"]["all"]["current"])
+        return torch.cuda.memory_allocated(self.index), torch.cuda.memory_reserved(self.index)  # pragma: no cover
+
 
 class Probe:
     """Times every node of one LayerNet for the steps the run chooses to profile.

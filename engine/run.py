@@ -23,7 +23,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from .errors import LayerScopeError
-from .records import EvalRecord, LayerRow, LogRecord, RunEnded, RunInfo, StepRecord
+from .records import (EvalRecord, LayerRow, LogRecord, RunEnded, RunInfo, StepRecord, TelemetryBatch,
+                      TelemetrySample)
 
 MODES = ("train", "infer", "benchmark")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -840,6 +841,19 @@ class Run:
             self._emit(lt)
         if fm is not None:
             self._emit(fm)
+        if mem is not None:
+            self._allocator_telemetry(mem, ctx["device"])
+
+    def _allocator_telemetry(self, mem, device) -> None:
+        """The caching allocator's allocated/reserved bytes as telemetry, at most 10 times a second."""
+        now = time.perf_counter()
+        if now - getattr(self, "_last_alloc_t", -1.0) < 0.1:
+            return
+        self._last_alloc_t = now
+        allocated, reserved = mem.current()  # host-side allocator stats, no device sync
+        t, src = now - self._t0, f"torch:{device}"
+        self._emit(TelemetryBatch([TelemetrySample(t, src, "allocated_bytes", float(allocated)),
+                                   TelemetrySample(t, src, "reserved_bytes", float(reserved))]))
 
     def _evaluate(self, ctx, epoch) -> EvalRecord | None:
         """Loss and accuracy over the whole test split (no probes); None when stopped or empty."""
