@@ -180,6 +180,31 @@ def _check_dataset(name: str) -> None:
                               f"downloadable: {', '.join(DOWNLOADABLE)}; or give a folder path")
 
 
+def _download(name: str, root) -> None:
+    """Fetch a downloadable dataset into the cache (checksums verified) unless it is there already."""
+    from .data import DOWNLOADABLE, canonical_name, download, is_downloaded
+
+    canon = canonical_name(name)
+    if canon not in DOWNLOADABLE:
+        raise LayerScopeError(f"--download: only {', '.join(DOWNLOADABLE)} can be downloaded, not '{name}'")
+    if is_downloaded(canon, root):
+        return
+    tty = sys.stderr.isatty()
+    last = [0.0]
+
+    def progress(done, total):
+        now = time.monotonic()
+        if now - last[0] < (0.2 if tty else 5.0) and done != total:
+            return
+        last[0] = now
+        pct = f"{100 * done / total:5.1f}%" if total else ""
+        line = f"downloading {canon}: {done / 1e6:.1f} MB {pct}"
+        print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    path = download(canon, root, progress=progress)  # DatasetError (one line) -> exit 2
+    print(("\n" if tty else "") + f"downloaded {canon} to {path}", file=sys.stderr)
+
+
 def cmd_profile(args) -> int:
     from .presets import resolve_net
 
@@ -201,6 +226,8 @@ def cmd_profile(args) -> int:
     if problems:
         raise LayerScopeError(problems)
     _check_dataset(args.dataset)
+    if args.download:
+        _download(args.dataset, args.data_root)
     if args.load_checkpoint and not Path(args.load_checkpoint).expanduser().exists():
         raise LayerScopeError(f"--load-checkpoint: no such file or folder: {args.load_checkpoint}")
     from .devices import resolve_device
@@ -499,6 +526,8 @@ def register(sub) -> None:
     s.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
     s.add_argument("--dataset", default="synthetic", help="synthetic, digits, mnist, fashion-mnist, cifar10 or a folder")
     s.add_argument("--data-root", default=None, help="folder of downloaded datasets")
+    s.add_argument("--download", action="store_true",
+                   help="download mnist / fashion-mnist / cifar10 first if missing (checksums verified)")
     s.add_argument("--profile-every", type=_nonneg_int, default=1, help="profile one step in K (0: never)")
     s.add_argument("--warmup", type=_nonneg_int, default=3, help="warm-up steps, excluded from statistics")
     s.add_argument("--lr", type=float, default=0.01)

@@ -98,7 +98,8 @@ def load_cached(canon: str, input_spec, *, root=None, seed: int = 0, test_fracti
                 loader = load_cifar if want == "cifar10-binary" else load_idx
                 return loader(found[1], input_spec, name=canon, title=TITLES[canon])
     raise DatasetError(f"{TITLES[canon]} is not downloaded yet (looked in {home}); download it "
-                       "or give the folder that holds its files")
+                       "(layerscope profile --download, or Download in the app) or give the folder "
+                       "that holds its files")
 
 
 # ---------------------------------------------------------------- IDX (MNIST, Fashion-MNIST)

@@ -250,3 +250,27 @@ def test_progress_plain_lines_when_not_a_terminal():
     lines = buf.getvalue().splitlines()
     assert "\r" not in buf.getvalue() and lines[0] == "dataset: synthetic"
     assert all(x.startswith("step ") for x in lines[1:]) and "ETA" in lines[1]
+
+
+def test_download_flag_rejects_builtin_dataset(tmp_path, capsys):
+    from engine.cli import main
+
+    rc = main(["profile", "lenet5", "--dataset", "digits", "--download", "--steps", "1",
+               "--out", str(tmp_path / "x.lsession")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "--download: only mnist, fashion-mnist, cifar10 can be downloaded, not 'digits'"
+
+
+def test_download_flag_uses_the_cache_when_present(tmp_path, monkeypatch, capsys):
+    import engine.data as data
+    from engine.cli import main
+
+    calls = []
+    monkeypatch.setattr(data, "is_downloaded", lambda name, root=None: True)
+    monkeypatch.setattr(data, "download", lambda *a, **k: calls.append(a))
+    rc = main(["profile", "lenet5", "--dataset", "mnist", "--download", "--steps", "1",
+               "--data-root", str(tmp_path), "--out", str(tmp_path / "x.lsession")])
+    assert calls == []  # already there: nothing fetched
+    assert rc == 1  # the (empty) cache folder then fails the run with get_dataset's one-liner
+    assert "MNIST" in capsys.readouterr().err
