@@ -58,3 +58,18 @@ def test_presets_lists_all(capsys):
     out = capsys.readouterr().out
     for name in EXPECTED:
         assert name in out
+
+
+def test_closed_pipe_is_not_a_traceback():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    p = subprocess.Popen([sys.executable, "-m", "engine.cli", "validate", "resnet18"], cwd=root,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.readline()
+    p.stdout.close()  # like `| head -1`
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 0
+    assert "Traceback" not in err
