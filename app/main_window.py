@@ -1,9 +1,13 @@
 """The main window: the net editor in the middle, the run panel and the monitor views in docks,
 menus for nets, sessions, presets, views and runs, and a status bar (device, run state, NVML).
 
-Start-up order matters: the window is shown first; torch is imported, devices listed and the
-telemetry status probed on a background thread (``BackgroundCall``); only then is the editor
-built (its validation runs the engine, which needs torch). ``ready`` fires at that point.
+Start-up order matters: the window is shown first, with placeholders in the editor and plot docks
+(pyqtgraph and numpy cost about half a second to import on a small machine, so nothing on the
+path to the first paint imports them). Right after the first paint torch is imported, devices
+listed and the telemetry status probed on a background thread (``BackgroundCall``) while the
+monitor views are built on the GUI thread; once torch is there the editor is built (its
+validation runs the engine, which needs torch). ``ready`` fires at that point, so anything
+waiting for ``ready`` finds every view built.
 """
 from __future__ import annotations
 
@@ -21,13 +25,9 @@ from app.bridge import BackgroundCall, RunBridge
 from app.run_panel import RunPanel
 from app.session_view import SessionBar, SessionPlayer
 from app.settings import Settings
-from app.views.feature_view import FeatureMapView
-from app.views.layer_table import LayerTableView
 from app.views.log_view import LogView
-from app.views.memory_view import MemoryView
-from app.views.power_view import PowerView
-from app.views.timing_view import LayerTimeView
-from app.views.training_view import TrainingView
+
+# the plot views (and pyqtgraph, numpy with them) are imported in _build_deferred_views
 
 PRESET_TITLES = {"lenet5": "LeNet-5", "alexnet-article": "AlexNet (the article's)", "alexnet": "AlexNet",
                  "vgg11": "VGG-11", "resnet18": "ResNet-18"}
@@ -137,28 +137,29 @@ class MainWindow(QMainWindow):
         self.run_panel.feature_layer_changed.connect(self._on_feature_layer)
         self.run_panel.device_changed.connect(self._on_device_changed)
         self.run_panel.set_options(self.settings.run_options())
-        self.time_view = LayerTimeView()
-        self.training_view = TrainingView()
-        self.feature_view = FeatureMapView()
-        self.feature_view.layer_chosen.connect(self._on_feature_layer)
-        self.table_view = LayerTableView()
         self.log_view = LogView()
-        # views in tabs hidden at start are built just after the first paint (pyqtgraph plots are
-        # costly to create, and nothing of them shows before that)
+        # the plot views and the table are built just after the first paint (_build_deferred_views):
+        # importing pyqtgraph and creating plots is the larger part of start-up, and none of them
+        # has anything to show before a run. Until then their docks hold placeholders.
+        self.time_view = None
+        self.training_view = None
+        self.feature_view = None
+        self.table_view = None
         self.memory_view = None
         self.power_view = None
-        self.views = [self.time_view, self.training_view, self.feature_view, self.table_view, self.log_view]
+        self.views = [self.log_view]
         self.docks: dict[str, QDockWidget] = {}
         self._placeholders = {name: self._placeholder_label()
-                              for name in ("palette", "properties", "problems", "memory", "power")}
+                              for name in ("palette", "properties", "problems", "time", "training", "features",
+                                           "table", "memory", "power")}
         self._dock("palette", "Layers", self._placeholders["palette"], Qt.LeftDockWidgetArea)
         self._dock("properties", "Properties", self._placeholders["properties"], Qt.LeftDockWidgetArea)
         self._dock("problems", "Problems", self._placeholders["problems"], Qt.LeftDockWidgetArea)
         self._dock("run", "Run", self.run_panel, Qt.RightDockWidgetArea)
-        self._dock("time", "Layer time", self.time_view, Qt.BottomDockWidgetArea)
-        self._dock("training", "Training", self.training_view, Qt.BottomDockWidgetArea)
-        self._dock("features", "Feature maps", self.feature_view, Qt.BottomDockWidgetArea)
-        self._dock("table", "Layer table", self.table_view, Qt.BottomDockWidgetArea)
+        self._dock("time", "Layer time", self._placeholders["time"], Qt.BottomDockWidgetArea)
+        self._dock("training", "Training", self._placeholders["training"], Qt.BottomDockWidgetArea)
+        self._dock("features", "Feature maps", self._placeholders["features"], Qt.BottomDockWidgetArea)
+        self._dock("table", "Layer table", self._placeholders["table"], Qt.BottomDockWidgetArea)
         self._dock("memory", "Memory", self._placeholders["memory"], Qt.BottomDockWidgetArea)
         self._dock("power", "Power && energy", self._placeholders["power"], Qt.BottomDockWidgetArea)
         self._dock("log", "Log", self.log_view, Qt.BottomDockWidgetArea)
@@ -326,18 +327,50 @@ class MainWindow(QMainWindow):
         return result
 
     def _after_first_paint(self) -> None:
-        self._build_deferred_views()
+        # torch starts loading on its thread first, so its import overlaps building the views
         self._start_preload()
+        self._build_deferred_views()
+
+    def views_built(self) -> bool:
+        return self.time_view is not None
 
     def _build_deferred_views(self) -> None:
-        if self.memory_view is None:
-            self.memory_view = MemoryView()
-            self.power_view = PowerView()
-            self.docks["memory"].setWidget(self.memory_view)
-            self.docks["power"].setWidget(self.power_view)
-            self.views[4:4] = [self.memory_view, self.power_view]
-            for name in ("memory", "power"):
-                self._placeholders.pop(name).deleteLater()
+        """Build the plot views and the table into their docks (once; every caller that needs the
+        views calls this first, so it also runs on demand if something needs them early)."""
+        if self.time_view is not None:
+            return
+        from app import style
+        from app.views.feature_view import FeatureMapView
+        from app.views.layer_table import LayerTableView
+        from app.views.memory_view import MemoryView
+        from app.views.power_view import PowerView
+        from app.views.timing_view import LayerTimeView
+        from app.views.training_view import TrainingView
+
+        # pyqtgraph's options (images row-major, no antialiasing), set where pyqtgraph is first needed
+        style.configure_pyqtgraph()
+        self.time_view = LayerTimeView()
+        self.training_view = TrainingView()
+        self.feature_view = FeatureMapView()
+        self.feature_view.layer_chosen.connect(self._on_feature_layer)
+        self.table_view = LayerTableView()
+        self.memory_view = MemoryView()
+        self.power_view = PowerView()
+        built = {"time": self.time_view, "training": self.training_view, "features": self.feature_view,
+                 "table": self.table_view, "memory": self.memory_view, "power": self.power_view}
+        for name, view in built.items():
+            self.docks[name].setWidget(view)
+            self._placeholders.pop(name).deleteLater()
+        self.views = [*built.values(), self.log_view]
+        self.power_view.set_telemetry_status(self.telemetry)
+        if self.model is not None:
+            self.feature_view.set_layers([n.id for n in self.model.spec_view().nodes])
+        feature = self.run_panel.feature_layer()
+        if feature:
+            self.feature_view.select_layer(feature, emit=False)
+        if self.last_snapshot is not None:  # a snapshot that came before the views: show it now
+            for v in built.values():
+                v.push(self.last_snapshot, force=True)
 
     def _start_preload(self) -> None:
         if self._loader is not None:
@@ -367,7 +400,7 @@ class MainWindow(QMainWindow):
             text = "NVML: " + ("on" if nv.get("available") else "off")
             self.status_nvml.setText(text)
             self.status_nvml.setToolTip(nv.get("reason", ""))
-            self.power_view.set_telemetry_status(self.telemetry)
+            self.power_view.set_telemetry_status(self.telemetry)  # views built just above
         self._build_editor()
         self.statusBar().showMessage("Ready", 3000)
         self.is_ready = True
@@ -437,6 +470,7 @@ class MainWindow(QMainWindow):
         if self.canvas is not None:
             self.canvas.clear_metrics()
             QTimer.singleShot(0, self.canvas.fit_view)
+        self._build_deferred_views()
         self.feature_view.set_layers([n.id for n in self.model.spec_view().nodes])
         self._update_title()
 
@@ -623,6 +657,7 @@ class MainWindow(QMainWindow):
         self.run_finished.emit(status, message)
 
     def _on_feature_layer(self, node_id: str) -> None:
+        self._build_deferred_views()
         self.run_panel.set_feature_layer(node_id)
         self.feature_view.select_layer(node_id, emit=False)
         reason = self.bridge.set_feature_node(node_id or None)
@@ -668,7 +703,8 @@ class MainWindow(QMainWindow):
 
     def _dispatch(self, snap, force: bool = False) -> None:
         """Hand a snapshot to the views. Live frames go round-robin: at most one plot view redraws
-        per frame, so redraw costs are spread out instead of stalling the GUI thread together."""
+        per frame, so redraw costs are spread out instead of stalling the GUI thread together.
+        Before the plot views exist only the log takes it; they are given ``last_snapshot`` when built."""
         self.last_snapshot = snap
         if force:
             for v in self.views:
@@ -764,6 +800,7 @@ class MainWindow(QMainWindow):
                 self.model.set_spec(spec)
                 self.net_path = None
                 self._update_title()
+        self._build_deferred_views()  # a session opened before the first paint's views exist
         telemetry = (self.player.reader.meta or {}).get("telemetry") if self.player.reader else None
         self.power_view.set_telemetry_status(telemetry if isinstance(telemetry, dict) else self.telemetry)
         self._source = "session"
@@ -784,7 +821,8 @@ class MainWindow(QMainWindow):
         self.player.close()
         self.session_bar.setVisible(False)
         self._source = "live"
-        self.power_view.set_telemetry_status(self.telemetry)
+        if self.power_view is not None:
+            self.power_view.set_telemetry_status(self.telemetry)
         for v in self.views:
             v.reset()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 
-import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QWidget
 
@@ -88,7 +87,9 @@ def batch_of(info) -> int:
         return 1
 
 
-def finite(a) -> np.ndarray:
+def finite(a):
+    import numpy as np  # lazily: this module is on the path to the window's first paint
+
     a = np.asarray(a, dtype=float)
     return a[np.isfinite(a)]
 
@@ -135,4 +136,4 @@ def mean_step_ms(snap) -> float | None:
     steps = [s for s in snap.steps if not s.warmup and s.phase != "test"]
     prof = [s.step_ms for s in steps if s.profiled]
     vals = prof or [s.step_ms for s in steps]
-    return float(np.mean(vals)) if vals else None
+    return float(sum(vals) / len(vals)) if vals else None

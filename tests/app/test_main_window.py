@@ -232,3 +232,32 @@ def test_bad_preset_flag_is_one_line(capsys):
     assert application.run(["--preset", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope" in err[0]
+
+
+def test_window_module_does_not_import_plotting_before_first_paint():
+    # pyqtgraph and numpy are imported when the plot views are built, after the first paint
+    import subprocess
+    import sys
+
+    code = ("import sys, app.main_window; "
+            "print(sorted(m for m in ('pyqtgraph', 'numpy', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_views_are_placeholders_until_built_and_a_session_builds_them(qtbot, tmp_path):
+    from app.main_window import MainWindow
+    from app.settings import Settings
+
+    path = _record_session(tmp_path)
+    w = MainWindow(Settings())  # never shown: no first paint, so no plot views yet
+    qtbot.addWidget(w)
+    assert w.time_view is None and not w.views_built()
+    assert w.docks["time"].widget().text() == "Loading…"
+    assert w.open_session(str(path))
+    assert w.views_built() and w.docks["time"].widget() is w.time_view
+    assert w.training_view.point_counts()["loss"] == 7
+    assert w.feature_view.shown() is not None
+    w.close_session()
+    w.shutdown()
