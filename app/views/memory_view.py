@@ -1,7 +1,8 @@
 """Memory: device and process memory over time, and each layer's activation memory.
 
-GPU runs show the allocator peak of each step and the GPU memory in use (NVML); CPU runs show
-the process RSS and the system memory in use (psutil). A series that was not recorded is not
+GPU runs show the memory the caching allocator has allocated and reserved (the engine's
+``torch:<device>`` telemetry), the allocator peak of each step and the GPU memory in use (NVML);
+CPU runs show the process RSS and the system memory in use (psutil). A series that was not recorded is not
 drawn, and the note above the plots says which ones and why.
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ class MemoryView(MonitorView):
 
     SERIES = (  # key, label, colour
         ("gpu_used", "GPU memory used (NVML)", style.SERIES[0]),
+        ("reserved", "allocator reserved", style.SERIES[4]),
+        ("allocated", "allocator allocated", style.SERIES[6]),
         ("peak", "allocator peak per step", style.SERIES[1]),
         ("rss", "RSS", style.SERIES[2]),
         ("sys", "system used", style.SERIES[3]),
@@ -84,6 +87,14 @@ class MemoryView(MonitorView):
         c.setVisible(ok)
         return ok
 
+    @staticmethod
+    def _torch_source(snap, device_id: str) -> str | None:
+        """The ``torch:<device>`` telemetry source of the run's device (any torch one if ids differ)."""
+        sources = sorted({src for src, _m in snap.telemetry if src.startswith("torch:")})
+        if f"torch:{device_id}" in sources:
+            return f"torch:{device_id}"
+        return sources[0] if sources else None
+
     def shown_series(self) -> set[str]:
         return set(self._legend_keys)
 
@@ -94,6 +105,13 @@ class MemoryView(MonitorView):
         notes = []
         gpu = [v for (src, m), v in snap.telemetry.items() if src.startswith("nvml") and m == "mem_used_bytes"]
         self._set("gpu_used", gpu[0][:, 0] if gpu else None, gpu[0][:, 1] if gpu else None)
+        torch_src = self._torch_source(snap, str(dev.get("id") or ""))
+        alloc = snap.series(torch_src, "allocated_bytes") if torch_src else None
+        resv = snap.series(torch_src, "reserved_bytes") if torch_src else None
+        has_alloc = self._set("allocated", alloc[:, 0] if alloc is not None else None,
+                              alloc[:, 1] if alloc is not None else None)
+        has_resv = self._set("reserved", resv[:, 0] if resv is not None else None,
+                             resv[:, 1] if resv is not None else None)
         t = snap.column("t")
         peak = snap.column("peak_mem_bytes")
         has_peak = self._set("peak", t, peak)
@@ -106,7 +124,9 @@ class MemoryView(MonitorView):
                 notes.append("GPU memory in use: not recorded (NVML not readable for this run).")
             if not has_peak:
                 notes.append("Allocator peak: not recorded yet.")
-            notes.append("Reserved (cached) allocator memory is not recorded by the engine.")
+            if not (has_alloc or has_resv):
+                notes.append("Allocated/reserved memory: not recorded for this run (no torch allocator "
+                             "telemetry in it).")
         elif info is not None:
             notes.append(f"{dev.get('id') or 'cpu'} run: GPU allocator series do not apply; showing process RSS "
                          "and system memory.")

@@ -170,8 +170,18 @@ def test_memory_view_cpu_and_gpu(views):
     gpu = [run_info(device="cuda:0"), StepRecord(1, 0.1, "train", 1.0, 0.5, 5.0, 100.0, peak_mem_bytes=5e8),
            TelemetryBatch([TelemetrySample(0.1, "nvml:0", "mem_used_bytes", 1e9)])]
     v.push(snapshot(gpu), force=True)
-    assert {"gpu_used", "peak"} <= v.shown_series()
-    assert "Reserved" in v.notice.text()
+    assert v.shown_series() == {"gpu_used", "peak"}
+    assert "Allocated/reserved memory: not recorded" in v.notice.text()  # no torch allocator telemetry in it
+    torch_tel = TelemetryBatch([TelemetrySample(0.1 * i, "torch:cuda:0", m, (i + 1) * base)
+                                for i in range(3) for m, base in (("allocated_bytes", 2e8),
+                                                                  ("reserved_bytes", 4e8))])
+    v.push(snapshot([*gpu, torch_tel]), force=True)
+    assert v.shown_series() == {"gpu_used", "peak", "allocated", "reserved"}
+    assert "Allocated/reserved" not in v.notice.text() and "Reserved" not in v.notice.text()
+    x, y = v.curves["reserved"].getData()
+    assert list(y) == [4e8, 8e8, 12e8]
+    x, y = v.curves["allocated"].getData()
+    assert list(y) == [2e8, 4e8, 6e8]
 
 
 def test_log_view_takes_each_line_once_and_shows_failure(views):
