@@ -67,7 +67,6 @@ def apply(app: QApplication) -> None:
     qss = ASSETS_DIR / "style.qss"
     if qss.is_file():
         app.setStyleSheet(qss.read_text(encoding="utf-8"))
-    configure_pyqtgraph()
 
 
 def style_plot(plot, *, left: str | None = None, bottom: str | None = None, grid: bool = True) -> None:

@@ -105,6 +105,7 @@ def preview(make, argv=None, size=(900, 560)) -> int:
     args = ap.parse_args(argv)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     style.apply(app)
+    style.configure_pyqtgraph()
     view = make()
     view.resize(*size)
     view.setWindowTitle(f"LayerScope - {view.title} (sample data)")

@@ -171,7 +171,7 @@ class FittedDataset(Dataset):
     def image(self, i) -> torch.Tensor:
         """Sample ``i`` as people see it: uint8, H x W (grey) or C x H x W, before normalisation."""
         x = take(self.source, self._rows([i]))[0]
-        if x.dtype != torch.uint8:
+        if x.dtype != torch.uint8 or self.fit.scale != 255:  # digits are uint8 but 0..16
             x = (x.to(torch.float32) / self.fit.scale * 255).round().clamp(0, 255).to(torch.uint8)
         return x[0] if x.shape[0] == 1 else x
 
