@@ -267,6 +267,13 @@ class MainWindow(QMainWindow):
         self.act_start = self._action(rm, "&Start", self.start_run, "F5")
         self.act_pause = self._action(rm, "&Pause / resume", self.toggle_pause, "F6")
         self.act_stop = self._action(rm, "S&top", self.stop_run, "Shift+F5")
+        rm.addSeparator()
+        self._action(rm, "&Load weights for the next run…", self.load_weights_dialog,
+                     tip="start the next run from a saved checkpoint (safetensors; nothing is unpickled)")
+        self._action(rm, "Sa&ve weights as…", self.save_weights_dialog,
+                     tip="copy the checkpoint of the last training run")
+        self._action(rm, "&Test on held-out images…", self.test_held_out, "Ctrl+T",
+                     tip="the article's check: N random test images with true and predicted labels")
         self._update_run_actions()
 
         hm = bar.addMenu("&Help")
@@ -595,6 +602,13 @@ class MainWindow(QMainWindow):
         kw = self.run_panel.config_kwargs()
         kw.update(overrides)
         cfg = RunConfig(net=self.model.spec(), **kw)
+        if cfg.mode == "train" and cfg.save_checkpoint is None:
+            # every training run keeps its weights, for "Test on held-out images" and Save weights
+            cfg.save_checkpoint = os.path.join(self.settings.runs_folder, "checkpoints",
+                                               cfg.net.name or "net")
+        if self.load_weights and cfg.load_checkpoint is None:
+            cfg.load_checkpoint = self.load_weights
+        self._run_checkpoint = cfg.save_checkpoint
         problems = cfg.problems()
         if problems:
             self._error("Cannot start: " + "; ".join(problems))
@@ -640,6 +654,7 @@ class MainWindow(QMainWindow):
 
     def _on_run_finished(self, status: str, message: str) -> None:
         self.run_panel.set_finished(status, message)
+        self._note_checkpoint(status)
         self.status_run.setText(status)
         snap = self.bridge.feed.snapshot() if self.bridge.feed is not None else None
         if snap is not None:
@@ -655,6 +670,66 @@ class MainWindow(QMainWindow):
         self._color_canvas()
         self._update_run_actions()
         self.run_finished.emit(status, message)
+
+    # ---- weights ---------------------------------------------------------------------------
+
+    load_weights: str | None = None  # checkpoint the next run starts from
+    last_checkpoint: str | None = None  # the latest checkpoint written or loaded
+    _run_checkpoint: str | None = None
+
+    def _note_checkpoint(self, status: str) -> None:
+        from engine.checkpoint import latest_checkpoint
+
+        folder = self._run_checkpoint
+        if status in ("completed", "stopped") and folder and os.path.isdir(folder):
+            try:
+                self.last_checkpoint = str(latest_checkpoint(folder))
+            except Exception:  # an empty folder: the run ended before saving
+                return
+            self.log_view.append("app", f"weights saved to {self.last_checkpoint}")
+
+    def load_weights_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load weights", self.settings.runs_folder,
+                                              "Checkpoints (*.safetensors *.pt *.pth);;All files (*)")
+        if path:
+            self.set_load_weights(path)
+
+    def set_load_weights(self, path: str | None) -> None:
+        """Start the next run from ``path`` (checked against the net when the run starts)."""
+        self.load_weights = path or None
+        if path:
+            self.last_checkpoint = path
+            self.log_view.append("app", f"the next run starts from the weights in {path}")
+
+    def save_weights_dialog(self) -> None:
+        import shutil
+
+        if not self.last_checkpoint:
+            self._inform("Save weights", "No weights yet: every training run saves its weights when it ends.")
+            return
+        suffix = os.path.splitext(self.last_checkpoint)[1]
+        path, _ = QFileDialog.getSaveFileName(self, "Save weights as", "weights" + suffix, f"*{suffix}")
+        if path:
+            try:
+                shutil.copyfile(self.last_checkpoint, path)
+                sidecar = os.path.splitext(self.last_checkpoint)[0] + ".json"
+                if os.path.exists(sidecar):  # torch-format checkpoints keep their net beside them
+                    shutil.copyfile(sidecar, os.path.splitext(path)[0] + ".json")
+            except OSError as e:
+                self._error(f"Cannot save the weights: {e}")
+                return
+            self._inform("Save weights", f"Weights saved to {path}")
+
+    def test_held_out(self):
+        """Open the article's check on the latest checkpoint (None when there is none)."""
+        if not self.last_checkpoint:
+            self._inform("Test on held-out images",
+                         "No weights yet: train the net first (each training run saves its weights) "
+                         "or load a checkpoint with Run ▸ Load weights.")
+            return None
+        from app.predictions import open_predictions
+
+        return open_predictions(self, self.last_checkpoint)
 
     def _on_feature_layer(self, node_id: str) -> None:
         self._build_deferred_views()

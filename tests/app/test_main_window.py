@@ -261,3 +261,30 @@ def test_views_are_placeholders_until_built_and_a_session_builds_them(qtbot, tmp
     assert w.feature_view.shown() is not None
     w.close_session()
     w.shutdown()
+
+
+def test_training_run_saves_weights_and_tests_held_out_images(qtbot, window, tmp_path, monkeypatch):
+    """The article's workflow in the app: train, weights saved, test on random held-out images,
+    save the weights elsewhere, and start the next run from them."""
+    small_run(window, steps=6, dataset="digits", feature=None)
+    assert run_to_end(qtbot, window)[0] == "completed"
+    ckpt = window.last_checkpoint
+    assert ckpt and ckpt.endswith(".safetensors") and os.path.isfile(ckpt)
+    dlg = window.test_held_out()
+    qtbot.addWidget(dlg)
+    qtbot.waitUntil(lambda: not dlg.is_busy() and dlg.result is not None, timeout=60_000)
+    assert len(dlg.tiles) == dlg.result.n > 0
+    assert all(t.caption.text().startswith("true ") for t in dlg.tiles)
+    dlg.close()
+
+    from PySide6.QtWidgets import QFileDialog
+
+    target = tmp_path / "mine.safetensors"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    window.save_weights_dialog()
+    assert target.read_bytes() == open(ckpt, "rb").read()
+
+    window.set_load_weights(str(target))
+    small_run(window, steps=2, dataset="digits", feature=None)
+    assert run_to_end(qtbot, window)[0] == "completed"
+    assert any("loaded checkpoint" in msg and "mine.safetensors" in msg for _, msg in window.log_view.lines)
