@@ -105,24 +105,12 @@ def predict_held_out(checkpoint, dataset: str | None = None, *, n: int = 16, see
     n = max(1, min(int(n), MAX_N))
     samples = sample_predictions(model, splits.test, n=n, seed=seed, device="cpu")
     info = splits.info
-    images = _full_range([s.image for s in samples], getattr(getattr(splits.test, "fit", None), "scale", 255.0))
+    images = [s.image for s in samples]  # already on 0..255, as people see them
     return PredictionResult(
         images=images, labels=[s.label for s in samples],
         predicted=[s.predicted for s in samples], seed=int(seed), dataset=info.name, split="test",
         split_seed=split_seed, dataset_summary=info.summary(), checkpoint=str(meta.get("path") or checkpoint),
         net_name=spec.name or "", step=meta.get("step"), class_names=list(info.class_names or []))
-
-
-def _full_range(images: list, scale: float) -> list:
-    """Images on 0..255. The engine's ``image()`` hands back uint8 sources unscaled, so the built-in
-    digits (grey levels 0..16) would show nearly black; stretch them by 255/scale. A sample whose
-    brightest pixel exceeds ``scale`` is already on 0..255 and is left alone."""
-    import numpy as np
-
-    if not images or not 0 < scale < 255 or max(int(np.asarray(a).max(initial=0)) for a in images) > scale:
-        return images
-    return [np.clip(np.round(np.asarray(a, dtype=np.float32) * (255.0 / scale)), 0, 255).astype(np.uint8)
-            for a in images]
 
 
 def to_pixmap(image, size: int = TILE_PX) -> QPixmap:
