@@ -15,6 +15,7 @@ from pathlib import Path
 from .cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, print_table
 from .errors import LayerScopeError
 from .records import EvalRecord, LogRecord, RunEnded, StepRecord
+from .summary import fmt_bytes
 
 EXIT_INTERRUPTED = 130
 
@@ -34,15 +35,6 @@ def _f(v, digits=3) -> str:
     if a >= 1:
         return f"{v:.{max(digits - 1 - int(math.log10(a)), 0)}f}"
     return f"{v:.{digits}g}"
-
-
-def _bytes(v) -> str:
-    if v is None:
-        return "-"
-    for unit, s in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(v) >= s:
-            return f"{v / s:.1f} {unit}"
-    return f"{int(v)} B"
 
 
 def _duration(s: float | None) -> str:
@@ -371,7 +363,7 @@ def cmd_summary(args) -> int:
         if train:
             r += [_f(x["bwd_median_ms"]), _f(x["bwd_p95_ms"])]
         r += [f"{x['share'] * 100:.1f}%" if x["share"] is not None else "-", _f(x["total_gflops"]),
-              _bytes(x["act_bytes"])]
+              fmt_bytes(x["act_bytes"])]
         table.append(r)
     dev = info.device or {}
     print(f"{run['net'] or 'net'}: {run['mode']} on {dev.get('name') or run['device']} ({run['device']}), "
@@ -395,9 +387,9 @@ def cmd_summary(args) -> int:
               f"{_f(e['avg_power_w'])} W average ({run['energy_source']}, {_f(e['seconds'])} s of steady steps)")
     else:
         print(f"energy: not measured. {run['power_note'] or ''}".rstrip())
-    mem = [f"peak allocated {_bytes(run['peak_mem_bytes'])}" if run["peak_mem_bytes"] else None,
-           f"GPU used max {_bytes(run['gpu_mem_max_bytes'])}" if run["gpu_mem_max_bytes"] else None,
-           f"process RSS max {_bytes(run['rss_max_bytes'])}" if run["rss_max_bytes"] else None]
+    mem = [f"peak allocated {fmt_bytes(run['peak_mem_bytes'])}" if run["peak_mem_bytes"] else None,
+           f"GPU used max {fmt_bytes(run['gpu_mem_max_bytes'])}" if run["gpu_mem_max_bytes"] else None,
+           f"process RSS max {fmt_bytes(run['rss_max_bytes'])}" if run["rss_max_bytes"] else None]
     if any(mem):
         print("memory: " + ", ".join(m for m in mem if m))
     if run["loss"] is not None:
@@ -467,7 +459,7 @@ def cmd_devices(args) -> int:
     rows = []
     for d in devices:
         tel = ", ".join(f"{k.upper() if k != 'psutil' else k}" for k, v in per_device[d.id].items() if v["available"])
-        rows.append([d.id, d.name, _bytes(d.memory_total), _bytes(d.memory_free), tel or "none"])
+        rows.append([d.id, d.name, fmt_bytes(d.memory_total), fmt_bytes(d.memory_free), tel or "none"])
     print_table(rows, ["device", "name", "memory", "free", "telemetry"], right={2, 3})
     if no_cuda:
         print(f"\nno CUDA device: {no_cuda}")

@@ -11,7 +11,7 @@ import math
 import time
 from pathlib import Path
 
-from .summary import as_source, layer_summary, run_summary, steady_layer_times, summary
+from .summary import as_source, fmt_bytes, layer_summary, run_summary, steady_layer_times, summary
 
 CSV_COLUMNS = ["id", "kind", "out_shape", "params", "flops", "fwd_mean_ms", "fwd_median_ms", "fwd_p95_ms",
                "bwd_mean_ms", "bwd_median_ms", "bwd_p95_ms", "share", "fwd_gflops", "total_gflops",
@@ -251,12 +251,7 @@ def _fmt(v, digits=3) -> str:
 
 
 def _fmt_bytes(v) -> str:
-    if v is None:
-        return "–"
-    for unit, s in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(v) >= s:
-            return f"{v / s:.1f} {unit}"
-    return f"{v:.0f} B"
+    return fmt_bytes(v, missing="–")
 
 
 def _nice_max(v: float) -> float:

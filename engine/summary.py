@@ -297,3 +297,13 @@ def summary(reader_or_records) -> dict:
     run = run_summary(src)
     energy = run["energy"].get(run["energy_source"]) if run["energy_source"] else None
     return {"run": run, "layers": layer_summary(src, energy=energy)}
+
+
+def fmt_bytes(v, missing: str = "-") -> str:
+    """Bytes for people (binary units, one decimal); ``missing`` stands for an absent value."""
+    if v is None:
+        return missing
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(v) >= size:
+            return f"{v / size:.1f} {unit}"
+    return f"{v:.0f} B"
