@@ -185,7 +185,7 @@ class RunBridge(QObject):
 
     # -- worker thread: no Qt here -----------------------------------------------------------------
     def _work(self) -> None:
-        from engine.run import RunResult
+        from engine.run.loop import RunResult
 
         run = self.run
         try:
@@ -239,7 +239,7 @@ class RunBridge(QObject):
         self.poll()
         result = self.result
         if result is None:
-            from engine.run import RunResult
+            from engine.run.loop import RunResult
 
             result = self.result = RunResult("failed", "the run ended without a result")
         self._set_state(result.status)

@@ -9,7 +9,7 @@ HEADLESS = {"presets", "validate", "profile", "export", "summary", "compare", "d
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in HEADLESS:
-        from engine.cli import main as cli_main
+        from engine.cli.main import main as cli_main
 
         return cli_main(argv)
     from app.application import run

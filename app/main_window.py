@@ -44,7 +44,7 @@ COLOR_BY = (("", "&None"), ("time", "&Time"), ("memory", "&Memory"), ("flops", "
 
 def _preload() -> dict:
     """Worker thread: pay for torch once, list devices, probe telemetry (all Qt-free)."""
-    import engine.graph  # noqa: F401  (imports torch)
+    import engine.net.graph  # noqa: F401  (imports torch)
 
     try:
         # the first shape/FLOP analysis pulls in more of torch (torch._dynamo, seconds on a small
@@ -591,7 +591,7 @@ class MainWindow(QMainWindow):
 
     def start_run(self, **overrides) -> bool:
         """Start a run of the edited net with the run panel's settings (``overrides`` win)."""
-        from engine.run import RunConfig
+        from engine.run.loop import RunConfig
 
         if self.bridge.is_running() or self.model is None:
             return False
@@ -678,7 +678,7 @@ class MainWindow(QMainWindow):
     _run_checkpoint: str | None = None
 
     def _note_checkpoint(self, status: str) -> None:
-        from engine.checkpoint import latest_checkpoint
+        from engine.net.checkpoint import latest_checkpoint
 
         folder = self._run_checkpoint
         if status in ("completed", "stopped") and folder and os.path.isdir(folder):
@@ -919,7 +919,7 @@ class MainWindow(QMainWindow):
 
     def export_session(self, kind: str, path: str, src: str | None = None) -> str | None:
         """Write the export; returns the path written (None on failure, with the reason shown)."""
-        from engine import export
+        from engine.export import formats as export
 
         src = src or self.session_for_export()
         if not src:

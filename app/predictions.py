@@ -87,7 +87,7 @@ def predict_held_out(checkpoint, dataset: str | None = None, *, n: int = 16, see
     it is the training dataset, split with the training run's seed so the images really were held out.
     ``seed`` picks the images (None: a fresh random draw). Bad input raises a LayerScopeError.
     """
-    from engine.checkpoint import load_model
+    from engine.net.checkpoint import load_model
     from engine.data import canonical_name, get_dataset, sample_predictions
 
     model, spec, meta = load_model(checkpoint, device="cpu")

@@ -12,7 +12,7 @@ import os
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSlider, QWidget
 
-from engine.records import RunInfo, StepRecord
+from engine.run.records import RunInfo, StepRecord
 
 
 class SessionPlayer(QObject):

@@ -26,9 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import engine  # noqa: E402
-from engine.live import LiveFeed  # noqa: E402
-from engine.records import LayerTimes, StepRecord, TelemetryBatch  # noqa: E402
-from engine.run import Run, RunConfig  # noqa: E402
+from engine.run.live import LiveFeed  # noqa: E402
+from engine.run.records import LayerTimes, StepRecord, TelemetryBatch  # noqa: E402
+from engine.run.loop import Run, RunConfig  # noqa: E402
 
 BATCH = {"resnet18": 64, "alexnet": 128}
 
@@ -73,7 +73,7 @@ def loop_check(spec, device, mode, precision, batch, steps):
                 ts.append(s.t)
                 ej.append(s.value)
     if ej:
-        from engine.telemetry import energy_per_sample
+        from engine.run.telemetry import energy_per_sample
 
         e = energy_per_sample(ts, ej, measured)
         out["j_per_sample"] = e["j_per_sample"] if e else None
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
         name = torch.cuda.get_device_name(torch.device(args.device))
     else:
         name = "cpu"
-    from engine.telemetry import telemetry_status
+    from engine.run.telemetry import telemetry_status
 
     st = telemetry_status()
     print(f"# gpu_check {datetime.date.today()} on {name}; torch {torch.__version__}, "

@@ -31,9 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import engine  # noqa: E402
-from engine.live import LiveFeed  # noqa: E402
-from engine.records import LayerTimes, RunEnded, StepRecord  # noqa: E402
-from engine.run import Run, RunConfig  # noqa: E402
+from engine.run.live import LiveFeed  # noqa: E402
+from engine.run.records import LayerTimes, RunEnded, StepRecord  # noqa: E402
+from engine.run.loop import Run, RunConfig  # noqa: E402
 
 
 def one_run(spec, args, steps: int, profile_every: int, warmup: int):
@@ -77,8 +77,8 @@ def coverage(spec, args, reps: int) -> tuple[float, float]:
     """(sum of layer forward times / plain forward time, same / the probed forward's own span)."""
     import torch
 
-    from engine.devices import resolve_device
-    from engine.probes import Probe
+    from engine.run.devices import resolve_device
+    from engine.run.probes import Probe
 
     device = resolve_device(args.device)
     prev_threads = torch.get_num_threads()

@@ -7,22 +7,23 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import LayerScopeError, Problem, SpecError
-from .registry import FAMILIES, LayerKind, Param, get_kind, kinds
-from .spec import INPUT_ID, InputSpec, NetSpec, Node, dumps, from_dict, load, loads, save
-from .presets import load_preset, preset_names, resolve_net
+from engine.errors import LayerScopeError, Problem, SpecError
+from engine.net.registry import FAMILIES, LayerKind, Param, get_kind, kinds
+from engine.net.spec import INPUT_ID, InputSpec, NetSpec, Node, dumps, from_dict, load, loads, save
+from engine.net.presets import load_preset, preset_names, resolve_net
 
 __version__ = "0.1.0"
 
 # name -> submodule, imported on first use (these pull in torch)
 _LAZY = {
-    "analyze": "graph", "build_model": "graph", "NetInfo": "graph", "LayerInfo": "graph",
-    "LayerNet": "graph",
-    "open_session": "session", "SessionReader": "session", "SessionWriter": "session",
-    "SessionError": "session", "Telemetry": "telemetry", "telemetry_status": "telemetry",
-    "layer_summary": "summary", "run_summary": "summary", "compare": "export",
-    "Run": "run", "RunConfig": "run", "RunResult": "run", "LiveFeed": "live", "LiveSnapshot": "live",
-    "list_devices": "devices", "resolve_device": "devices", "DeviceInfo": "devices",
+    "analyze": "net.graph", "build_model": "net.graph", "NetInfo": "net.graph", "LayerInfo": "net.graph",
+    "LayerNet": "net.graph",
+    "open_session": "session.store", "SessionReader": "session.store", "SessionWriter": "session.store",
+    "SessionError": "session.store", "Telemetry": "run.telemetry", "telemetry_status": "run.telemetry",
+    "layer_summary": "analysis.summary", "run_summary": "analysis.summary", "compare": "export.formats",
+    "Run": "run.loop", "RunConfig": "run.loop", "RunResult": "run.loop", "LiveFeed": "run.live",
+    "LiveSnapshot": "run.live",
+    "list_devices": "run.devices", "resolve_device": "run.devices", "DeviceInfo": "run.devices",
 }
 
 

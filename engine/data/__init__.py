@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import LayerScopeError
+from engine.errors import LayerScopeError
 
 
 class DatasetError(LayerScopeError):
@@ -104,12 +104,12 @@ def get_dataset(name: str, input_spec, *, seed: int = 0, root=None, synthetic_si
     """
     canon = canonical_name(str(name))
     if canon == "synthetic":
-        from . import builtin
+        from engine.data import builtin
         return builtin.synthetic(input_spec, seed=seed, size=synthetic_size)
     if canon == "digits":
-        from . import builtin
+        from engine.data import builtin
         return builtin.digits(input_spec, seed=seed, test_fraction=test_fraction)
-    from . import formats
+    from engine.data import formats
 
     if canon in DOWNLOADABLE:
         splits = formats.load_cached(canon, input_spec, root=root, seed=seed, test_fraction=test_fraction)

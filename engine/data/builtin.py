@@ -6,8 +6,8 @@ import numbers
 import torch
 from torch.utils.data import Dataset
 
-from . import DatasetError, DatasetInfo, DatasetSplits, check_classes
-from .fitting import Fit, FittedDataset, seeded_split
+from engine.data import DatasetError, DatasetInfo, DatasetSplits, check_classes
+from engine.data.fitting import Fit, FittedDataset, seeded_split
 
 SYNTHETIC_POOL_BYTES = 64 << 20  # distinct random images kept; larger sets reuse them
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from . import DOWNLOADABLE, TITLES, DatasetError, canonical_name, dataset_dir
+from engine.data import DOWNLOADABLE, TITLES, DatasetError, canonical_name, dataset_dir
 
 
 @dataclass(frozen=True)

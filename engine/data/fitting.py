@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from . import DatasetError
+from engine.data import DatasetError
 
 # ITU-R 601-2 luma, the weights Pillow's "L" conversion uses
 _LUMA = (0.299, 0.587, 0.114)

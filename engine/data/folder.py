@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import DatasetError, DatasetInfo, DatasetSplits, check_classes
-from .fitting import Fit, FittedDataset, seeded_split
+from engine.data import DatasetError, DatasetInfo, DatasetSplits, check_classes
+from engine.data.fitting import Fit, FittedDataset, seeded_split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TRAIN_NAMES = ("train", "training")

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import DOWNLOADABLE, TITLES, DatasetError, DatasetInfo, DatasetSplits, dataset_dir
-from .fitting import Fit, FittedDataset
+from engine.data import DOWNLOADABLE, TITLES, DatasetError, DatasetInfo, DatasetSplits, dataset_dir
+from engine.data.fitting import Fit, FittedDataset
 
 IDX_IMAGES = 0x00000803  # unsigned bytes, 3 dimensions
 IDX_LABELS = 0x00000801  # unsigned bytes, 1 dimension
@@ -41,7 +41,7 @@ def _files(folder: Path) -> list[str]:
 
 def detect(folder: Path) -> tuple[str, Path] | None:
     """(format, folder holding the files) for a dataset folder, or None if nothing is recognised."""
-    from . import folder as image_folder
+    from engine.data import folder as image_folder
 
     names = _files(folder)
     if any(_IDX_RE.match(n) for n in names):
@@ -81,7 +81,7 @@ def load_path(path: Path, input_spec, *, seed: int = 0, test_fraction: float = 0
         return load_idx(where, input_spec, name=name, title=title)
     if fmt == "cifar10-binary":
         return load_cifar(where, input_spec, name=name, title=title)
-    from . import folder as image_folder
+    from engine.data import folder as image_folder
     return image_folder.load(where, input_spec, seed=seed, test_fraction=test_fraction, name=name)
 
 
@@ -255,7 +255,7 @@ def load_cifar(folder: Path, input_spec, *, name: str, title: str | None = None)
 # ---------------------------------------------------------------- shared
 
 def _tensor_splits(name, source, fmt, folder, parts, input_spec, classes, class_names) -> DatasetSplits:
-    from . import check_classes
+    from engine.data import check_classes
 
     check_classes(classes, input_spec)
     (xtr, ytr), (xte, yte) = parts["train"], parts["test"]

@@ -11,7 +11,7 @@ RUN_TIMEOUT = 180_000
 
 
 def tiny_cfg(**kw):
-    from engine.run import RunConfig
+    from engine.run.loop import RunConfig
 
     base = dict(net=engine.load_preset("lenet5"), device="cpu", batch_size=4, steps=3, warmup=1, threads=1)
     base.update(kw)

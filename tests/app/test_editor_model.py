@@ -169,7 +169,7 @@ def test_input_spec_edit_revalidates(lenet):
 
 
 def test_input_limits_match_the_engine():
-    from engine.spec import _INPUT_FIELDS
+    from engine.net.spec import _INPUT_FIELDS
 
     assert INPUT_LIMITS == _INPUT_FIELDS
 

@@ -136,7 +136,7 @@ def test_invalid_net_disables_start_with_reason(qtbot, window):
 
 
 def _record_session(tmp_path, steps=6):
-    from engine.run import Run, RunConfig
+    from engine.run.loop import Run, RunConfig
 
     path = tmp_path / "cli.lsession"
     cfg = RunConfig(net=engine.load_preset("lenet5"), device="cpu", batch_size=4, steps=steps, warmup=1,

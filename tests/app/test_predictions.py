@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 def trained(tmp_path_factory):
     """A lenet5 briefly trained on digits (a few dozen steps: mixed right and wrong guesses), saved."""
     import engine
-    from engine.checkpoint import save_checkpoint
+    from engine.net.checkpoint import save_checkpoint
     from engine.data import get_dataset, make_loader
 
     torch.manual_seed(0)
@@ -72,7 +72,7 @@ def test_predict_held_out_matches_an_independent_forward_pass(trained):
 def test_predict_held_out_uses_the_training_split(trained, tmp_path):
     """A checkpoint saved by a run names its dataset and split seed: the images come from that test split."""
     from app.predictions import predict_held_out
-    from engine.checkpoint import save_checkpoint
+    from engine.net.checkpoint import save_checkpoint
 
     _, _, model, spec = trained
     save_checkpoint(model, spec, tmp_path, extra={"config": {"dataset": "digits", "seed": 3}})

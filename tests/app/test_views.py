@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.live import LiveFeed
-from engine.records import (FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord,
+from engine.run.live import LiveFeed
+from engine.run.records import (FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord,
                             TelemetryBatch, TelemetrySample)
 
 

@@ -1,8 +1,8 @@
 """CUDA runs report the caching allocator's allocated/reserved bytes as telemetry (rate-limited)."""
 
 import engine
-from engine.records import TelemetryBatch
-from engine.run import Run, RunConfig
+from engine.run.records import TelemetryBatch
+from engine.run.loop import Run, RunConfig
 
 
 class FakeAllocator:

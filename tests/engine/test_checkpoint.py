@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import engine
-from engine.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, load_model,
+from engine.net.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, load_model,
                                save_checkpoint)
 from engine.data import get_dataset
 

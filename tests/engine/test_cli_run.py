@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import telemetry as tm
-from engine.cli import main
-from engine.cli_run import Progress
-from engine.records import LogRecord, RunEnded, StepRecord
-from engine.session import open_session
+from engine.run import telemetry as tm
+from engine.cli.main import main
+from engine.cli.commands import Progress
+from engine.run.records import LogRecord, RunEnded, StepRecord
+from engine.session.store import open_session
 from tests.engine.test_telemetry import FakeNvml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -253,7 +253,7 @@ def test_progress_plain_lines_when_not_a_terminal():
 
 
 def test_download_flag_rejects_builtin_dataset(tmp_path, capsys):
-    from engine.cli import main
+    from engine.cli.main import main
 
     rc = main(["profile", "lenet5", "--dataset", "digits", "--download", "--steps", "1",
                "--out", str(tmp_path / "x.lsession")])
@@ -264,7 +264,7 @@ def test_download_flag_rejects_builtin_dataset(tmp_path, capsys):
 
 def test_download_flag_uses_the_cache_when_present(tmp_path, monkeypatch, capsys):
     import engine.data as data
-    from engine.cli import main
+    from engine.cli.main import main
 
     calls = []
     monkeypatch.setattr(data, "is_downloaded", lambda name, root=None: True)

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from engine.cli import main
+from engine.cli.main import main
 
 EXPECTED = {"lenet5": 61_706, "alexnet": 61_100_840, "vgg11": 132_863_336, "resnet18": 11_689_512}
 
@@ -67,7 +67,7 @@ def test_closed_pipe_is_not_a_traceback():
 
     root = Path(__file__).resolve().parents[2]
     # a reader that went away (`layerscope summary S | head`): writing raises BrokenPipeError
-    code = ("import sys, engine.cli as c\n"
+    code = ("import sys, engine.cli.main as c\n"
             "def gone(args):\n    raise BrokenPipeError(32, 'Broken pipe')\n"
             "c.cmd_presets = gone\n"
             "sys.exit(c.main(['presets']))\n")

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from engine import LayerScopeError
-from engine.devices import DeviceInfo, list_devices, resolve_device
+from engine.run.devices import DeviceInfo, list_devices, resolve_device
 
 
 def test_cpu_listed_first_with_name_and_memory():

@@ -6,10 +6,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-from engine.export import CSV_COLUMNS, compare, export_csv, export_html, export_json, export_trace, trace_events
-from engine.records import LayerTimes, StepRecord
-from engine.session import open_session
-from engine.summary import layer_summary, percentile, run_summary, summary
+from engine.export.formats import CSV_COLUMNS, compare, export_csv, export_html, export_json, export_trace, trace_events
+from engine.run.records import LayerTimes, StepRecord
+from engine.session.store import open_session
+from engine.analysis.summary import layer_summary, percentile, run_summary, summary
 from tests.engine.test_session import LAYERS, make_records, write_session
 
 

@@ -3,8 +3,8 @@ import threading
 
 import numpy as np
 
-from engine.live import STEP_COLUMNS, LiveFeed
-from engine.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
+from engine.run.live import STEP_COLUMNS, LiveFeed
+from engine.run.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
                             StepRecord, TelemetryBatch, TelemetrySample)
 
 NODES = ["conv1", "relu1", "fc"]

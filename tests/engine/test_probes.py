@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import engine
-from engine.probes import Probe, reduce_feature
+from engine.run.probes import Probe, reduce_feature
 
 
 @pytest.fixture(autouse=True)

@@ -17,10 +17,11 @@ try:
     print('BLOCK FAILED'); sys.exit(3)
 except ImportError:
     pass
-import engine, engine.cli, engine.graph
+import engine, engine.cli, engine.net.graph
 import pkgutil, importlib
-for m in pkgutil.iter_modules(engine.__path__):
-    importlib.import_module('engine.' + m.name)
+for m in pkgutil.walk_packages(engine.__path__, "engine."):
+    if not m.name.endswith('__main__'):
+        importlib.import_module(m.name)
 spec = engine.load_preset('lenet5')
 print(engine.analyze(spec).params)
 assert not [m for m in sys.modules if m.startswith(('PySide6', 'pyqtgraph'))]

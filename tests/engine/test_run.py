@@ -7,8 +7,8 @@ import torch
 
 import engine
 from engine import LayerScopeError
-from engine.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord)
-from engine.run import Run, RunConfig, RunResult
+from engine.run.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord)
+from engine.run.loop import Run, RunConfig, RunResult
 
 
 def tiny_digits_net():
@@ -188,7 +188,7 @@ def test_stop_while_paused():
 
 @pytest.mark.parametrize("profile_every", [1, 0])
 def test_out_of_memory_is_a_failed_run_naming_batch_and_node(monkeypatch, profile_every):
-    from engine.modules import FlatLinear
+    from engine.net.modules import FlatLinear
 
     real = FlatLinear.forward
 
@@ -257,14 +257,14 @@ def test_config_round_trip_and_validation():
 
 def test_no_hooks_left_on_the_model_and_a_broken_sink_is_dropped(monkeypatch):
     built = []
-    real = engine.graph.build_model
+    real = engine.net.graph.build_model
 
     def keep(*a, **k):
         m = real(*a, **k)
         built.append(m)
         return m
 
-    monkeypatch.setattr(engine.graph, "build_model", keep)
+    monkeypatch.setattr(engine.net.graph, "build_model", keep)
 
     def broken(rec):
         if isinstance(rec, StepRecord):
@@ -280,8 +280,9 @@ def test_no_hooks_left_on_the_model_and_a_broken_sink_is_dropped(monkeypatch):
     assert "forward" not in model.__dict__
 
 
-def test_session_file_when_the_writer_exists(tmp_path):
-    session = pytest.importorskip("engine.session")
+def test_session_file_written_by_a_run(tmp_path):
+    from engine.session import store as session
+
     path = tmp_path / "run.lsession"
     result, _ = run(cfg(steps=2, warmup=0, out=str(path)))
     assert result.status == "completed" and result.session_path == str(path)
@@ -291,8 +292,7 @@ def test_session_file_when_the_writer_exists(tmp_path):
 
 
 def test_telemetry_sampler_runs_inside_the_run_and_is_joined():
-    pytest.importorskip("engine.telemetry")
-    from engine.records import TelemetryBatch
+    from engine.run.records import TelemetryBatch
 
     before = set(threading.enumerate())
     result, recs = run(cfg(steps=6, warmup=0, telemetry_hz=50.0))
@@ -304,8 +304,7 @@ def test_telemetry_sampler_runs_inside_the_run_and_is_joined():
         assert all(s.t >= 0 for s in batch.samples)
 
 
-def test_checkpoints_saved_and_loaded_when_the_module_exists(tmp_path):
-    pytest.importorskip("engine.checkpoint")
+def test_checkpoints_saved_and_loaded_through_a_run(tmp_path):
     result, recs = run(cfg(steps=2, warmup=0, save_checkpoint=str(tmp_path), checkpoint_every=1))
     assert result.status == "completed", result.message
     saved = [log.message for log in of(recs, LogRecord) if log.message.startswith("checkpoint saved")]

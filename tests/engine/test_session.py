@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
+from engine.run.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
                             StepRecord, TelemetryBatch, TelemetrySample)
-from engine.session import SCHEMA_VERSION, SessionError, SessionWriter, open_session
+from engine.session.store import SCHEMA_VERSION, SessionError, SessionWriter, open_session
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -216,7 +216,7 @@ KILL_SCRIPT = """
 import os, signal, sys, time
 sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
 from test_session import make_records
-from engine.session import SessionWriter
+from engine.session.store import SessionWriter
 w = SessionWriter({path!r}, flush_interval=0.05)
 for r in make_records(end=None):
     w(r)

@@ -30,7 +30,7 @@ EXPECTED_PARAMS = {"lenet5": 61_706, "alexnet": 61_100_840, "vgg11": 132_863_336
 @pytest.mark.parametrize("name", preset_names())
 def test_presets_round_trip_and_analyze(name):
     spec = load_preset(name)
-    text = (engine.presets.presets_dir() / f"{name}.json").read_text()
+    text = (engine.net.presets.presets_dir() / f"{name}.json").read_text()
     assert dumps(spec) == text
     assert loads(dumps(spec)).to_dict() == spec.to_dict()
     info = analyze(spec)
@@ -44,7 +44,7 @@ def test_preset_files_match_generator():
     from assets.presets import generate
 
     for name in generate.PRESETS:
-        assert (engine.presets.presets_dir() / f"{name}.json").read_text() == generate.render(name)
+        assert (engine.net.presets.presets_dir() / f"{name}.json").read_text() == generate.render(name)
 
 
 def test_built_model_names_submodules_by_node_id_and_matches_shapes():
@@ -118,8 +118,8 @@ def test_unknown_version_and_missing_param():
     data["version"] = 7
     assert (None, "unknown format version 7; this LayerScope reads version 1") in _problems(data)
     with pytest.raises(SpecError) as exc:
-        engine.registry.Param("x", "int").check(1)  # fine
-        p = engine.registry.Param("needed", "int")
+        engine.net.registry.Param("x", "int").check(1)  # fine
+        p = engine.net.registry.Param("needed", "int")
         assert p.required
         raise SpecError([engine.Problem("n", "missing parameter 'needed'")])
     assert "missing parameter" in str(exc.value)
@@ -196,7 +196,7 @@ def test_every_layer_kind_builds_and_runs():
 
 def test_registry_rejects_duplicate_kind():
     with pytest.raises(ValueError):
-        engine.registry.register_layer("relu", family="activation", help="x")(lambda p, s: None)
+        engine.net.registry.register_layer("relu", family="activation", help="x")(lambda p, s: None)
 
 
 def test_missing_file_and_folder(tmp_path):

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from engine import telemetry as tm
-from engine.records import StepRecord, TelemetryBatch
-from engine.telemetry import Telemetry, counter_at, energy_per_sample, telemetry_status
+from engine.run import telemetry as tm
+from engine.run.records import StepRecord, TelemetryBatch
+from engine.run.telemetry import Telemetry, counter_at, energy_per_sample, telemetry_status
 
 
 class FakeNvml:

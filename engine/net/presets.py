@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import SpecError
-from .spec import NetSpec, load
+from engine.errors import SpecError
+from engine.net.spec import NetSpec, load
 
 ORDER = ("lenet5", "alexnet-article", "alexnet", "vgg11", "resnet18")
 

@@ -22,8 +22,8 @@ import traceback
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
-from .errors import LayerScopeError
-from .records import (EvalRecord, LayerRow, LogRecord, RunEnded, RunInfo, StepRecord, TelemetryBatch,
+from engine.errors import LayerScopeError
+from engine.run.records import (EvalRecord, LayerRow, LogRecord, RunEnded, RunInfo, StepRecord, TelemetryBatch,
                       TelemetrySample)
 
 MODES = ("train", "infer", "benchmark")
@@ -77,7 +77,7 @@ class RunConfig:
 
     def problems(self) -> list[str]:
         """Every setting that cannot work, one sentence each (empty when the config is fine)."""
-        from .spec import NetSpec
+        from engine.net.spec import NetSpec
 
         p: list[str] = []
 
@@ -160,9 +160,9 @@ class RunConfig:
 
         ``net`` may be a spec dict, a preset name or a net file path.
         """
-        from .errors import Problem
-        from .spec import NetSpec, from_dict as spec_from_dict
-        from .presets import resolve_net
+        from engine.errors import Problem
+        from engine.net.spec import NetSpec, from_dict as spec_from_dict
+        from engine.net.presets import resolve_net
 
         if not isinstance(d, dict):
             raise LayerScopeError("a run config must be a JSON object")
@@ -220,7 +220,7 @@ def _node_from_traceback(tb, node_ids) -> str | None:
 def _versions() -> dict:
     import torch
 
-    from . import __version__
+    from engine import __version__
 
     v = {"torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": None,
          "python": platform.python_version(), "layerscope": __version__, "driver": None}
@@ -245,7 +245,7 @@ def _versions() -> dict:
 
 
 def _layer_name(node) -> str:
-    from .registry import get_kind
+    from engine.net.registry import get_kind
 
     kind = get_kind(node.kind)
     if kind is None or not kind.key_params:
@@ -437,7 +437,7 @@ class Run:
         if cfg.out is None:
             return None
         try:
-            from .session import SessionWriter
+            from engine.session.store import SessionWriter
         except ImportError:
             self._pending.append(("warning", "session files are not available in this build; "
                                              "the run is not recorded to a file"))
@@ -454,7 +454,7 @@ class Run:
         return writer
 
     def _resolve_device(self, info: RunInfo):
-        from .devices import device_info, resolve_device
+        from engine.run.devices import device_info, resolve_device
 
         device = resolve_device(self.cfg.device)
         try:
@@ -464,7 +464,7 @@ class Run:
         return device
 
     def _analyze(self, info: RunInfo):
-        from .graph import analyze
+        from engine.net.graph import analyze
 
         spec = self.cfg.net
         net_info = analyze(spec)
@@ -481,7 +481,7 @@ class Run:
         if not hz:
             return None
         try:
-            from .telemetry import Telemetry
+            from engine.run.telemetry import Telemetry
         except ImportError:
             return None
         dev_id = f"cuda:{device.index or 0}" if device.type == "cuda" else device.type
@@ -513,9 +513,9 @@ class Run:
     def _main(self, ctx: dict, extra: dict, restore: list) -> tuple[str, str]:
         import torch
 
-        from .data import get_dataset
-        from .graph import build_model
-        from .probes import Probe
+        from engine.data import get_dataset
+        from engine.net.graph import build_model
+        from engine.run.probes import Probe
 
         cfg = self.cfg
         spec = cfg.net
@@ -605,7 +605,7 @@ class Run:
         if self._feature_node is not None:
             probe.set_feature_node(self._feature_node)
         if device.type == "cuda":
-            from .probes import _CudaMem
+            from engine.run.probes import _CudaMem
 
             ctx["mem"] = _CudaMem(device)
         return self._loop(ctx, extra)
@@ -628,7 +628,7 @@ class Run:
 
     def _load_checkpoint(self, model) -> None:
         try:
-            from .checkpoint import load_checkpoint
+            from engine.net.checkpoint import load_checkpoint
         except ImportError:
             raise _Failed("loading checkpoints is not available in this build") from None
         state, meta = load_checkpoint(self.cfg.load_checkpoint, self.cfg.net)
@@ -638,7 +638,7 @@ class Run:
 
     def _save_checkpoint(self, ctx: dict, extra: dict, epoch) -> None:
         try:
-            from .checkpoint import save_checkpoint
+            from engine.net.checkpoint import save_checkpoint
         except ImportError:
             self._log("warning", "saving checkpoints is not available in this build")
             return

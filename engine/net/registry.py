@@ -128,13 +128,9 @@ def register_layer(name: str, *, family: str, help: str, params: tuple[Param, ..
 
 def get_kind(name: str) -> LayerKind | None:
     """The registered kind called ``name`` (None when unknown)."""
-    from . import layers  # noqa: F401  (registers the built-in kinds)
-
     return REGISTRY.get(name)
 
 
 def kinds() -> dict[str, LayerKind]:
     """All registered kinds by name, in registration order."""
-    from . import layers  # noqa: F401
-
     return dict(REGISTRY)

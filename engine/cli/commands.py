@@ -12,10 +12,10 @@ import threading
 import time
 from pathlib import Path
 
-from .cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, print_table
-from .errors import LayerScopeError
-from .records import EvalRecord, LogRecord, RunEnded, StepRecord
-from .summary import fmt_bytes
+from engine.cli.main import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, print_table
+from engine.errors import LayerScopeError
+from engine.run.records import EvalRecord, LogRecord, RunEnded, StepRecord
+from engine.analysis.summary import fmt_bytes
 
 EXIT_INTERRUPTED = 130
 
@@ -146,7 +146,7 @@ def _default_out(net: str, device: str) -> Path:
 
 
 def _check_out(path: Path) -> None:
-    from .session import _SQLITE_MAGIC
+    from engine.session.store import _SQLITE_MAGIC
 
     if path.is_dir():
         raise LayerScopeError(f"--out {path} is a folder; give a file name such as {path / 'run.lsession'}")
@@ -163,7 +163,7 @@ def _check_out(path: Path) -> None:
 
 
 def _check_dataset(name: str) -> None:
-    from .data import BUILTIN, DOWNLOADABLE, canonical_name
+    from engine.data import BUILTIN, DOWNLOADABLE, canonical_name
 
     if canonical_name(name) is None and not Path(name).expanduser().exists():
         if any(sep in name for sep in ("/", "\\", "~")) or name.startswith("."):
@@ -174,7 +174,7 @@ def _check_dataset(name: str) -> None:
 
 def _download(name: str, root) -> None:
     """Fetch a downloadable dataset into the cache (checksums verified) unless it is there already."""
-    from .data import DOWNLOADABLE, canonical_name, download, is_downloaded
+    from engine.data import DOWNLOADABLE, canonical_name, download, is_downloaded
 
     canon = canonical_name(name)
     if canon not in DOWNLOADABLE:
@@ -198,13 +198,13 @@ def _download(name: str, root) -> None:
 
 
 def cmd_profile(args) -> int:
-    from .presets import resolve_net
+    from engine.net.presets import resolve_net
 
     spec = resolve_net(args.net)  # LayerScopeError -> exit 2
-    from .graph import analyze
+    from engine.net.graph import analyze
 
     analyze(spec)  # every problem of the net, before torch spends time on it
-    from .run import Run, RunConfig
+    from engine.run.loop import Run, RunConfig
 
     cfg = RunConfig(net=spec, mode=args.mode, device=args.device, precision=args.precision,
                     batch_size=args.batch_size, steps=None if args.epochs else args.steps,
@@ -222,7 +222,7 @@ def cmd_profile(args) -> int:
         _download(args.dataset, args.data_root)
     if args.load_checkpoint and not Path(args.load_checkpoint).expanduser().exists():
         raise LayerScopeError(f"--load-checkpoint: no such file or folder: {args.load_checkpoint}")
-    from .devices import resolve_device
+    from engine.run.devices import resolve_device
 
     device = resolve_device(args.device)  # a device that does not exist is bad input
     dev = f"cuda:{device.index or 0}" if device.type == "cuda" else device.type
@@ -267,8 +267,8 @@ def cmd_profile(args) -> int:
 
 
 def _print_brief(path) -> None:
-    from .session import open_session
-    from .summary import run_summary
+    from engine.session.store import open_session
+    from engine.analysis.summary import run_summary
 
     try:
         with open_session(path) as r:
@@ -286,7 +286,7 @@ def _print_brief(path) -> None:
 # -- export / summary / compare ------------------------------------------------------------------
 
 def _open(path):
-    from .session import open_session
+    from engine.session.store import open_session
 
     return open_session(path)  # SessionError (a LayerScopeError) -> one line, exit 2
 
@@ -310,7 +310,7 @@ def _parse_range(text: str | None) -> tuple[int | None, int | None]:
 
 
 def cmd_export(args) -> int:
-    from . import export as ex
+    from engine.export import formats as ex
 
     session = Path(args.session)
     lo, hi = _parse_range(args.steps)
@@ -340,13 +340,13 @@ def cmd_export(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from .summary import summary
+    from engine.analysis.summary import summary
 
     with _open(args.session) as r:
         s = summary(r)
         info = r.info
     if args.json:
-        from .export import _jsonable
+        from engine.export.formats import _jsonable
 
         print(json.dumps(_jsonable(s), indent=1))
         return EXIT_OK
@@ -400,7 +400,7 @@ def cmd_summary(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .export import _jsonable, compare
+    from engine.export.formats import _jsonable, compare
 
     with _open(args.a) as a, _open(args.b) as b:
         c = compare(a, b)
@@ -435,8 +435,8 @@ def cmd_compare(args) -> int:
 # -- devices ------------------------------------------------------------------------------------
 
 def cmd_devices(args) -> int:
-    from .devices import list_devices, resolve_device
-    from .telemetry import Telemetry, telemetry_status
+    from engine.run.devices import list_devices, resolve_device
+    from engine.run.telemetry import Telemetry, telemetry_status
 
     machine = telemetry_status()
     devices = list_devices()

@@ -15,7 +15,7 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import LayerScopeError, Problem
+from engine.errors import LayerScopeError, Problem
 
 FORMAT = "layerscope-checkpoint"
 VERSION = 1
@@ -63,7 +63,7 @@ def save_checkpoint(model, spec, folder, *, step: int | None = None, epoch: int 
     ``format="torch"``, a ``torch.save`` state dict plus a ``.json`` sidecar with the same). The
     file is written under a temporary name and renamed, so a crash never leaves a half file.
     """
-    from . import spec as spec_mod
+    from engine.net import spec as spec_mod
 
     folder = Path(folder).expanduser()
     try:
@@ -171,7 +171,7 @@ def _read(path: Path) -> tuple[dict, dict]:
 
 def _meta(raw: dict, path: Path) -> dict:
     """Typed metadata: net (NetSpec or None), step, epoch, saved_at, extra, path."""
-    from .spec import loads
+    from engine.net.spec import loads
 
     net = None
     if raw.get("net"):
@@ -244,7 +244,7 @@ def _shapes_of(spec) -> dict:
     """Parameter and buffer shapes of the net ``spec`` builds, without allocating its weights."""
     import torch
 
-    from .graph import build_model
+    from engine.net.graph import build_model
 
     with torch.device("meta"):
         model = build_model(spec)
@@ -253,7 +253,7 @@ def _shapes_of(spec) -> dict:
 
 def load_model(path_or_dir, device="cpu"):
     """Rebuild the net stored in a LayerScope checkpoint and load its weights: (model, spec, meta)."""
-    from .graph import build_model
+    from engine.net.graph import build_model
 
     path = resolve(path_or_dir)
     state, raw = _read(path)

@@ -8,9 +8,9 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .errors import Problem, SpecError
-from .registry import get_kind
-from .spec import INPUT_ID, NetSpec, check_structure, topo_order
+from engine.errors import Problem, SpecError
+from engine.net.registry import get_kind
+from engine.net.spec import INPUT_ID, NetSpec, check_structure, topo_order
 
 _DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-from .records import LayerTimes, RunEnded, RunInfo, StepRecord, TelemetryBatch, EvalRecord
-from .telemetry import energy_per_sample, step_samples, step_span
+from engine.run.records import LayerTimes, RunEnded, RunInfo, StepRecord, TelemetryBatch, EvalRecord
+from engine.run.telemetry import energy_per_sample, step_samples, step_span
 
 TRAIN_FLOP_FACTOR = 3.0  # forward + backward (~2x forward) per sample
 

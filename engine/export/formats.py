@@ -11,7 +11,7 @@ import math
 import time
 from pathlib import Path
 
-from .summary import as_source, fmt_bytes, layer_summary, run_summary, steady_layer_times, summary
+from engine.analysis.summary import as_source, fmt_bytes, layer_summary, run_summary, steady_layer_times, summary
 
 CSV_COLUMNS = ["id", "kind", "out_shape", "params", "flops", "fwd_mean_ms", "fwd_median_ms", "fwd_p95_ms",
                "bwd_mean_ms", "bwd_median_ms", "bwd_p95_ms", "share", "fwd_gflops", "total_gflops",

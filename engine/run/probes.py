@@ -33,8 +33,8 @@ import time
 
 import torch
 
-from .records import FeatureMap, LayerTimes
-from .spec import INPUT_ID
+from engine.run.records import FeatureMap, LayerTimes
+from engine.net.spec import INPUT_ID
 
 FEATURE_CHANNELS = 32
 FEATURE_SIDE = 64

@@ -2,7 +2,7 @@
 break on in-place ReLU and ``+=`` (pytorch issue 61519)."""
 from __future__ import annotations
 
-from .registry import Param, register_layer
+from engine.net.registry import Param, register_layer
 
 
 def _pair(v):
@@ -226,7 +226,7 @@ def _linear(p, shapes):
     n = 1
     for d in shapes[0]:
         n *= d
-    from .modules import FlatLinear
+    from engine.net.modules import FlatLinear
 
     return FlatLinear(n, p["out_features"], p["bias"])
 
@@ -271,7 +271,7 @@ def _concat_check(p, shapes):
 @register_layer("add", family="merge", help="element-wise sum of its inputs (ResNet skip connection)",
                 min_inputs=2, max_inputs=16, check=_add_check)
 def _add(p, shapes):
-    from .modules import Add
+    from engine.net.modules import Add
 
     return Add()
 
@@ -279,6 +279,6 @@ def _add(p, shapes):
 @register_layer("concat", family="merge", help="joins its inputs along the channel dimension",
                 min_inputs=2, max_inputs=16, check=_concat_check)
 def _concat(p, shapes):
-    from .modules import Concat
+    from engine.net.modules import Concat
 
     return Concat()

@@ -23,8 +23,8 @@ from collections import deque
 from pathlib import Path
 from typing import Iterator
 
-from .errors import LayerScopeError
-from .records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
+from engine.errors import LayerScopeError
+from engine.run.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
                       StepRecord, TelemetryBatch, TelemetrySample)
 
 SCHEMA_VERSION = 1
@@ -194,7 +194,7 @@ class SessionWriter:
         if dev is None:
             return
         try:
-            from .telemetry import telemetry_status
+            from engine.run.telemetry import telemetry_status
 
             status = telemetry_status(dev)
         except Exception as e:  # never let a probe break the recording
@@ -287,7 +287,7 @@ class SessionWriter:
                               [(k, json.dumps(v)) for k, v in values.items()])
 
     def _write_info(self, info: RunInfo) -> None:
-        from . import __version__
+        from engine import __version__
 
         config = dict(info.config or {})
         net = config.pop("net", None)

@@ -8,7 +8,7 @@ import argparse
 import json
 import sys
 
-from .errors import LayerScopeError
+from engine.errors import LayerScopeError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -46,7 +46,7 @@ def print_table(rows: list[list[str]], header: list[str], out=None, right: set[i
 
 
 def cmd_presets(args) -> int:
-    from .presets import load_preset, preset_names
+    from engine.net.presets import load_preset, preset_names
 
     rows = []
     for name in preset_names():
@@ -58,8 +58,8 @@ def cmd_presets(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .graph import analyze
-    from .presets import resolve_net
+    from engine.net.graph import analyze
+    from engine.net.presets import resolve_net
 
     try:
         spec = resolve_net(args.net)
@@ -98,32 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("net", help="preset name or path to a net JSON file")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_validate)
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    from engine.cli import commands
+
+    commands.register(sub)
     return p
-
-
-# other engine modules add their sub-commands here: f(subparsers) -> None
-_EXTRA_COMMANDS: list = []
-
-
-def _load_extra_commands() -> None:
-    import importlib
-
-    for mod in ("engine.cli_run",):
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-            continue
-        if m.register not in _EXTRA_COMMANDS:
-            _EXTRA_COMMANDS.append(m.register)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one CLI command; returns the exit code."""
-    _load_extra_commands()
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser().parse_args(argv)
@@ -142,7 +124,3 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

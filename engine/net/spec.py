@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import Problem, SpecError
-from .registry import get_kind
+from engine.errors import Problem, SpecError
+from engine.net.registry import get_kind
 
 FORMAT = "layerscope-net"
 VERSION = 1

@@ -8,7 +8,7 @@ import platform
 import re
 from dataclasses import asdict, dataclass
 
-from .errors import LayerScopeError
+from engine.errors import LayerScopeError
 
 
 @dataclass
