@@ -20,7 +20,14 @@ _LAZY = {
     "LayerNet": "net.graph",
     "open_session": "session.store", "SessionReader": "session.store", "SessionWriter": "session.store",
     "SessionError": "session.store", "Telemetry": "run.telemetry", "telemetry_status": "run.telemetry",
-    "layer_summary": "analysis.summary", "run_summary": "analysis.summary", "compare": "export.formats",
+    "layer_summary": "analysis.summary", "run_summary": "analysis.summary", "summary": "analysis.summary",
+    "compare": "analysis.compare", "EXPORTERS": "export", "percentile": "analysis.stats",
+    "steady_steps": "analysis.stats", "layer_step_ms": "analysis.stats", "samples_per_s": "analysis.stats",
+    "step_time_stats": "analysis.stats", "share_of_step": "analysis.layers", "achieved_gflops": "analysis.layers",
+    "energy_per_sample": "analysis.energy", "energy_windows": "analysis.energy",
+    "snapshot_layer_rows": "analysis.snapshot", "node_metrics": "analysis.snapshot",
+    "snapshot_energy": "analysis.snapshot", "snapshot_step_stats": "analysis.snapshot",
+    "fmt": "fmt",
     "Run": "run.loop", "RunConfig": "run.loop", "RunResult": "run.loop", "LiveFeed": "run.live",
     "LiveSnapshot": "run.live",
     "list_devices": "run.devices", "resolve_device": "run.devices", "DeviceInfo": "run.devices",
@@ -31,7 +38,8 @@ def __getattr__(name: str):
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    module = importlib.import_module(f".{mod}", __name__)
+    value = module if mod == name else getattr(module, name)  # "fmt": the submodule itself
     globals()[name] = value
     return value
 

@@ -8,7 +8,8 @@ import pytest
 
 from engine.run import telemetry as tm
 from engine.run.records import StepRecord, TelemetryBatch
-from engine.run.telemetry import Telemetry, counter_at, energy_per_sample, telemetry_status
+from engine.analysis.energy import counter_at, energy_per_sample
+from engine.run.telemetry import Telemetry, telemetry_status
 
 
 class FakeNvml:

@@ -1,0 +1,148 @@
+"""Energy from cumulative counters: J per step and per sample over the steady steps, the run's
+primary meter, and why a session holds no power figure.
+
+One method for every consumer (the JSON/CSV/HTML exports, ``layerscope summary`` and the app's
+power view): the counter (NVML ``energy_j`` or RAPL, in J, sampled at the telemetry rate) is
+linearly interpolated at the start and end of windows of consecutive steps lasting at least
+``min_window_s``; a window's energy is the counter difference, its samples those its steps
+processed. Inputs are plain lists and step records, so a session reader and a live snapshot feed
+the same functions.
+"""
+from __future__ import annotations
+
+import bisect
+
+ENERGY_COUNTERS = ("energy_j",)
+
+
+def counter_at(ts: list[float], values: list[float], t: float) -> float | None:
+    """A cumulative counter's value at time ``t`` by linear interpolation; None outside the samples."""
+    if not len(ts) or t < ts[0] or t > ts[-1]:
+        return None
+    i = bisect.bisect_left(ts, t)
+    if ts[i] == t or i == 0:
+        return values[i]
+    t0, t1 = ts[i - 1], ts[i]
+    return values[i - 1] + (values[i] - values[i - 1]) * (t - t0) / (t1 - t0)
+
+
+def step_span(step) -> tuple[float, float]:
+    """(start, end) of a StepRecord in run seconds: ``t`` is when the step began (before waiting
+    for its batch), then ``data_ms`` of waiting and ``step_ms`` of compute."""
+    return step.t, step.t + (step.step_ms + (step.data_ms or 0.0)) / 1000.0
+
+
+def step_samples(step) -> float:
+    """Samples the step processed (``samples_per_s`` counts the data wait and the compute)."""
+    return step.samples_per_s * (step.step_ms + (step.data_ms or 0.0)) / 1000.0
+
+
+def energy_windows(ts: list[float], energy_j: list[float], steps: list, *, min_window_s: float = 1.0,
+                   span=step_span) -> list[dict]:
+    """The windows ``energy_per_sample`` sums, in time order: dicts with ``start``/``end`` (run
+    seconds), ``seconds``, ``joules``, ``steps``, ``samples`` and ``j_per_sample``.
+
+    Consecutive steps are grouped into windows lasting at least ``min_window_s`` (a counter read at
+    10 Hz is too coarse for one short step). Windows break at a phase change or a gap longer than
+    twice the median step (e.g. a test evaluation in between); a short tail joins the window
+    before it, so every step counts. A window the counter does not cover (or where it went
+    backwards) is left out. Empty when there are fewer than two counter samples or no steps.
+    """
+    steps = [s for s in steps if s.step_ms and s.step_ms > 0]
+    if len(ts) < 2 or not steps:
+        return []
+    steps.sort(key=lambda s: span(s)[0])
+    med = sorted(s.step_ms for s in steps)[len(steps) // 2] / 1000.0
+    max_gap = max(0.1, 2 * med)
+    segments, cur = [], []
+    for s in steps:
+        if cur and (s.phase != cur[-1].phase or span(s)[0] - span(cur[-1])[1] > max_gap):
+            segments.append(cur)
+            cur = []
+        cur.append(s)
+    if cur:
+        segments.append(cur)
+    windows = []
+    for seg in segments:
+        chunks, cur = [], []
+        for s in seg:
+            cur.append(s)
+            if span(cur[-1])[1] - span(cur[0])[0] >= min_window_s:
+                chunks.append(cur)
+                cur = []
+        if cur and chunks:
+            chunks[-1].extend(cur)
+        for group in chunks:
+            a, b = span(group[0])[0], span(group[-1])[1]
+            e0, e1 = counter_at(ts, energy_j, a), counter_at(ts, energy_j, b)
+            if e0 is None or e1 is None or e1 < e0:
+                continue
+            samples = sum(step_samples(s) for s in group)
+            windows.append({"start": a, "end": b, "seconds": b - a, "joules": e1 - e0, "steps": len(group),
+                            "samples": samples, "j_per_sample": (e1 - e0) / samples if samples else None})
+    return windows
+
+
+def energy_per_sample(ts: list[float], energy_j: list[float], steps: list, *, min_window_s: float = 1.0,
+                      span=step_span) -> dict | None:
+    """Energy per step and per sample from a cumulative energy counter (J) over the given steps,
+    summed over ``energy_windows``: {joules, seconds, steps, samples, windows, j_per_step,
+    j_per_sample (J), avg_power_w (W)}. None when no full window is covered by the counter."""
+    windows = energy_windows(ts, energy_j, steps, min_window_s=min_window_s, span=span)
+    if not windows:
+        return None
+    secs = sum(w["seconds"] for w in windows)
+    joules = sum(w["joules"] for w in windows)
+    nsteps = sum(w["steps"] for w in windows)
+    samples = sum(w["samples"] for w in windows)
+    return {"joules": joules, "seconds": secs, "steps": nsteps, "samples": round(samples),
+            "windows": len(windows), "j_per_step": joules / nsteps, "j_per_sample": joules / samples if samples else None,
+            "avg_power_w": joules / secs if secs else None}
+
+
+def run_energy(counters: dict, steps: list) -> dict:
+    """``energy_per_sample`` for each energy counter: ``counters`` maps a source ("nvml:0",
+    "rapl:package-0") to its (times, joules) lists; ``steps`` are the steady steps. Sources
+    without a full window are left out ({} when none has one)."""
+    out = {}
+    for source, (ts, vs) in counters.items():
+        e = energy_per_sample(ts, vs, steps, span=step_span)
+        if e is not None:
+            out[source] = e
+    return out
+
+
+def primary_energy_source(energy: dict, device_id: str | None) -> str | None:
+    """The energy source that belongs to the run's device: the GPU's counter for a CUDA run,
+    the CPU package for a CPU run (else the first by name); None when ``energy`` is empty."""
+    if not energy:
+        return None
+    dev = str(device_id or "")
+    if dev.startswith("cuda"):
+        idx = dev.split(":")[1] if ":" in dev else "0"
+        for key in (f"nvml:{idx}", *sorted(k for k in energy if k.startswith("nvml"))):
+            if key in energy:
+                return key
+    for key in sorted(energy):
+        if key.startswith("rapl") and "package" in key:
+            return key
+    return sorted(energy)[0]
+
+
+def power_note(series: list[tuple[str, str]], telemetry_status: dict | None) -> str | None:
+    """Why no power series is in a run (None when there is one). ``series``: the (source, metric)
+    pairs recorded; ``telemetry_status``: the engine's ``telemetry_status()`` dict of the run,
+    whose NVML/RAPL reasons are quoted."""
+    if any(m == "power_w" for _, m in series):
+        return None
+    reasons = []
+    if isinstance(telemetry_status, dict):
+        for name in ("nvml", "rapl"):
+            st = telemetry_status.get(name)
+            if isinstance(st, dict) and not st.get("available") and st.get("reason"):
+                reasons.append(st["reason"])
+    if reasons:
+        return "Power was not recorded: " + "; ".join(reasons) + "."
+    if not series:
+        return "Power was not recorded: this session holds no telemetry."
+    return "Power was not recorded: no power source (NVML or RAPL) was readable during this run."

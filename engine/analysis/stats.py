@@ -1,0 +1,70 @@
+"""Step statistics: percentiles, which steps count, step time and throughput.
+
+Warm-up steps and test-evaluation batches are left out of every statistic (all steps count
+when only warm-up ran). Inputs are lists of ``StepRecord`` (a session's ``steps()`` or a live
+snapshot's ``steps``), so a finished session and a running view get the same figure.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+from engine.analysis.energy import step_samples
+
+
+def clean(values: Iterable) -> list[float]:
+    """The measured values: None, NaN and infinities dropped."""
+    return [x for x in values if x is not None and math.isfinite(x)]
+
+
+def percentile(values: Iterable, q: float) -> float | None:
+    """Linear-interpolated percentile (as numpy's default) of the measured values; None for none."""
+    v = sorted(clean(values))
+    if not v:
+        return None
+    k = (len(v) - 1) * q / 100.0
+    lo, hi = math.floor(k), math.ceil(k)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+def mean(values: Iterable) -> float | None:
+    """Arithmetic mean of the measured values; None for none."""
+    v = clean(values)
+    return sum(v) / len(v) if v else None
+
+
+def main_steps(steps: Iterable) -> list:
+    """Steps of the run's own phase (train/infer/benchmark), not test-evaluation batches."""
+    return [s for s in steps if s.phase != "test"]
+
+
+def steady_steps(steps: Iterable) -> list:
+    """The steps statistics are taken over: no warm-up, no test batches (all main steps if only
+    warm-up ran)."""
+    main = main_steps(steps)
+    steady = [s for s in main if not s.warmup]
+    return steady or main
+
+
+def layer_step_ms(steps: Iterable) -> float | None:
+    """Mean step time (ms) the per-layer share is taken of: the steady profiled steps (the steps
+    the layer times come from), all steady steps when none was profiled."""
+    steady = steady_steps(steps)
+    return mean([s.step_ms for s in steady if s.profiled]) or mean([s.step_ms for s in steady])
+
+
+def samples_per_s(steps: Iterable) -> float | None:
+    """Throughput of the steady steps: samples processed over the time spent waiting for data
+    and computing (samples/s); None when no time was spent."""
+    steady = steady_steps(steps)
+    samples = sum(step_samples(s) for s in steady)
+    busy_s = sum(s.step_ms + (s.data_ms or 0.0) for s in steady) / 1000.0
+    return samples / busy_s if busy_s else None
+
+
+def step_time_stats(steps: Iterable) -> dict:
+    """{step_ms_mean, step_ms_median, step_ms_p95 (ms), samples_per_s} over the steady steps."""
+    steps = list(steps)
+    ms = [s.step_ms for s in steady_steps(steps)]
+    return {"step_ms_mean": mean(ms), "step_ms_median": percentile(ms, 50), "step_ms_p95": percentile(ms, 95),
+            "samples_per_s": samples_per_s(steps)}
