@@ -27,6 +27,7 @@ _LAZY = {
     "energy_per_sample": "analysis.energy", "energy_windows": "analysis.energy",
     "snapshot_layer_rows": "analysis.snapshot", "node_metrics": "analysis.snapshot",
     "snapshot_energy": "analysis.snapshot", "snapshot_step_stats": "analysis.snapshot",
+    "layer_memory": "analysis.snapshot", "layer_totals": "analysis.layers",
     "fmt": "fmt",
     "Run": "run.loop", "RunConfig": "run.loop", "RunResult": "run.loop", "LiveFeed": "run.live",
     "LiveSnapshot": "run.live",

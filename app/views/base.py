@@ -1,12 +1,20 @@
 """What every monitor view shares: it is built once, keeps the latest ``LiveSnapshot`` it was
-given, and redraws only while it is visible (a view in a hidden dock tab catches up when shown)."""
+given, and redraws only while it is visible (a view in a hidden dock tab catches up when shown).
+
+Views only draw: every figure they show (layer times, shares, FLOP/s, step time, throughput,
+energy) comes from ``engine.analysis`` through the facade (``engine.snapshot_layer_rows`` and
+friends), the same functions the exports use, and every number is formatted by ``engine.fmt``."""
 from __future__ import annotations
 
-import math
 import time
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QWidget
+
+from engine import fmt
+
+# app/run_panel.py imports these two from here; engine.fmt is their home (views format through it)
+fmt_bytes, fmt_count = fmt.fmt_bytes, fmt.fmt_count
 
 
 class MonitorView(QWidget):
@@ -78,62 +86,3 @@ def notice_label(text: str = "") -> QLabel:
     label.setWordWrap(True)
     label.setTextInteractionFlags(Qt.TextSelectableByMouse)
     return label
-
-
-def batch_of(info) -> int:
-    try:
-        return int((info.config or {}).get("batch_size") or 1)
-    except (TypeError, ValueError, AttributeError):
-        return 1
-
-
-def finite(a):
-    import numpy as np  # lazily: this module is on the path to the window's first paint
-
-    a = np.asarray(a, dtype=float)
-    return a[np.isfinite(a)]
-
-
-def fmt_ms(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    if v >= 100:
-        return f"{v:.0f}"
-    if v >= 10:
-        return f"{v:.1f}"
-    if v >= 1:
-        return f"{v:.2f}"
-    return f"{v:.3f}"
-
-
-def fmt_count(n) -> str:
-    if n is None or (isinstance(n, float) and math.isnan(n)):
-        return "–"
-    for div, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.3g} {unit}"
-    return f"{n:.0f}"
-
-
-def fmt_bytes(n) -> str:
-    if n is None or (isinstance(n, float) and math.isnan(n)):
-        return "–"
-    for div, unit in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-        if abs(n) >= div:
-            return f"{n / div:.3g} {unit}"
-    return f"{n:.0f} B"
-
-
-def fmt_pct(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return f"{100 * v:.1f} %"
-
-
-def mean_step_ms(snap) -> float | None:
-    """Mean compute time of the recent measured (non-warm-up) steps; profiled steps preferred,
-    since those are the steps the layer times come from."""
-    steps = [s for s in snap.steps if not s.warmup and s.phase != "test"]
-    prof = [s.step_ms for s in steps if s.profiled]
-    vals = prof or [s.step_ms for s in steps]
-    return float(sum(vals) / len(vals)) if vals else None

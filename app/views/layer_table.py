@@ -3,7 +3,6 @@ achieved GFLOP/s and activation bytes. Sortable by any column (numbers sort as n
 copyable: Ctrl+C puts the selected rows (or all of them) on the clipboard as tab-separated text."""
 from __future__ import annotations
 
-import math
 import sys
 
 import numpy as np
@@ -11,58 +10,33 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyMod
 from PySide6.QtGui import QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QVBoxLayout
 
-from app.views.base import (MonitorView, batch_of, fmt_bytes, fmt_count, fmt_ms, fmt_pct, mean_step_ms,
-                            notice_label)
+import engine
+from app.views.base import MonitorView, notice_label
+from engine import fmt
 
 COLUMNS = (  # key, title, formatter
     ("id", "Layer", str),
     ("kind", "Kind", str),
     ("shape", "Output shape", lambda s: "×".join(str(d) for d in s) if s else "–"),
-    ("params", "Params", fmt_count),
-    ("flops", "FLOPs/sample", fmt_count),
-    ("fwd_ms", "Fwd ms", fmt_ms),
-    ("bwd_ms", "Bwd ms", fmt_ms),
-    ("share", "Share", fmt_pct),
-    ("gflops", "GFLOP/s", lambda v: "–" if v is None or not math.isfinite(v) else f"{v:.2f}"),
-    ("act_bytes", "Activations", fmt_bytes),
+    ("params", "Params", fmt.fmt_count),
+    ("flops", "FLOPs/sample", fmt.fmt_count),
+    ("fwd_ms", "Fwd ms", fmt.fmt_ms),
+    ("bwd_ms", "Bwd ms", fmt.fmt_ms),
+    ("share", "Share", fmt.fmt_pct),
+    ("gflops", "GFLOP/s", lambda v: fmt.fmt_num(float(v))),
+    ("act_bytes", "Activations", fmt.fmt_bytes),
 )
 SORT_ROLE = Qt.UserRole + 1
 
 
-def _num(v):
-    if v is None:
-        return None
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 def table_rows(snap) -> list[dict]:
-    """The table's rows from a snapshot (net order); None where a value was not measured."""
-    info = snap.info
-    if info is None:
-        return []
-    batch = batch_of(info)
-    step_ms = mean_step_ms(snap)
-    index = {nid: i for i, nid in enumerate(snap.node_ids)}
-    fwd = np.asarray(snap.layer_fwd_mean, float)
-    bwd = np.asarray(snap.layer_bwd_mean, float)
-    rows = []
-    for r in info.layers:
-        i = index.get(r.node_id)
-        f = _num(fwd[i]) if i is not None and i < fwd.size else None
-        b = _num(bwd[i]) if i is not None and i < bwd.size else None
-        tot = (f or 0.0) + (b or 0.0) if (f is not None or b is not None) else None
-        rows.append({
-            "id": r.node_id, "kind": r.kind, "shape": tuple(r.out_shape), "params": r.params, "flops": r.flops,
-            "fwd_ms": f, "bwd_ms": b,
-            "share": tot / step_ms if tot is not None and step_ms else None,
-            "gflops": r.flops * batch / (f / 1000.0) / 1e9 if r.flops and f else None,
-            "act_bytes": r.act_bytes,
-        })
-    return rows
+    """The table's rows from a snapshot (net order; None where a value was not measured):
+    ``engine.snapshot_layer_rows`` under the table's column keys - fwd/bwd ms are the means,
+    GFLOP/s the forward rate at the median time, as in the exports."""
+    return [{"id": r["id"], "kind": r["kind"], "shape": tuple(r["out_shape"] or ()), "params": r["params"],
+             "flops": r["flops"], "fwd_ms": r["fwd_mean_ms"], "bwd_ms": r["bwd_mean_ms"], "share": r["share"],
+             "gflops": r["fwd_gflops"], "act_bytes": r["act_bytes"]}
+            for r in engine.snapshot_layer_rows(snap)]
 
 
 class LayerTableModel(QAbstractTableModel):
@@ -81,7 +55,7 @@ class LayerTableModel(QAbstractTableModel):
             return COLUMNS[section][1]
         if orientation == Qt.Horizontal and role == Qt.ToolTipRole:
             return {"share": "forward + backward time as a share of the mean step time",
-                    "gflops": "achieved forward GFLOP/s (FLOPs per sample x batch / forward time)",
+                    "gflops": "achieved forward GFLOP/s (FLOPs per sample x batch / median forward time)",
                     "act_bytes": "output bytes for the run's batch size and precision",
                     "flops": "forward FLOPs per sample (PyTorch's FlopCounterMode)"}.get(COLUMNS[section][0])
         return None

@@ -13,8 +13,10 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QVBoxLayout
 
+import engine
 from app import style
-from app.views.base import MonitorView, fmt_bytes, notice_label
+from app.views.base import MonitorView, notice_label
+from engine import fmt
 
 
 class MemoryView(MonitorView):
@@ -134,10 +136,8 @@ class MemoryView(MonitorView):
             notes.append("Process memory: not recorded (psutil unavailable or telemetry off).")
         # per-layer activation memory: allocator growth on CUDA, activation bytes elsewhere
         ids = snap.node_ids
-        mem = np.asarray(snap.layer_mem, dtype=float)
-        if info is not None and (not np.isfinite(mem).any()):
-            rows = {r.node_id: r for r in info.layers}
-            mem = np.array([float(rows[i].act_bytes) if i in rows else np.nan for i in ids])
+        mem_of, what_kind = engine.layer_memory(snap) if info is not None else ({}, "measured")
+        mem = np.array([mem_of.get(nid) for nid in ids], dtype=float)
         if len(ids) and np.isfinite(mem).any():
             n = len(ids)
             self.bars.setOpts(x0=np.zeros(n), y=np.arange(n, dtype=float), width=np.nan_to_num(mem), height=0.7)
@@ -152,8 +152,9 @@ class MemoryView(MonitorView):
                 self.layer_plot.setYRange(-0.6, min(n, fit) - 0.4, padding=0)
                 self.layer_plot.setLimits(yMin=-0.6, yMax=n - 0.4)
             total = float(np.nansum(mem))
-            what = "allocator growth per layer" if kind == "cuda" else "activation bytes per layer"
-            self.layer_plot.setTitle(f"<span style='font-size:9pt'>{what} · total {fmt_bytes(total)}</span>",
+            what = ("allocator growth per layer" if kind == "cuda" and what_kind == "measured"
+                    else "activation bytes per layer")
+            self.layer_plot.setTitle(f"<span style='font-size:9pt'>{what} · total {fmt.fmt_bytes(total)}</span>",
                                      color=style.MUTED)
         self.notice.setText(" ".join(notes))
         self.notice.setVisible(bool(notes))

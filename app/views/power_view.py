@@ -3,6 +3,9 @@ CPU package power (RAPL) and CPU load per core (psutil).
 
 Absent is absent: a series this machine or run could not read is not drawn as zeros; its plot
 says "not available" and why (the engine's telemetry status reasons).
+
+Energy per sample is ``engine.snapshot_energy``: the counter windows the JSON export sums
+(drawn one point per window) and their total, the export's ``j_per_sample`` of that meter.
 """
 from __future__ import annotations
 
@@ -13,8 +16,10 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QVBoxLayout
 
+import engine
 from app import style
-from app.views.base import MonitorView, batch_of, notice_label
+from app.views.base import MonitorView, notice_label
+from engine import fmt
 
 PANELS = (  # key, title, unit
     ("power", "Power", "W"),
@@ -26,25 +31,6 @@ PANELS = (  # key, title, unit
 )
 
 
-def energy_per_sample(energy: np.ndarray, history_t: np.ndarray, batch: int, window_s: float = 1.0):
-    """J per sample over windows of >= ``window_s`` from a cumulative energy counter (t, J rows)
-    and the start times of the steps; (times, values), empty when there is not enough data."""
-    if energy is None or len(energy) < 2 or len(history_t) < 2:
-        return np.zeros(0), np.zeros(0)
-    t, e = energy[:, 0], energy[:, 1]
-    xs, ys = [], []
-    i = 0
-    for j in range(1, len(t)):
-        if t[j] - t[i] < window_s:
-            continue
-        steps = np.count_nonzero((history_t >= t[i]) & (history_t < t[j]))
-        if steps:
-            xs.append(t[j])
-            ys.append((e[j] - e[i]) / (steps * batch))
-        i = j
-    return np.asarray(xs), np.asarray(ys)
-
-
 class PowerView(MonitorView):
     title = "Power and energy"
     max_hz = 2.0
@@ -52,6 +38,7 @@ class PowerView(MonitorView):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._status: dict = {}
+        self.energy_figures: dict[str, dict] = {}  # label -> engine.energy_per_sample dict, as shown
         self.cpu_legend = None
         self.notice = notice_label("")
         self.glw = pg.GraphicsLayoutWidget()
@@ -167,16 +154,21 @@ class PowerView(MonitorView):
             self._note("power", "not available<br>" + (gpu_why + (", no RAPL" if rapl_why else "")
                                                         if gpu_why else "no power source was readable"))
 
-        batch = batch_of(info) if info else 1
-        hist_t = snap.column("t")
         energy_series = {}
+        self.energy_figures = {}
         counters = [(gpu_src, "GPU")] if gpu_src else []
         counters += [(src, f"CPU {src.split(':', 1)[-1]}") for (src, m) in tel if src.startswith("rapl") and m == "energy_j"]
         for src, label in counters:
-            arr = tel.get((src, "energy_j"))
-            xs, ys = energy_per_sample(arr, hist_t, batch)
-            if len(xs):
-                energy_series[label] = np.column_stack([xs, ys])
+            windows, total = engine.snapshot_energy(snap, src)
+            if windows:
+                energy_series[label] = np.array([(w["end"], w["j_per_sample"]) for w in windows], dtype=float)
+            if total is not None:
+                self.energy_figures[label] = total
+        title = "Energy per sample (J)"
+        if self.energy_figures:
+            title += " · " + ", ".join(f"{label} {fmt.fmt_num(e['j_per_sample'])} J"
+                                       for label, e in sorted(self.energy_figures.items()))
+        self.plots["energy"].setTitle(f"<span style='font-size:9pt'>{title}</span>", color=style.MUTED)
         self._show("energy", energy_series)
         if energy_series:
             self._note("energy", "")

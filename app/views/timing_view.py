@@ -1,5 +1,6 @@
 """Per-layer time: forward and backward stacked as horizontal bars (mean over the recent window),
-next to a heat strip of node x step, on one shared row axis so each bar lines up with its row."""
+next to a heat strip of node x step, on one shared row axis so each bar lines up with its row.
+The figures (means, share, GFLOP/s) are ``engine.snapshot_layer_rows``: those of the exports."""
 from __future__ import annotations
 
 import sys
@@ -9,8 +10,10 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QToolTip, QVBoxLayout
 
+import engine
 from app import style
-from app.views.base import MonitorView, batch_of, fmt_ms, mean_step_ms, notice_label
+from app.views.base import MonitorView, notice_label
+from engine import fmt
 
 SORTS = ("Net order", "Total time", "Forward", "Backward")
 
@@ -96,15 +99,24 @@ class LayerTimeView(MonitorView):
             self.update_snapshot(self._drawn)
 
     def rows(self) -> list[dict]:
-        """The rows as drawn (display order): id, kind, fwd_ms, bwd_ms, share, gflops."""
-        return [self._rows[i] for i in self._order]
+        """The rows as drawn (display order): id, kind, fwd_ms, bwd_ms (means, NaN where not
+        measured), total_ms, share and gflops (forward, at the median time), each taken as is
+        from ``engine.snapshot_layer_rows``."""
+        nan = float("nan")
+        out = []
+        for i in self._order:
+            r = self._rows[i]
+            f, b = r["fwd_mean_ms"], r["bwd_mean_ms"]
+            out.append({"id": r["id"], "kind": r["kind"] or "", "fwd_ms": nan if f is None else f,
+                        "bwd_ms": nan if b is None else b, "total_ms": (f or 0.0) + (b or 0.0),
+                        "share": r["share"], "gflops": r["fwd_gflops"]})
+        return out
 
     def update_snapshot(self, snap) -> None:
-        ids = snap.node_ids
-        n = len(ids)
-        fwd = np.asarray(snap.layer_fwd_mean, dtype=float)
-        bwd = np.asarray(snap.layer_bwd_mean, dtype=float)
-        if n == 0 or snap.profiled_steps == 0 or not np.isfinite(fwd).any():
+        index = {nid: i for i, nid in enumerate(snap.node_ids)}
+        rows = [r for r in engine.snapshot_layer_rows(snap) if r["id"] in index]
+        n = len(rows)
+        if n == 0 or snap.profiled_steps == 0 or all(r["fwd_mean_ms"] is None for r in rows):
             self.clear()
             if snap.info is not None:
                 cfg = snap.info.config or {}
@@ -114,20 +126,12 @@ class LayerTimeView(MonitorView):
                     self.notice.setText("Waiting for the first profiled step after warm-up…")
             return
         self.notice.setVisible(False)
-        layers = {r.node_id: r for r in (snap.info.layers if snap.info else [])}
-        batch = batch_of(snap.info)
-        step_ms = mean_step_ms(snap)
-        f0 = np.nan_to_num(fwd)
-        b0 = np.nan_to_num(bwd)
+        ids = tuple(r["id"] for r in rows)
+        f0 = np.array([r["fwd_mean_ms"] or 0.0 for r in rows])
+        b0 = np.array([r["bwd_mean_ms"] or 0.0 for r in rows])
+        has_bwd = any(r["bwd_mean_ms"] is not None for r in rows)
         total = f0 + b0
-        self._rows = []
-        for i, nid in enumerate(ids):
-            r = layers.get(nid)
-            flops = r.flops if r else None
-            gf = flops * batch / (fwd[i] / 1000.0) / 1e9 if flops and np.isfinite(fwd[i]) and fwd[i] > 0 else None
-            self._rows.append({"id": nid, "kind": r.kind if r else "", "fwd_ms": fwd[i], "bwd_ms": bwd[i],
-                               "total_ms": total[i], "share": total[i] / step_ms if step_ms else None,
-                               "gflops": gf})
+        self._rows = rows
         key = self.sort_combo.currentIndex()
         if key == 1:
             order = np.argsort(-total, kind="stable")
@@ -142,7 +146,7 @@ class LayerTimeView(MonitorView):
         self.fwd_bars.setOpts(x0=np.zeros(n), y=y, width=f0[order], height=0.72)
         self.bwd_bars.setOpts(x0=f0[order], y=y, width=b0[order], height=0.72)
         self.fwd_bars.setVisible(True)
-        self.bwd_bars.setVisible(bool(np.isfinite(bwd).any()))
+        self.bwd_bars.setVisible(has_bwd)
         if ids != self._ids or key != getattr(self, "_last_key", None):
             axis = self.bars_plot.getAxis("left")
             axis.setTicks([[(float(k), ids[i]) for k, i in enumerate(order)]])
@@ -159,7 +163,7 @@ class LayerTimeView(MonitorView):
         heat = np.nan_to_num(np.asarray(snap.heat_fwd, float)) + np.nan_to_num(np.asarray(snap.heat_bwd, float))
         steps = np.asarray(snap.heat_steps, float)
         if heat.size and steps.size:
-            heat = heat[order]
+            heat = heat[[index[ids[i]] for i in order]]
             self._heat, self._heat_steps = heat, steps
             hi = float(np.percentile(heat, 99)) if heat.size else 1.0
             self.heat_img.setImage(heat, levels=(0.0, max(hi, 1e-6)), autoLevels=False)
@@ -168,27 +172,27 @@ class LayerTimeView(MonitorView):
             width = (steps[-1] - steps[0]) + gap
             self.heat_img.setRect(QRectF(x0, -0.5, width, n))
             self.heat_plot.setXRange(x0, x0 + width, padding=0)
-        tot_f = float(np.nansum(fwd))
-        tot_b = float(np.nansum(bwd))
-        text = f"layers: fwd {fmt_ms(tot_f)} ms"
-        if np.isfinite(bwd).any():
-            text += f" + bwd {fmt_ms(tot_b)} ms"
+        tot_f, tot_b = engine.layer_totals(rows)
+        step_ms = engine.layer_step_ms(snap.steps)
+        text = f"layers: fwd {fmt.fmt_ms(tot_f)} ms"
+        if tot_b is not None:
+            text += f" + bwd {fmt.fmt_ms(tot_b)} ms"
         if step_ms:
-            text += f" of a {fmt_ms(step_ms)} ms step"
-        text += f" · mean of {snap.profiled_steps} profiled steps"
+            text += f" of a {fmt.fmt_ms(step_ms)} ms step"
+        text += f" · mean of {max(r['samples'] for r in rows)} profiled steps"
         self.summary.setText(text)
 
     # -- hover -----------------------------------------------------------------------------------
     def tooltip_for_row(self, k: int) -> str:
         r = self._rows[self._order[k]]
-        lines = [f"<b>{r['id']}</b> <span style='color:{style.MUTED}'>{r['kind']}</span>",
-                 f"forward: {fmt_ms(r['fwd_ms'])} ms"]
-        if np.isfinite(r["bwd_ms"]):
-            lines.append(f"backward: {fmt_ms(r['bwd_ms'])} ms")
+        lines = [f"<b>{r['id']}</b> <span style='color:{style.MUTED}'>{r['kind'] or ''}</span>",
+                 f"forward: {fmt.fmt_ms(r['fwd_mean_ms'])} ms"]
+        if r["bwd_mean_ms"] is not None:
+            lines.append(f"backward: {fmt.fmt_ms(r['bwd_mean_ms'])} ms")
         if r["share"] is not None:
-            lines.append(f"share of step: {100 * r['share']:.1f} %")
-        if r["gflops"] is not None:
-            lines.append(f"forward: {r['gflops']:.2f} GFLOP/s")
+            lines.append(f"share of step: {fmt.fmt_pct(r['share'])}")
+        if r["fwd_gflops"] is not None:
+            lines.append(f"forward: {fmt.fmt_rate(r['fwd_gflops'], 'GFLOP/s')} (at the median time)")
         return "<br>".join(lines)
 
     def _on_mouse_moved(self, pos: QPointF) -> None:
@@ -202,7 +206,7 @@ class LayerTimeView(MonitorView):
                     text = self.tooltip_for_row(k)
                     if plot is self.heat_plot and self._heat_steps.size:
                         j = int(np.argmin(np.abs(self._heat_steps - p.x())))
-                        text += f"<br>step {int(self._heat_steps[j])}: {fmt_ms(self._heat[k, j])} ms"
+                        text += f"<br>step {int(self._heat_steps[j])}: {fmt.fmt_ms(float(self._heat[k, j]))} ms"
                     QToolTip.showText(self.glw.mapToGlobal(self.glw.mapFromScene(pos)), text, self.glw)
                     return
         QToolTip.hideText()

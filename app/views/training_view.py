@@ -1,4 +1,6 @@
-"""Training: loss, accuracy (train steps and held-out test points) and throughput over steps."""
+"""Training: loss, accuracy (train steps and held-out test points) and throughput over steps.
+The throughput figure above the plots is ``engine.snapshot_step_stats`` (the exports' samples/s
+over the steady steps of the feed's window); the curves draw each step's own rate."""
 from __future__ import annotations
 
 import sys
@@ -7,8 +9,10 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout
 
+import engine
 from app import style
 from app.views.base import MonitorView, notice_label
+from engine import fmt
 
 
 class TrainingView(MonitorView):
@@ -129,19 +133,18 @@ class TrainingView(MonitorView):
                                                    if mode == "benchmark" else "not recorded for these steps."))
         self.notice.setText(" ".join(notes))
         self.notice.setVisible(bool(notes))
-        steady = ~warm
         parts = [f"step {int(step[-1])}"]
         lf = loss[np.isfinite(loss)]
         if lf.size:
-            parts.append(f"loss {lf[-1]:.4g}")
+            parts.append(f"loss {fmt.fmt_num(float(lf[-1]), digits=4)}")
         af = acc[np.isfinite(acc)]
         if af.size:
-            parts.append(f"accuracy {af[-1]:.1f} %")
+            parts.append(f"accuracy {fmt.fmt_pct(float(af[-1]) / 100.0)}")
         if evals:
-            parts.append(f"test accuracy {100 * evals[-1].accuracy:.2f} %")
-        recent = sps[steady][-20:] if steady.any() else sps[-20:]
-        if recent.size:
-            parts.append(f"{np.mean(recent):,.0f} samples/s")
+            parts.append(f"test accuracy {fmt.fmt_pct(evals[-1].accuracy)}")
+        sps = engine.snapshot_step_stats(snap)["samples_per_s"]
+        if sps is not None:
+            parts.append(fmt.fmt_rate(sps))
         self.stats.setText(" · ".join(parts))
 
 

@@ -143,3 +143,11 @@ def summary_layer_rows(info, steps: list, lts: list, j_per_sample: float | None 
     """``layer_rows`` of a run from its RunInfo, StepRecords and LayerTimes (warm-up left out)."""
     return layer_rows(info.layers, samples_from_layer_times(steady_layer_times(steps, lts)),
                       layer_step_ms(steps), batch_size(info) or 1, (info.config or {}).get("mode"), j_per_sample)
+
+
+def layer_totals(rows: list[dict]) -> tuple:
+    """(forward ms, backward ms): the sums over ``rows`` of the layers' mean times, each None when
+    no layer has that time (an inference run has no backward)."""
+    f = [r["fwd_mean_ms"] for r in rows if r["fwd_mean_ms"] is not None]
+    b = [r["bwd_mean_ms"] for r in rows if r["bwd_mean_ms"] is not None]
+    return (sum(f) if f else None), (sum(b) if b else None)

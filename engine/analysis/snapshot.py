@@ -58,20 +58,35 @@ def snapshot_layer_rows(snap) -> list[dict]:
     return rows
 
 
+def layer_memory(snap) -> tuple[dict, str]:
+    """({node_id: bytes or None}, what) of each layer of a snapshot: the memory the probes measured
+    (allocator growth on CUDA, "measured") while any was, else the activation bytes of the
+    layer's output for the run's batch ("activation"). One kind for all layers, never a mix."""
+    ids = snap.node_ids
+    measured = {nid: (m if math.isfinite(m) else None) for nid, m in zip(ids, snap.layer_mem.tolist())}
+    if any(v is not None for v in measured.values()):
+        return measured, "measured"
+    rows = {r.node_id: r for r in (snap.info.layers if snap.info else [])}
+    return {nid: (float(rows[nid].act_bytes) if nid in rows else None) for nid in ids}, "activation"
+
+
 def node_metrics(snap) -> dict:
     """{node_id: {"time_ms", "mem_bytes", "gflops"}} for colouring the net canvas: mean forward +
-    backward ms, the layer's latest memory (its activation bytes when none was measured) and
+    backward ms, the layer's memory as ``layer_memory`` gives it (what the memory view draws) and
     forward GFLOP/s at the median time. A key is absent where the figure is unknown; a node with
     none is left out."""
-    if snap is None:
+    if snap is None or snap.info is None:
         return {}
     out = {}
+    mem_of, _what = layer_memory(snap)
     for r in snapshot_layer_rows(snap):
         d = {}
         f, b = r["fwd_mean_ms"], r["bwd_mean_ms"]
         if f is not None or b is not None:
             d["time_ms"] = (f or 0.0) + (b or 0.0)
-        mem = r["mem_bytes"] if r["mem_bytes"] is not None else r["act_bytes"]
+        mem = mem_of.get(r["id"])
+        if mem is None and r["id"] not in mem_of and r["act_bytes"] is not None:
+            mem = float(r["act_bytes"])
         if mem is not None:
             d["mem_bytes"] = float(mem)
         if r["fwd_gflops"] is not None:

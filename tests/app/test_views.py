@@ -142,7 +142,7 @@ def test_power_view_never_draws_absent_series(views):
 
 
 def test_power_view_gpu_series_and_energy_per_sample(views):
-    from app.views.power_view import energy_per_sample
+    import engine
 
     recs = [run_info(device="cuda:0", batch=10)]
     for k in range(31):
@@ -151,10 +151,17 @@ def test_power_view_gpu_series_and_energy_per_sample(views):
         recs.append(TelemetryBatch([TelemetrySample(t, "nvml:0", "power_w", 200.0),
                                     TelemetrySample(t, "nvml:0", "energy_j", 200.0 * t)]))
     snap = snapshot(recs)
-    xs, ys = energy_per_sample(snap.series("nvml:0", "energy_j"), snap.column("t"), 10)
-    assert len(xs) >= 2 and ys == pytest.approx([2.0] * len(ys), rel=0.15)  # 200 W, 100 samples/s
+    windows, total = engine.snapshot_energy(snap, "nvml:0")
+    ys = [w["j_per_sample"] for w in windows]
+    assert len(ys) >= 2 and ys == pytest.approx([2.0] * len(ys))  # 200 W, 100 samples/s
+    assert total["j_per_sample"] == pytest.approx(2.0)
     v = views["PowerView"]
     v.push(snap, force=True)
+    # the view draws those windows and shows their total (the figure the JSON export reports)
+    curve = v.curves["energy"]["GPU"]
+    assert list(curve.yData) == ys and list(curve.xData) == [w["end"] for w in windows]
+    assert v.energy_figures["GPU"] == total
+    assert "GPU 2.00 J" in v.plots["energy"].titleLabel.text
     avail = v.available()
     assert avail["power"] and avail["energy"] and not avail["temp"]
     assert "does not report" in v.notes["temp"].toPlainText()
