@@ -97,11 +97,12 @@ def fmt_duration(s, missing: str = "?") -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
-def fmt_pct(v, missing: str = DASH) -> str:
-    """A fraction (0.123) as a percentage with one decimal ("12.3 %")."""
+def fmt_pct(v, missing: str = DASH, sep: str = " ") -> str:
+    """A fraction (0.123) as a percentage with one decimal ("12.3 %"; ``sep=""``: "12.3%", the
+    spelling of the report's and the terminal's tables)."""
     if _absent(v):
         return missing
-    return f"{100 * v:.1f} %"
+    return f"{v * 100:.1f}{sep}%"
 
 
 def fmt_rate(v, unit: str = "samples/s", missing: str = DASH) -> str:

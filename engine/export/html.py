@@ -11,7 +11,7 @@ from pathlib import Path
 from engine.analysis.summary import as_source, summary
 from engine.export.charts import esc as _esc, svg_hbars, svg_lines
 from engine.export.common import title as _title, write_text as _write_text
-from engine.fmt import fmt_bytes as _fmt_bytes, fmt_num as _fmt
+from engine.fmt import fmt_bytes as _fmt_bytes, fmt_num as _fmt, fmt_pct as _fmt_pct
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1100px;color:#1d2430;padding:0 16px}
@@ -114,7 +114,7 @@ def html_report(reader) -> str:
                  _fmt(r["fwd_median_ms"]), _fmt(r["fwd_p95_ms"])]
         if train:
             cells += [_fmt(r["bwd_mean_ms"]), _fmt(r["bwd_median_ms"]), _fmt(r["bwd_p95_ms"])]
-        cells += [f"{r['share'] * 100:.1f}%" if r["share"] is not None else "–", _fmt(r["total_gflops"]),
+        cells += [_fmt_pct(r["share"], sep=""), _fmt(r["total_gflops"]),
                   _fmt_bytes(r["act_bytes"])]
         if run["j_per_sample"]:
             e = r["energy_est_j_per_sample"]
