@@ -12,10 +12,9 @@ over the mean step time of the steady profiled steps.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from engine.analysis.stats import layer_step_ms, mean, percentile
+from engine.analysis.stats import clean, layer_step_ms, percentile, sorted_percentile
 
 TRAIN_FLOP_FACTOR = 3.0  # forward + backward (~2x forward) per sample
 
@@ -50,8 +49,10 @@ def samples_from_layer_times(lts: list) -> LayerSamples:
 
 def time_stats(values: list) -> dict:
     """{mean, median, p95} (ms) of one node's per-step times, and ``samples``: how many were measured."""
-    return {"mean": mean(values), "median": percentile(values, 50), "p95": percentile(values, 95),
-            "samples": len([x for x in values if x is not None and math.isfinite(x)])}
+    v = clean(values)
+    s = sorted(v)
+    return {"mean": sum(v) / len(v) if v else None, "median": sorted_percentile(s, 50),
+            "p95": sorted_percentile(s, 95), "samples": len(v)}
 
 
 def share_of_step(fwd_ms: float | None, bwd_ms: float | None, step_ms: float | None) -> float | None:

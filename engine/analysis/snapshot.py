@@ -33,9 +33,10 @@ def samples_from_snapshot(snap) -> LayerSamples:
         warm = {int(s) for s, w in zip(step_col.tolist(), warm_col.tolist()) if w > 0}
         steps = snap.heat_steps.tolist()
         keep = [c for c in keep if int(steps[c]) not in warm] or keep
+    fwd = heat_f[:, keep].tolist() if keep else [[] for _ in snap.node_ids]
+    bwd = heat_b[:, keep].tolist() if keep else [[] for _ in snap.node_ids]
     for i, nid in enumerate(snap.node_ids):
-        out.fwd[nid] = heat_f[i, keep].tolist() if keep else []
-        out.bwd[nid] = heat_b[i, keep].tolist() if keep else []
+        out.fwd[nid], out.bwd[nid] = fwd[i], bwd[i]
         out.mem[nid], out.peak[nid] = [], []
     return out
 

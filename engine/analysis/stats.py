@@ -11,15 +11,21 @@ from typing import Iterable
 
 from engine.analysis.energy import step_samples
 
+_INF = math.inf
+
 
 def clean(values: Iterable) -> list[float]:
     """The measured values: None, NaN and infinities dropped."""
-    return [x for x in values if x is not None and math.isfinite(x)]
+    return [x for x in values if x is not None and -_INF < x < _INF]  # NaN fails both comparisons
 
 
 def percentile(values: Iterable, q: float) -> float | None:
     """Linear-interpolated percentile (as numpy's default) of the measured values; None for none."""
-    v = sorted(clean(values))
+    return sorted_percentile(sorted(clean(values)), q)
+
+
+def sorted_percentile(v: list, q: float) -> float | None:
+    """``percentile`` of values already cleaned and sorted (one sort serves several percentiles)."""
     if not v:
         return None
     k = (len(v) - 1) * q / 100.0
