@@ -29,7 +29,7 @@ STEPS, WARMUP = 6, 2
 def recorded(tmp_path_factory):
     """(session path, JSON export) of a short real run."""
     from engine.export import export_json
-    from engine.run.loop import Run, RunConfig
+    from engine.run.loop import RunConfig
 
     folder = tmp_path_factory.mktemp("one_source")
     cfg = RunConfig(net=engine.load_preset("lenet5"), device="cpu", batch_size=8, steps=STEPS, warmup=WARMUP,
