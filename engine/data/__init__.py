@@ -1,8 +1,8 @@
 """Datasets: ``get_dataset(name_or_path, input_spec, ...)`` gives train/test splits fitted to the
 net's input (channels, height, width) as normalised float tensors.
 
-Built in (no download): ``synthetic`` (random tensors) and ``digits`` (scikit-learn's 1,797 real
-8x8 handwritten digit scans, shipped inside the package). From files: MNIST / Fashion-MNIST IDX
+Built in (no download): ``synthetic`` (random tensors) and ``digits`` (the 1,797 real 8x8 UCI
+handwritten digit scans, CC BY 4.0, shipped in ``assets/digits.npz``). From files: MNIST / Fashion-MNIST IDX
 files, CIFAR-10 binary batches and image folders (one sub-folder per class), either at a path or,
 for ``mnist``, ``fashion-mnist`` and ``cifar10``, in the cache folder that ``download`` fills.
 
