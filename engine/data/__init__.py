@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import LayerScopeError
+from engine.paths import cache_dir
 
 
 class DatasetError(LayerScopeError):
@@ -76,14 +77,14 @@ def canonical_name(name: str) -> str | None:
 
 def data_home(root=None) -> Path:
     """The cache folder holding downloaded datasets: ``root``, else $LAYERSCOPE_DATA, else
-    $XDG_CACHE_HOME/layerscope/datasets (default ~/.cache/layerscope/datasets)."""
+    ``engine.paths.cache_dir() / "datasets"`` (``~/.cache/layerscope/datasets`` on Linux,
+    ``<$LAYERSCOPE_HOME>/cache/datasets`` when that is set)."""
     if root is not None:
         return Path(root).expanduser()
     env = os.environ.get("LAYERSCOPE_DATA")
     if env:
         return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "layerscope" / "datasets"
+    return cache_dir() / "datasets"
 
 
 def dataset_dir(name: str, root=None) -> Path:
