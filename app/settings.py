@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QCoreApplication, QSettings, QStandardPaths
+from PySide6.QtCore import QByteArray, QCoreApplication, QSettings
+
+import engine
 
 ORGANISATION = "LayerScope"
 APPLICATION = "LayerScope"
@@ -119,12 +121,12 @@ class Settings:
     # -- folders -----------------------------------------------------------------------------------
     @property
     def runs_folder(self) -> Path:
-        """Where the app writes the session file of each run (created on demand)."""
+        """Where the app writes the session file of each run (created on demand): the folder the
+        user chose, else ``engine.runs_dir()``, the same default ``layerscope profile`` writes to."""
         v = self._str("files/runs_folder", "")
         if v:
             return Path(v)
-        base = QStandardPaths.writableLocation(QStandardPaths.AppLocalDataLocation)
-        return Path(base or Path.home() / ".layerscope") / "runs"
+        return engine.runs_dir()
 
     @runs_folder.setter
     def runs_folder(self, value) -> None:

@@ -29,6 +29,7 @@ _LAZY = {
     "Run": "run.loop", "RunConfig": "run.loop", "RunResult": "run.loop", "LiveFeed": "run.live",
     "LiveSnapshot": "run.live",
     "list_devices": "run.devices", "resolve_device": "run.devices", "DeviceInfo": "run.devices",
+    "runs_dir": "paths", "cache_dir": "paths", "data_dir": "paths",
 }
 
 

@@ -1,8 +1,8 @@
 """Datasets: ``get_dataset(name_or_path, input_spec, ...)`` gives train/test splits fitted to the
 net's input (channels, height, width) as normalised float tensors.
 
-Built in (no download): ``synthetic`` (random tensors) and ``digits`` (scikit-learn's 1,797 real
-8x8 handwritten digit scans, shipped inside the package). From files: MNIST / Fashion-MNIST IDX
+Built in (no download): ``synthetic`` (random tensors) and ``digits`` (the 1,797 real 8x8 UCI
+handwritten digit scans, CC BY 4.0, shipped in ``assets/digits.npz``). From files: MNIST / Fashion-MNIST IDX
 files, CIFAR-10 binary batches and image folders (one sub-folder per class), either at a path or,
 for ``mnist``, ``fashion-mnist`` and ``cifar10``, in the cache folder that ``download`` fills.
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import LayerScopeError
+from engine.paths import cache_dir
 
 
 class DatasetError(LayerScopeError):
@@ -76,14 +77,14 @@ def canonical_name(name: str) -> str | None:
 
 def data_home(root=None) -> Path:
     """The cache folder holding downloaded datasets: ``root``, else $LAYERSCOPE_DATA, else
-    $XDG_CACHE_HOME/layerscope/datasets (default ~/.cache/layerscope/datasets)."""
+    ``engine.paths.cache_dir() / "datasets"`` (``~/.cache/layerscope/datasets`` on Linux,
+    ``<$LAYERSCOPE_HOME>/cache/datasets`` when that is set)."""
     if root is not None:
         return Path(root).expanduser()
     env = os.environ.get("LAYERSCOPE_DATA")
     if env:
         return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "layerscope" / "datasets"
+    return cache_dir() / "datasets"
 
 
 def dataset_dir(name: str, root=None) -> Path:

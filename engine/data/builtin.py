@@ -1,10 +1,12 @@
-"""The datasets that need no files: random tensors and scikit-learn's handwritten digits."""
+"""The datasets that need no download: random tensors and the UCI handwritten digits shipped in assets/."""
 from __future__ import annotations
 
 import numbers
 
 import torch
 from torch.utils.data import Dataset
+
+from assets import ASSETS_DIR
 
 from engine.data import DatasetError, DatasetInfo, DatasetSplits, check_classes
 from engine.data.fitting import Fit, FittedDataset, seeded_split
@@ -68,49 +70,53 @@ def synthetic(input_spec, *, seed: int = 0, size: int = 512) -> DatasetSplits:
     return DatasetSplits(train, SyntheticDataset(test_pool, y[size:]), info)
 
 
-def _digits_arrays():
-    """(images 1797 x 8 x 8, labels) of scikit-learn's digits.
+# images uint8 1797 x 8 x 8 (0..16), labels uint8 0..9; attribution in assets/DIGITS-LICENSE
+DIGITS_PATH = ASSETS_DIR / "digits.npz"
 
-    Read straight from the CSV that scikit-learn ships (what ``load_digits`` reads), because
-    importing scikit-learn itself takes seconds; ``load_digits`` is the fallback.
+
+def _digits_arrays():
+    """(images uint8 1797 x 8 x 8 with grey levels 0..16, labels uint8 0..9) of the UCI digits.
+
+    Read from ``assets/digits.npz`` (45 kB, numpy only, no pickles): the 1,797 test samples of
+    UCI "Optical Recognition of Handwritten Digits" (Alpaydin & Kaynak, CC BY 4.0; see
+    ``assets/DIGITS-LICENSE``), the same arrays scikit-learn's ``load_digits`` returns.
+    Raises DatasetError if the file is missing or damaged (a broken install).
     """
-    import gzip
-    import importlib.util
-    from pathlib import Path
+    import zipfile
 
     import numpy as np
 
-    found = importlib.util.find_spec("sklearn")
-    if found is None:
-        raise DatasetError("the built-in digits need scikit-learn (pip install scikit-learn)")
-    for folder in found.submodule_search_locations or []:
-        csv = Path(folder) / "datasets" / "data" / "digits.csv.gz"
-        if csv.is_file():
-            with gzip.open(csv) as f:
-                data = np.loadtxt(f, delimiter=",")
-            if data.shape == (1797, 65):
-                return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    return d.images, d.target
+    path = DIGITS_PATH
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, labels = z["images"], z["labels"]
+    except FileNotFoundError:
+        raise DatasetError(f"the built-in digits file is missing ({path}); reinstall LayerScope") from None
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise DatasetError(f"the built-in digits file {path} is damaged ({e}); reinstall LayerScope") from None
+    if (images.shape, labels.shape, images.dtype, labels.dtype) != ((1797, 8, 8), (1797,), np.uint8, np.uint8):
+        raise DatasetError(f"the built-in digits file {path} holds {images.dtype} {images.shape} images and "
+                           f"{labels.dtype} {labels.shape} labels, expected uint8 (1797, 8, 8) and (1797,); "
+                           f"reinstall LayerScope")
+    return images, labels
 
 
 def digits(input_spec, *, seed: int = 0, test_fraction: float = 0.2) -> DatasetSplits:
-    """scikit-learn's 1,797 real 8x8 digit scans (0-16 grey levels), seeded split, fitted lazily
-    to the input and normalised with the training split's statistics."""
+    """The 1,797 real 8x8 UCI digit scans (0-16 grey levels) shipped in assets/, seeded split,
+    fitted lazily to the input and normalised with the training split's statistics."""
     check_classes(10, input_spec)
     images, target = _digits_arrays()
     # 0..16 grey levels fit in uint8: the source costs 115 kB whatever the net's input size
-    source = torch.tensor(images, dtype=torch.uint8).unsqueeze(1)
-    labels = torch.tensor(target, dtype=torch.long)
+    source = torch.from_numpy(images).unsqueeze(1)
+    labels = torch.from_numpy(target).long()
     fit = Fit((1, 8, 8), input_spec.shape, scale=16.0)
     tr, te = seeded_split(len(labels), seed, test_fraction)
     train = FittedDataset(source, labels, fit, tr)
     test = FittedDataset(source, labels, fit, te)
     fit.measure(lambda pos: train.raw(pos)[0], len(train), seed)
     pct = int(round(test_fraction * 100))
-    info = DatasetInfo("digits", "scikit-learn's load_digits: 1,797 real 8x8 handwritten digit scans "
-                       "(UCI optdigits), shipped inside the package", 10, len(tr), len(te),
+    info = DatasetInfo("digits", "UCI optdigits (Alpaydin & Kaynak, CC BY 4.0): 1,797 real 8x8 handwritten "
+                       "digit scans, shipped with LayerScope", 10, len(tr), len(te),
                        [f"seeded {100 - pct}/{pct} split (seed {seed})", *fit.notes], format="builtin",
                        class_names=[str(i) for i in range(10)], costly=fit.costly)
     return DatasetSplits(train, test, info)

@@ -1,9 +1,7 @@
-"""Qt test fixtures: every test gets its own settings location, and a test that leaves a thread
-running fails (an unjoined worker outliving its test would crash or hang the whole run)."""
+"""Qt test fixtures: every test gets its own settings location. The root conftest adds the
+temporary user folders and fails a test that leaves a thread running."""
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 
 import pytest
@@ -26,21 +24,6 @@ def isolated_settings(tmp_path, monkeypatch):
     yield folder
     QCoreApplication.setOrganizationName(old[0])
     QCoreApplication.setApplicationName(old[1])
-
-
-@pytest.fixture(autouse=True)
-def no_thread_left():
-    """Fail the test when it leaves a Python thread running (after a short grace to finish)."""
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5.0
-    while True:
-        left = [t for t in threading.enumerate() if t not in before and t.is_alive()
-                and not isinstance(t, threading._DummyThread)]
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert not left, f"threads left running: {[t.name for t in left]}"
 
 
 @pytest.fixture

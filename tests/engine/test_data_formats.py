@@ -1,5 +1,9 @@
 """Datasets from generated files in the real formats: IDX (raw, .gz), CIFAR-10 binary, image folders,
 plus the built-ins; every split yields fitted (float C x H x W, int) samples with labels intact."""
+import fnmatch
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -115,7 +119,7 @@ def test_digits_split_and_lazy_source():
     spec = engine.InputSpec(3, 224, 224, 10)
     d = get_dataset("digits", spec, seed=3)
     assert (len(d.train), len(d.test)) == (1438, 359)
-    assert "scikit-learn" in d.info.source and "load_digits" in d.info.summary()
+    assert "UCI optdigits" in d.info.source and "CC BY 4.0" in d.info.summary()
     # the source stays 8x8 (115 kB), not 1,797 x 3 x 224 x 224 floats (1 GB)
     assert d.train.source is d.test.source and d.train.source.shape == (1797, 1, 8, 8)
     assert d.train.source.element_size() * d.train.source.numel() < 200_000
@@ -186,14 +190,57 @@ def test_loader_kwargs():
 
 
 
-def test_digits_match_scikit_learn():
-    """The CSV read (fast path) gives exactly load_digits' images and labels."""
-    from sklearn.datasets import load_digits
+# sha256 of the arrays' bytes (C order) as scikit-learn 1.9.1's load_digits returned them, cast
+# to uint8, computed when assets/digits.npz was written from that copy
+DIGITS_IMAGES_SHA256 = "8f26b2bd9d135c256808f68f14fdabddde6d9c7f869ae419704b051f0f14b3b3"
+DIGITS_LABELS_SHA256 = "8ba4f891220f5e4c9c819638d1602d74b83618f167043c6da52a2a247841ddf0"
+DIGITS_PER_CLASS = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
 
+
+def test_digits_file_holds_the_scikit_learn_arrays():
+    """assets/digits.npz gives exactly the arrays load_digits gave before scikit-learn was dropped."""
+    import hashlib
+
+    from engine.data.builtin import _digits_arrays
+
+    images, labels = _digits_arrays()
+    assert images.shape == (1797, 8, 8) and images.dtype == np.uint8
+    assert labels.shape == (1797,) and labels.dtype == np.uint8
+    assert (images.min(), images.max()) == (0, 16) and sorted(set(labels.tolist())) == list(range(10))
+    assert np.bincount(labels).tolist() == DIGITS_PER_CLASS
+    assert hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest() == DIGITS_IMAGES_SHA256
+    assert hashlib.sha256(np.ascontiguousarray(labels).tobytes()).hexdigest() == DIGITS_LABELS_SHA256
     d = get_dataset("digits", MNIST_IN)
-    ref = load_digits()
-    assert torch.equal(d.train.source[:, 0], torch.tensor(ref.images, dtype=torch.uint8))
-    assert d.train.labels.tolist() == ref.target.tolist()
+    assert torch.equal(d.train.source[:, 0], torch.from_numpy(images))
+    assert d.train.labels.tolist() == labels.tolist()
+
+
+def test_digits_file_is_package_data_with_its_licence():
+    """The wheel carries the digits and their CC BY 4.0 attribution (pyproject's package data)."""
+    tomllib = pytest.importorskip("tomllib")  # the standard library's TOML reader, Python 3.11+
+
+    from assets import ASSETS_DIR
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["assets"]
+    for name in ("digits.npz", "DIGITS-LICENSE"):
+        assert (ASSETS_DIR / name).is_file()
+        assert any(fnmatch.fnmatch(name, pat) for pat in patterns), name
+    licence = (ASSETS_DIR / "DIGITS-LICENSE").read_text()
+    for words in ("Optical Recognition of Handwritten Digits", "Alpaydin", "Kaynak", "UCI", "CC BY 4.0"):
+        assert words in licence
+
+
+def test_damaged_digits_file_is_one_sentence(tmp_path, monkeypatch):
+    import engine.data.builtin as builtin
+
+    monkeypatch.setattr(builtin, "DIGITS_PATH", tmp_path / "nothing.npz")
+    with pytest.raises(DatasetError, match="the built-in digits file is missing"):
+        get_dataset("digits", MNIST_IN)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    monkeypatch.setattr(builtin, "DIGITS_PATH", tmp_path / "bad.npz")
+    with pytest.raises(DatasetError, match="is damaged"):
+        get_dataset("digits", MNIST_IN)
 
 
 def test_make_loader_batches_whole_batches(tmp_path):
