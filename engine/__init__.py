@@ -24,6 +24,12 @@ _LAZY = {
     "Run": "run.loop", "RunConfig": "run.loop", "RunResult": "run.loop", "LiveFeed": "run.live",
     "LiveSnapshot": "run.live",
     "list_devices": "run.devices", "resolve_device": "run.devices", "DeviceInfo": "run.devices",
+    "RunInfo": "run.records", "StepRecord": "run.records",
+    "latest_checkpoint": "net.checkpoint", "load_model": "net.checkpoint",
+    "get_dataset": "data", "canonical_name": "data", "sample_predictions": "data.loading",
+    "download": "data.download", "is_downloaded": "data.download",
+    "export_trace": "export.formats", "export_csv": "export.formats", "export_html": "export.formats",
+    "export_json": "export.formats",
 }
 
 
