@@ -34,6 +34,14 @@ from app.views.log_view import LogView
 
 # the plot views (and pyqtgraph, numpy with them) are imported in _build_deferred_views
 
+DOCKS = (  # name, title, area; the plot views and the editor replace their placeholders once built
+    ("palette", "Layers", Qt.LeftDockWidgetArea), ("properties", "Properties", Qt.LeftDockWidgetArea),
+    ("problems", "Problems", Qt.LeftDockWidgetArea), ("run", "Run", Qt.RightDockWidgetArea),
+    ("time", "Layer time", Qt.BottomDockWidgetArea), ("training", "Training", Qt.BottomDockWidgetArea),
+    ("features", "Feature maps", Qt.BottomDockWidgetArea), ("table", "Layer table", Qt.BottomDockWidgetArea),
+    ("memory", "Memory", Qt.BottomDockWidgetArea), ("power", "Power && energy", Qt.BottomDockWidgetArea),
+    ("log", "Log", Qt.BottomDockWidgetArea),
+)
 COLOR_BY = (("", "&None"), ("time", "&Time"), ("memory", "&Memory"), ("flops", "&FLOP/s"))
 DOWNLOAD_WAIT_S = 10.0  # at close, how long to wait for a dataset download (it cannot be interrupted)
 
@@ -98,9 +106,7 @@ class MainWindow(QMainWindow):
         self.session_bar = SessionBar(self.player)
         self.session_bar.setVisible(False)
         self.center = QStackedWidget()
-        self.placeholder = QLabel("Loading PyTorch…")
-        self.placeholder.setAlignment(Qt.AlignCenter)
-        self.placeholder.setObjectName("notice")
+        self.placeholder = self._placeholder_label("Loading PyTorch…")
         self.center.addWidget(self.placeholder)
         central = QWidget()
         cl = QVBoxLayout(central)
@@ -126,20 +132,10 @@ class MainWindow(QMainWindow):
         self.memory_view = None
         self.power_view = None
         self.docks: dict[str, QDockWidget] = {}
-        self._placeholders = {name: self._placeholder_label()
-                              for name in ("palette", "properties", "problems", "time", "training", "features",
-                                           "table", "memory", "power")}
-        self._dock("palette", "Layers", self._placeholders["palette"], Qt.LeftDockWidgetArea)
-        self._dock("properties", "Properties", self._placeholders["properties"], Qt.LeftDockWidgetArea)
-        self._dock("problems", "Problems", self._placeholders["problems"], Qt.LeftDockWidgetArea)
-        self._dock("run", "Run", self.run_panel, Qt.RightDockWidgetArea)
-        self._dock("time", "Layer time", self._placeholders["time"], Qt.BottomDockWidgetArea)
-        self._dock("training", "Training", self._placeholders["training"], Qt.BottomDockWidgetArea)
-        self._dock("features", "Feature maps", self._placeholders["features"], Qt.BottomDockWidgetArea)
-        self._dock("table", "Layer table", self._placeholders["table"], Qt.BottomDockWidgetArea)
-        self._dock("memory", "Memory", self._placeholders["memory"], Qt.BottomDockWidgetArea)
-        self._dock("power", "Power && energy", self._placeholders["power"], Qt.BottomDockWidgetArea)
-        self._dock("log", "Log", self.log_view, Qt.BottomDockWidgetArea)
+        self._placeholders = {name: self._placeholder_label() for name, _t, _a in DOCKS if name not in ("run", "log")}
+        for name, title, area in DOCKS:
+            widget = {"run": self.run_panel, "log": self.log_view}.get(name) or self._placeholders[name]
+            self._dock(name, title, widget, area)
         self.splitDockWidget(self.docks["palette"], self.docks["properties"], Qt.Vertical)
         self.splitDockWidget(self.docks["properties"], self.docks["problems"], Qt.Vertical)
         self.splitDockWidget(self.docks["time"], self.docks["training"], Qt.Horizontal)
@@ -158,8 +154,8 @@ class MainWindow(QMainWindow):
         self._restore_window()
 
     # ---- construction helpers ---------------------------------------------------------------------
-    def _placeholder_label(self) -> QLabel:
-        label = QLabel("Loading…")
+    def _placeholder_label(self, text: str = "Loading…") -> QLabel:
+        label = QLabel(text)
         label.setAlignment(Qt.AlignCenter)
         label.setObjectName("notice")
         return label
@@ -480,9 +476,12 @@ class MainWindow(QMainWindow):
             self._on_feature_layer(node_id)
 
     def _on_run_failed(self, message: str) -> None:
-        self.banner_text.setText(f"<b>Run failed:</b> {message}")
-        self.banner.setVisible(True)
+        self._show_banner(f"<b>Run failed:</b> {message}")
         self.docks["log"].raise_()
+
+    def _show_banner(self, text: str) -> None:
+        self.banner_text.setText(text)
+        self.banner.setVisible(True)
 
     def _on_session_loaded(self, net: dict | None, telemetry: dict | None) -> None:
         self.nets.show_recorded_net(net)
@@ -533,8 +532,7 @@ class MainWindow(QMainWindow):
     def _error(self, text: str) -> None:
         self.log_view.append("error", text)
         self.statusBar().showMessage(text, 8000)
-        self.banner_text.setText(text)
-        self.banner.setVisible(True)
+        self._show_banner(text)
 
     def _inform(self, title: str, text: str) -> None:
         """A short non-blocking note (tests replace this)."""

@@ -288,3 +288,35 @@ def test_training_run_saves_weights_and_tests_held_out_images(qtbot, window, tmp
     small_run(window, steps=2, dataset="digits", feature=None)
     assert run_to_end(qtbot, window)[0] == "completed"
     assert any("loaded checkpoint" in msg and "mine.safetensors" in msg for _, msg in window.log_view.lines)
+
+
+def test_export_menu_lists_the_engine_exporters_and_writes(qtbot, window, tmp_path, monkeypatch):
+    """The Export menu is built from the engine's exporter table, and its entries write files."""
+    from PySide6.QtWidgets import QFileDialog
+
+    from app.controllers.session_controller import exporters
+
+    assert window.export_menu.isEnabled()
+    assert list(window.export_actions) == list(exporters())
+    assert [a.text() for a in window.export_menu.actions()] == [a.text() for a in window.export_actions.values()]
+    path = _record_session(tmp_path, steps=2)
+    assert window.open_session(str(path))
+    target = tmp_path / "via-menu.csv"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    window.export_actions["csv"].trigger()
+    assert target.read_text().splitlines()[0].startswith("id,")
+    assert window.export_session("no-such-format", str(tmp_path / "x")) is None
+    assert "no-such-format" in window.log_view.lines[-1][1]
+
+
+def test_closing_joins_a_prediction_draw(qtbot, window, tmp_path):
+    """A held-out draw still running when the window closes is joined, not left behind."""
+    from engine.net.checkpoint import save_checkpoint
+
+    spec = engine.load_preset("lenet5")
+    ckpt = save_checkpoint(engine.build_model(spec), spec, tmp_path / "ck", step=1)
+    window.weights.set_load_weights(str(ckpt))
+    dlg = window.weights.test_held_out()
+    assert dlg is not None and dlg.is_busy()
+    assert window.close()
+    assert dlg.shutdown(0)  # the draw's thread is gone: nothing left to wait for
