@@ -12,7 +12,7 @@ import os
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSlider, QWidget
 
-from engine.run.records import RunInfo, StepRecord
+import engine
 
 
 class SessionPlayer(QObject):
@@ -34,8 +34,6 @@ class SessionPlayer(QObject):
 
     def open(self, path) -> None:
         """Read the whole session (LayerScopeError with one line for a bad file) and show its last step."""
-        import engine
-
         reader = engine.open_session(path)
         try:
             records = list(reader.records())
@@ -46,7 +44,7 @@ class SessionPlayer(QObject):
         self.reader = reader
         self.path = os.fspath(path)
         self._records = records
-        main = [(i, r) for i, r in enumerate(records) if isinstance(r, StepRecord) and r.phase != "test"]
+        main = [(i, r) for i, r in enumerate(records) if isinstance(r, engine.StepRecord) and r.phase != "test"]
         self._steps = [r.step for _, r in main]
         # everything recorded before the next step began belongs to a step (its layer times,
         # feature map, telemetry)
@@ -74,8 +72,8 @@ class SessionPlayer(QObject):
         return self.reader is not None
 
     @property
-    def info(self) -> RunInfo | None:
-        return self._records[0] if self._records and isinstance(self._records[0], RunInfo) else None
+    def info(self) -> engine.RunInfo | None:
+        return self._records[0] if self._records and isinstance(self._records[0], engine.RunInfo) else None
 
     def steps(self) -> list[int]:
         return list(self._steps)

@@ -30,6 +30,10 @@ _LAZY = {
     "LiveSnapshot": "run.live",
     "list_devices": "run.devices", "resolve_device": "run.devices", "DeviceInfo": "run.devices",
     "runs_dir": "paths", "cache_dir": "paths", "data_dir": "paths",
+    "RunInfo": "run.records", "StepRecord": "run.records",
+    "latest_checkpoint": "net.checkpoint", "load_model": "net.checkpoint",
+    "get_dataset": "data", "canonical_name": "data", "sample_predictions": "data.loading",
+    "download": "data.download", "is_downloaded": "data.download",
 }
 
 

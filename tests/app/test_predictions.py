@@ -3,8 +3,7 @@ dialog filling its grid from a background draw."""
 from __future__ import annotations
 
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,7 @@ def _independent(model, spec, n, seed, split_seed=0):
 
 
 def test_predict_held_out_matches_an_independent_forward_pass(trained):
-    from app.predictions import predict_held_out
+    from app.dialogs.predictions import predict_held_out
 
     folder, path, model, spec = trained
     r = predict_held_out(folder, "digits", n=20, seed=5)  # a folder means its latest checkpoint
@@ -71,7 +70,7 @@ def test_predict_held_out_matches_an_independent_forward_pass(trained):
 
 def test_predict_held_out_uses_the_training_split(trained, tmp_path):
     """A checkpoint saved by a run names its dataset and split seed: the images come from that test split."""
-    from app.predictions import predict_held_out
+    from app.dialogs.predictions import predict_held_out
     from engine.net.checkpoint import save_checkpoint
 
     _, _, model, spec = trained
@@ -84,7 +83,7 @@ def test_predict_held_out_uses_the_training_split(trained, tmp_path):
 
 def test_predict_held_out_bad_input_is_one_line(trained, tmp_path):
     import engine
-    from app.predictions import predict_held_out
+    from app.dialogs.predictions import predict_held_out
 
     with pytest.raises(engine.LayerScopeError) as e:
         predict_held_out(tmp_path / "missing", "digits")
@@ -102,7 +101,7 @@ def test_dialog_fills_captioned_tiles(qtbot, trained):
     from PySide6.QtCore import Qt
 
     from app import style
-    from app.predictions import PredictionsDialog, open_predictions
+    from app.dialogs.predictions import PredictionsDialog, open_predictions
 
     folder, path, model, spec = trained
     dlg = open_predictions(None, folder, "digits")
@@ -148,7 +147,7 @@ def test_dialog_fills_captioned_tiles(qtbot, trained):
 
 
 def test_dialog_missing_checkpoint_shows_one_line(qtbot, tmp_path):
-    from app.predictions import PredictionsDialog
+    from app.dialogs.predictions import PredictionsDialog
 
     dlg = PredictionsDialog(tmp_path / "nothing-here", "digits")
     qtbot.addWidget(dlg)

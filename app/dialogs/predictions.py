@@ -4,7 +4,7 @@
 ``PredictionsDialog`` shows its result as a grid of images captioned with true and predicted
 labels, drawing each sample in the background through ``bridge.BackgroundCall``.
 
-Open it alone: ``python -m app.predictions CHECKPOINT [--dataset digits] [--screenshot PATH]``.
+Open it alone: ``python -m app.dialogs.predictions CHECKPOINT [--dataset digits] [--screenshot PATH]``.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QApplication, QDialog, QFrame, QGridLayout, QHBoxLayout, QLabel, QPushButton,
                                QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
+import engine
 from app import style
 from app.bridge import BackgroundCall
 
@@ -87,23 +88,20 @@ def predict_held_out(checkpoint, dataset: str | None = None, *, n: int = 16, see
     it is the training dataset, split with the training run's seed so the images really were held out.
     ``seed`` picks the images (None: a fresh random draw). Bad input raises a LayerScopeError.
     """
-    from engine.net.checkpoint import load_model
-    from engine.data import canonical_name, get_dataset, sample_predictions
-
-    model, spec, meta = load_model(checkpoint, device="cpu")
+    model, spec, meta = engine.load_model(checkpoint, device="cpu")
     trained, trained_seed, trained_root = _trained_on(meta)
     if dataset is None:
         dataset = trained or "digits"
-    same = trained is not None and (canonical_name(str(dataset)) or str(dataset)) == \
-        (canonical_name(trained) or trained)
+    same = trained is not None and (engine.canonical_name(str(dataset)) or str(dataset)) == \
+        (engine.canonical_name(trained) or trained)
     split_seed = trained_seed if same else 0
     if data_root is None and same:
         data_root = trained_root
-    splits = get_dataset(str(dataset), spec.input, seed=split_seed, root=data_root)
+    splits = engine.get_dataset(str(dataset), spec.input, seed=split_seed, root=data_root)
     if seed is None:
         seed = random.randrange(2**31)
     n = max(1, min(int(n), MAX_N))
-    samples = sample_predictions(model, splits.test, n=n, seed=seed, device="cpu")
+    samples = engine.sample_predictions(model, splits.test, n=n, seed=seed, device="cpu")
     info = splits.info
     images = [s.image for s in samples]  # already on 0..255, as people see them
     return PredictionResult(
@@ -351,7 +349,7 @@ def open_predictions(parent, checkpoint, dataset: str | None = None, data_root=N
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m app.predictions",
+    p = argparse.ArgumentParser(prog="python -m app.dialogs.predictions",
                                 description="Show N random held-out images with a checkpoint's predictions.")
     p.add_argument("checkpoint", help="checkpoint file or folder (its latest checkpoint)")
     p.add_argument("--dataset", default=None, help="dataset name or folder (default: the one it was trained on)")

@@ -1,0 +1,170 @@
+"""Run control: start, pause/resume and stop the edited net's run through the bridge, show its
+progress and how it ended, follow the chosen feature-map layer, and download datasets for runs.
+
+The run itself lives on the bridge's worker thread; everything here runs on the GUI thread.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QWidget
+
+import engine
+from app.bridge import BackgroundCall, RunBridge
+from app.controllers.base import Controller
+
+
+class RunController(Controller):
+    """Drives the run panel, the run menu's actions and the status bar's run and device labels."""
+
+    run_started = Signal()            # a run was handed to the worker
+    run_failed = Signal(str)          # the run ended with status "failed"; the message
+    run_finished = Signal(str, str)   # status, message: after the panel, views and canvas are updated
+
+    def __init__(self, settings, bridge: RunBridge, run_panel, status_run, status_device, monitor, sessions,
+                 weights, log_view, parent: QWidget):
+        super().__init__(parent)
+        self.settings = settings
+        self.bridge = bridge
+        self.run_panel = run_panel
+        self.status_run = status_run
+        self.status_device = status_device
+        self.monitor = monitor
+        self.sessions = sessions
+        self.weights = weights
+        self.log_view = log_view
+        self.model = None
+        self._actions = ()
+        self._downloads: list[BackgroundCall] = []
+        self.bridge.snapshot_ready.connect(monitor.on_live_snapshot)
+        self.bridge.state_changed.connect(self._on_run_state)
+        self.bridge.progress_changed.connect(self.run_panel.set_progress)
+        self.bridge.run_finished.connect(self._on_run_finished)
+        run_panel.start_requested.connect(self.start)
+        run_panel.pause_requested.connect(self.toggle_pause)
+        run_panel.stop_requested.connect(self.stop)
+        run_panel.download_requested.connect(self.download_dataset)
+        run_panel.device_changed.connect(self._on_device_changed)
+
+    def set_model(self, model) -> None:
+        """The editor model whose net runs (it exists once torch is loaded)."""
+        self.model = model
+        model.validated.connect(lambda _v: self.update_actions())
+
+    def bind_actions(self, start, pause, stop) -> None:
+        """The Run menu's Start, Pause/resume and Stop actions, enabled to match the run."""
+        self._actions = (start, pause, stop)
+        self.update_actions()
+
+    def update_actions(self) -> None:
+        if not self._actions:
+            return
+        running = self.bridge.is_running()
+        start, pause, stop = self._actions
+        start.setEnabled(not running and self.run_panel.start_button.isEnabled())
+        pause.setEnabled(running)
+        stop.setEnabled(running)
+
+    def start(self, **overrides) -> bool:
+        """Start a run of the edited net with the run panel's settings (``overrides`` win, as
+        ``RunConfig`` fields). False, with the reason shown, when the net or the settings cannot run."""
+        if self.bridge.is_running() or self.model is None:
+            return False
+        ok, reason = self.model.can_run()
+        if not ok:
+            self._problem(f"Cannot start: {reason}")
+            return False
+        kw = self.run_panel.config_kwargs()
+        kw.update(overrides)
+        cfg = engine.RunConfig(net=self.model.spec(), **kw)
+        self.weights.prepare(cfg)
+        problems = cfg.problems()
+        if problems:
+            self._problem("Cannot start: " + "; ".join(problems))
+            return False
+        if self.sessions.is_open():
+            self.sessions.close()
+        self.run_started.emit()
+        self.monitor.show_live(clear_canvas=True)
+        self.settings.last_device = kw.get("device") or ""
+        self.settings.set_run_options(self.run_panel.options())
+        self.bridge.start(cfg, runs_folder=self.settings.runs_folder)
+        self.run_panel.set_run_state("starting")
+        self.run_panel.set_progress(0, 0, 0.0)
+        self.status_run.setText("starting")
+        self.status_device.setText(f"device: {cfg.device}")
+        self.update_actions()
+        return True
+
+    def toggle_pause(self) -> None:
+        if not self.bridge.is_running():
+            return
+        if self.bridge.state == "paused":
+            self.bridge.resume()
+        else:
+            self.bridge.pause()
+
+    def stop(self) -> None:
+        """Ask the run to stop after its current step (``run_finished`` follows)."""
+        if self.bridge.is_running():
+            self.bridge.stop()
+            self.status_run.setText("stopping…")
+
+    def set_feature_layer(self, node_id: str) -> None:
+        """Show ``node_id``'s feature maps (the running run switches at its next capture)."""
+        self.run_panel.set_feature_layer(node_id)
+        reason = self.bridge.set_feature_node(node_id or None)
+        if reason:
+            self._status(reason, 5000)
+
+    def _on_device_changed(self, device_id: str) -> None:
+        if not self.bridge.is_running():
+            self.status_device.setText(f"device: {device_id or '–'}")
+
+    def _on_run_state(self, state: str) -> None:
+        self.status_run.setText(state)
+        self.run_panel.set_run_state(state if state in ("running", "paused") else "idle")
+        self.update_actions()
+
+    def _on_run_finished(self, status: str, message: str) -> None:
+        self.run_panel.set_finished(status, message)
+        self.weights.note_run_end(status)
+        self.status_run.setText(status)
+        snap = self.bridge.feed.snapshot() if self.bridge.feed is not None else None
+        if snap is not None:
+            self.monitor.dispatch(snap, force=True)
+        self.sessions.note_recorded(self.bridge.session_path)
+        if status == "failed":
+            self.run_failed.emit(message)
+        elif self.sessions.last_session:
+            self.log_view.append("app", f"session saved to {self.sessions.last_session}")
+        self.monitor.color_canvas()
+        self.update_actions()
+        self.run_finished.emit(status, message)
+
+    # ---- datasets ----------------------------------------------------------------------------------
+    def download_dataset(self, name: str) -> None:
+        """Download ``name`` (mnist, fashion-mnist, cifar10) on a background thread, checksums checked."""
+        self._status(f"Downloading {name}…")
+        self.run_panel.download_button.setEnabled(False)
+        call = BackgroundCall(lambda: engine.download(name), name="layerscope-download", parent=self)
+        self._downloads.append(call)
+
+        def done(result, error):
+            self._downloads.remove(call)
+            call.deleteLater()
+            self.run_panel.download_button.setEnabled(True)
+            if error:
+                self._problem(f"Download of {name} failed: {error.split(': ', 1)[-1]}")
+            else:
+                self.log_view.append("ok", f"{name} downloaded to {result}")
+                self._status(f"{name} downloaded", 4000)
+            self.run_panel.refresh_dataset_note()
+
+        call.finished.connect(done)
+        call.start()
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Stop and join the run, then wait for downloads (they cannot be interrupted; ``timeout``
+        bounds each wait). True when no worker of this controller is left."""
+        joined = self.bridge.stop_and_join()
+        return all([call.wait(timeout) for call in list(self._downloads)]) and joined
