@@ -9,7 +9,6 @@ import pytest
 import engine
 from app.editor import EditorModel
 from app.editor.layout import NODE_H, NODE_W, layered_layout
-from app.editor.model import INPUT_LIMITS
 
 
 def chain(model):
@@ -168,10 +167,18 @@ def test_input_spec_edit_revalidates(lenet):
     assert lenet.validation().ok
 
 
-def test_input_limits_match_the_engine():
-    from engine.net.spec import _INPUT_FIELDS
-
-    assert INPUT_LIMITS == _INPUT_FIELDS
+def test_input_fields_and_ids_follow_the_engine_rules(lenet):
+    with pytest.raises(ValueError, match="unknown input field"):
+        lenet.set_input_spec(depth=3)
+    # the editor asks the engine; the engine's loader gives the same verdict on a file
+    assert lenet.rename_node("conv1", "9lives") == engine.id_problem("9lives", ())
+    assert lenet.rename_node("conv1", "input") == engine.id_problem("input", ())
+    assert "already used" in lenet.rename_node("conv1", "conv2")
+    bad = lenet.spec().to_dict()
+    bad["nodes"][0]["id"] = "9lives"
+    with pytest.raises(engine.SpecError) as e:
+        engine.from_dict(bad)
+    assert engine.id_problem("9lives", ()) in [p.message for p in e.value.problems]
 
 
 def test_summary_counts_lenet(lenet):
