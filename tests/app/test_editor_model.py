@@ -269,3 +269,28 @@ def test_layout_wraps_long_nets_into_lanes():
     width = lambda pos: max(x for x, _ in pos.values()) + NODE_W  # noqa: E731
     assert height(wide) < height(tall) / 2
     assert width(wide) / height(wide) > 0.8
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_each_edit_analyzes_the_net_once(qapp, monkeypatch, broken):
+    m = EditorModel(engine.load_preset("resnet18"))
+    m.validation()
+    if broken:
+        m.set_param("layer4_1_conv1", "kernel", 99)  # downstream of the edit below
+        assert not m.validation().ok
+    calls = []
+    real = engine.analyze
+
+    def counting(spec, partial=False):
+        calls.append(partial)
+        return real(spec, partial=partial)
+
+    monkeypatch.setattr(engine, "analyze", counting)
+    m.set_param("layer3_0_conv1", "out_channels", 200)
+    v = m.validation()
+    assert calls == [True]
+    assert v.ok is not broken and v.shapes["layer3_0_bn1"] == (200, 14, 14)
+    assert m.validation() is v and calls == [True]  # nothing changed since: no new analysis
+    m.undo()
+    m.validation()
+    assert calls == [True, True]
