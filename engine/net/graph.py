@@ -2,7 +2,7 @@
 
 ``LayerNet.forward`` is the one walker of the net's plan: a plain step calls it through
 ``model(x)``; the profiler passes ``on_output`` to see every layer's output as it is made.
-Shapes, parameters and FLOPs come from ``engine.net.analyze`` (re-exported here).
+Shapes, parameters and FLOPs come from ``engine.net.analyze``.
 """
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Callable, NamedTuple
 
 import torch.nn as nn
 
-from engine.net.analyze import LayerInfo, NetInfo, analyze
+from engine.net.analyze import NetInfo, analyze
 from engine.net.registry import get_kind
 from engine.net.spec import INPUT_ID, NetSpec
 
-__all__ = ["PlanStep", "LayerNet", "build_model", "analyze", "NetInfo", "LayerInfo"]
+__all__ = ["PlanStep", "LayerNet", "build_model"]
 
 
 class PlanStep(NamedTuple):
