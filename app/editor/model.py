@@ -35,7 +35,7 @@ class Validation:
 
     ok: bool
     problems: list[Problem]
-    info: object | None = None                              # the engine NetInfo (partial when not ok)
+    info: object                                            # the engine NetInfo (partial when not ok)
     shapes: dict[str, tuple] = field(default_factory=dict)  # node id (and 'input') -> per-sample shape
     layers: dict[str, object] = field(default_factory=dict)  # node id -> engine LayerInfo
 
@@ -294,7 +294,7 @@ class EditorModel(QObject):
         params = sum(layer.params for layer in layers)
         flops = sum(layer.flops for layer in layers)
         act = sum(layer.activation_bytes(batch_size, precision) for layer in layers)
-        inp = v.info.input_bytes(batch_size, precision) if v.info is not None else 0
+        inp = v.info.input_bytes(batch_size, precision)
         return NetSummary(params, flops, flops * batch_size, act, inp, params * 4 * 3 + act + inp, v.ok)
 
     # -- whole-net operations ----------------------------------------------------------------------

@@ -2,8 +2,9 @@
 forward FLOPs, measured on the meta device under FlopCounterMode.
 
 Measuring a node (building its module on ``meta`` and counting its FLOPs) is the expensive
-part, so each result is cached under everything it depends on: the kind, every resolved
-parameter (with its Python type), every input shape and torch's default dtype. An edit
+part, so each result is cached under everything it depends on: the kind (its name, builder and
+check), every resolved parameter (with its Python type), every input shape and torch's default
+dtype. An edit
 therefore re-measures only the nodes whose key changed: the edited node and the nodes
 downstream of it whose input shapes changed.
 """
@@ -159,8 +160,10 @@ def _freeze(v):
 
 
 def _key(kind: LayerKind, params: dict, in_shapes: list[tuple[int, ...]]) -> tuple | None:
-    key = (kind.name, tuple(sorted((k, _freeze(v)) for k, v in params.items())), tuple(in_shapes),
-           torch.get_default_dtype())
+    # the builder and check functions themselves (by identity): a kind replaced at run time never
+    # reads back what its predecessor measured
+    key = (kind.name, kind.build, kind.check, tuple(sorted((k, _freeze(v)) for k, v in params.items())),
+           tuple(in_shapes), torch.get_default_dtype())
     try:
         hash(key)
     except TypeError:  # a value no check knows; measure it every time rather than guess

@@ -216,3 +216,17 @@ def test_failed_node_names_the_layer_that_raised_and_resets():
     with pytest.raises(KeyboardInterrupt):
         model(torch.randn(1, 1, 28, 28), on_output=stop)
     assert model.failed_node == "pool1"
+
+
+def test_a_replaced_builder_never_reads_back_the_old_measurement(monkeypatch):
+    spec = load_preset("lenet5")
+    analyze(spec)  # cached with the real relu
+    relu = REGISTRY["relu"]
+
+    def wider(params, in_shapes):
+        return torch.nn.Conv2d(in_shapes[0][0], 2 * in_shapes[0][0], 1)
+
+    monkeypatch.setitem(REGISTRY, "relu", dataclasses.replace(relu, build=wider))
+    assert analyze(spec, partial=True).shapes["relu1"] == (12, 28, 28)
+    monkeypatch.setitem(REGISTRY, "relu", relu)
+    assert analyze(spec).shapes["relu1"] == (6, 28, 28)
