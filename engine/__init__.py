@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 
 # name -> submodule, imported on first use (these pull in torch)
 _LAZY = {
-    "analyze": "net.graph", "build_model": "net.graph", "NetInfo": "net.graph", "LayerInfo": "net.graph",
-    "LayerNet": "net.graph",
+    "analyze": "net.analyze", "build_model": "net.graph", "NetInfo": "net.analyze", "LayerInfo": "net.analyze",
+    "LayerNet": "net.graph", "PlanStep": "net.graph", "id_problem": "net.spec", "INPUT_FIELDS": "net.spec",
     "open_session": "session.store", "SessionReader": "session.store", "SessionWriter": "session.store",
     "SessionError": "session.store", "Telemetry": "run.telemetry", "telemetry_status": "run.telemetry",
     "layer_summary": "analysis.summary", "run_summary": "analysis.summary", "summary": "analysis.summary",

@@ -33,7 +33,8 @@ EditorModel(QObject)
               paste(anchor=None) -> ids
     Every edit is one QUndoCommand; consecutive edits of one field merge into one step.
 
-Validation: ok, problems (list[engine.Problem]), info (engine NetInfo when ok), shapes
+Validation (one engine.analyze(spec, partial=True) per edit, never on import):
+    ok, problems (list[engine.Problem]), info (the engine NetInfo; partial when not ok), shapes
     {id: per-sample out shape, also for the valid part of an invalid net; 'input' too},
     layers {id: engine LayerInfo}, reason (one line for a disabled Start), node_problems(id).
 NetSummary: params, flops_per_sample, flops (batch, forward), activation_bytes, input_bytes,

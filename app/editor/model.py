@@ -21,17 +21,13 @@ from .layout import NODE_H, ROW_GAP, layered_layout
 
 NODES_MIME = "application/x-layerscope-nodes"
 CLIP_FORMAT = "layerscope-nodes"
-ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-# the bounds engine.spec applies to the input fields (kept in step by test_editor_model)
-INPUT_LIMITS = {"channels": (1, 4096), "height": (1, 8192), "width": (1, 8192), "classes": (1, 1_000_000)}
 _PREFIX = {"conv2d": "conv", "maxpool2d": "pool", "avgpool2d": "avgpool", "adaptive_avgpool2d": "gap",
            "batchnorm2d": "bn", "linear": "fc", "leaky_relu": "lrelu", "dropout": "drop", "concat": "cat"}
-_PROBE = "_editor_probe"
 
 
 @dataclass
 class Validation:
-    """What the engine says about the current net.
+    """What the engine says about the current net (one ``engine.analyze(spec, partial=True)``).
 
     ``shapes`` and ``layers`` also cover the valid part of an invalid net (the nodes not
     fed by a broken node), so edges keep their shape labels while a net is being built.
@@ -39,7 +35,7 @@ class Validation:
 
     ok: bool
     problems: list[Problem]
-    info: object | None = None                              # engine NetInfo when ok
+    info: object                                            # the engine NetInfo (partial when not ok)
     shapes: dict[str, tuple] = field(default_factory=dict)  # node id (and 'input') -> per-sample shape
     layers: dict[str, object] = field(default_factory=dict)  # node id -> engine LayerInfo
 
@@ -99,14 +95,8 @@ def next_id(kind: str, used) -> str:
 
 
 def id_problem(new_id: str, used) -> str | None:
-    """Why ``new_id`` cannot name a node, or None."""
-    if new_id == INPUT_ID:
-        return "'input' is reserved for the net input"
-    if not ID_RE.match(new_id):
-        return "an id must start with a letter or _ and hold only letters, digits and _ (at most 64)"
-    if new_id in used:
-        return f"'{new_id}' is already used"
-    return None
+    """Why ``new_id`` cannot name a node next to ``used``, or None (the engine's rule)."""
+    return engine.id_problem(new_id, used)
 
 
 # ---- pure edits on a working copy -------------------------------------------------------------
@@ -185,59 +175,10 @@ def _structure(spec: NetSpec) -> tuple:
 # ---- validation ----------------------------------------------------------------------------------
 
 def validate(spec: NetSpec) -> Validation:
-    """Analyze ``spec`` with the engine; for an invalid net also measure the part that is valid.
-
-    ``engine.analyze`` reports structural problems before shape problems and returns no
-    shapes for an invalid net, so the valid part is found by analysing the net without its
-    broken nodes (and what they feed), capped by a probe classifier that satisfies the
-    output check. Problems that surface only in those passes are added to the list.
-    """
-    try:
-        info = engine.analyze(spec)
-    except engine.SpecError as e:
-        problems = list(e.problems)
-    else:
-        shapes = {INPUT_ID: spec.input.shape}
-        shapes.update({layer.id: layer.out_shape for layer in info.layers})
-        return Validation(True, [], info, shapes, {layer.id: layer for layer in info.layers})
-    if not spec.nodes:
-        return Validation(False, problems, None, {INPUT_ID: spec.input.shape}, {})
-    last = spec.nodes[-1].id
-    bad = {p.node for p in problems if p.node and p.node != last}
-    seen = {(p.node, p.message) for p in problems}
-    layers: dict[str, object] = {}
-    for _ in range(6):
-        work = _Work(spec)
-        drop = set(bad)
-        changed = True
-        while changed:
-            changed = False
-            for n in work.nodes:
-                if n.id not in drop and any(r in drop for r in n.inputs):
-                    drop.add(n.id)
-                    changed = True
-        kept = [n for n in work.nodes if n.id not in drop]
-        if not kept:
-            break
-        probe = Node(_PROBE, "linear", {"out_features": spec.input.classes}, [kept[-1].id])
-        trial = NetSpec(spec.input, kept + [probe])
-        try:
-            info = engine.analyze(trial)
-        except engine.SpecError as e:
-            new = [p for p in e.problems if p.node and p.node != _PROBE and p.node not in bad]
-            if not new:
-                break
-            for p in new:
-                if (p.node, p.message) not in seen:
-                    problems.append(p)
-                    seen.add((p.node, p.message))
-                bad.add(p.node)
-            continue
-        layers = {layer.id: layer for layer in info.layers if layer.id != _PROBE}
-        break
-    shapes = {INPUT_ID: spec.input.shape}
-    shapes.update({k: v.out_shape for k, v in layers.items()})
-    return Validation(False, problems, None, shapes, layers)
+    """The engine's one-pass analysis of ``spec``: every problem, and shapes, parameters and
+    FLOPs of every node it could measure (nodes are measured once and cached by the engine)."""
+    info = engine.analyze(spec, partial=True)
+    return Validation(info.ok, list(info.problems), info, info.shapes, {layer.id: layer for layer in info.layers})
 
 
 # ---- undo ----------------------------------------------------------------------------------------
@@ -292,9 +233,8 @@ class EditorModel(QObject):
         self._pos: dict[str, tuple[float, float]] = {}
         self._manual = False
         self._selected = ""
-        self._validation = Validation(False, [Problem(None, "the net has no layers")], None,
-                                      {INPUT_ID: self._spec.input.shape}, {})
-        self._pending = False
+        self._validation: Validation | None = None  # computed on first need (imports torch)
+        self._pending = True
         self.layout_view = (1100.0, 800.0)  # the canvas keeps this at its viewport size
         self._stack = QUndoStack(self)
         self._stack.cleanChanged.connect(self._on_clean_changed)
@@ -354,9 +294,7 @@ class EditorModel(QObject):
         params = sum(layer.params for layer in layers)
         flops = sum(layer.flops for layer in layers)
         act = sum(layer.activation_bytes(batch_size, precision) for layer in layers)
-        c, h, w = self._spec.input.shape
-        width = 2 if precision in ("fp16", "bf16") else 4
-        inp = c * h * w * batch_size * width
+        inp = v.info.input_bytes(batch_size, precision)
         return NetSummary(params, flops, flops * batch_size, act, inp, params * 4 * 3 + act + inp, v.ok)
 
     # -- whole-net operations ----------------------------------------------------------------------
@@ -552,7 +490,7 @@ class EditorModel(QObject):
         """Change the net input: any of channels, height, width, classes."""
         spec = self._spec.copy()
         for k, v in fields.items():
-            if k not in INPUT_LIMITS:
+            if k not in engine.INPUT_FIELDS:
                 raise ValueError(f"unknown input field {k!r}")
             setattr(spec.input, k, int(v))
         if spec.input == self._spec.input:

@@ -20,7 +20,7 @@ import engine
 from engine import INPUT_ID
 
 from . import theme
-from .model import INPUT_LIMITS, EditorModel, Validation
+from .model import EditorModel, Validation
 
 _INT_MAX = 2**31 - 1
 _NUMBER = "number"
@@ -346,7 +346,7 @@ class PropertyPanel(QWidget):
         self.help.setText("One sample is channels x height x width, labelled with one of the classes.")
         tips = {"channels": "colour channels per sample (1 grey, 3 RGB)", "height": "image height in pixels",
                 "width": "image width in pixels", "classes": "number of classes the net scores"}
-        for name, (lo, hi) in INPUT_LIMITS.items():
+        for name, (lo, hi) in engine.INPUT_FIELDS.items():
             ed = _IntEditor(engine.Param(name, "int", lo, tips[name], min=lo, max=hi), self.form_host)
             ed.edited.connect(lambda n=name, e=ed: self.model.set_input_spec(**{n: e.value()}))
             self.editors[name] = ed

@@ -1,142 +1,37 @@
-"""Turn a NetSpec into an nn.Module whose submodules are named by node id, and let PyTorch
-itself tell each node's output shape, parameter count and FLOPs (meta tensors, FlopCounterMode)."""
+"""Turn a NetSpec into an nn.Module whose submodules are named by node id, and run it.
+
+``LayerNet.forward`` is the one walker of the net's plan: a plain step calls it through
+``model(x)``; the profiler passes ``on_output`` to see every layer's output as it is made.
+Shapes, parameters and FLOPs come from ``engine.net.analyze``.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
-import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from engine.errors import Problem, SpecError
+from engine.net.analyze import NetInfo, analyze
 from engine.net.registry import get_kind
-from engine.net.spec import INPUT_ID, NetSpec, check_structure, topo_order
+from engine.net.spec import INPUT_ID, NetSpec
 
-_DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
-
-
-@dataclass
-class LayerInfo:
-    """What PyTorch says about one node, per sample."""
-
-    index: int
-    id: str
-    kind: str
-    in_shapes: list[tuple[int, ...]]
-    out_shape: tuple[int, ...]
-    params: int
-    flops: int  # forward FLOPs per sample, as FlopCounterMode counts them
-
-    @property
-    def out_numel(self) -> int:
-        n = 1
-        for d in self.out_shape:
-            n *= d
-        return n
-
-    def activation_bytes(self, batch_size: int = 1, precision: str = "fp32") -> int:
-        """Bytes of this node's output for a batch."""
-        return self.out_numel * batch_size * _DTYPE_BYTES.get(precision, 4)
+__all__ = ["PlanStep", "LayerNet", "build_model"]
 
 
-@dataclass
-class NetInfo:
-    """Per-node shapes, parameters and FLOPs of a valid net, in topological order."""
+class PlanStep(NamedTuple):
+    """One step of a LayerNet's plan: run ``node_id`` on the outputs of ``inputs`` (ids, ``'input'``
+    is the net input), then drop the outputs in ``free_after`` (their last consumer has run)."""
 
-    spec: NetSpec
-    layers: list[LayerInfo]
-
-    @property
-    def params(self) -> int:
-        return sum(layer.params for layer in self.layers)
-
-    @property
-    def flops(self) -> int:
-        return sum(layer.flops for layer in self.layers)
-
-    def activation_bytes(self, batch_size: int = 1, precision: str = "fp32") -> int:
-        return sum(layer.activation_bytes(batch_size, precision) for layer in self.layers)
-
-    def layer(self, node_id: str) -> LayerInfo | None:
-        for layer in self.layers:
-            if layer.id == node_id:
-                return layer
-        return None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
-def _resolved(spec: NetSpec, i: int) -> dict:
-    return get_kind(spec.nodes[i].kind).resolved(spec.nodes[i].params)
-
-
-def analyze(spec: NetSpec) -> NetInfo:
-    """Check a spec completely and measure every node on the meta device.
-
-    Raises SpecError with every problem found (structure first, then shapes; a node
-    fed by a broken node is skipped rather than blamed).
-    """
-    problems = check_structure(spec)
-    if problems:
-        raise SpecError(problems)
-    shapes: dict[str, tuple[int, ...]] = {INPUT_ID: spec.input.shape}
-    layers: list[LayerInfo] = []
-    broken: set[str] = set()
-    for i in topo_order(spec):
-        node = spec.nodes[i]
-        refs = spec.inputs_of(i)
-        if any(r in broken for r in refs):
-            broken.add(node.id)
-            continue
-        if hasattr(nn.Module, node.id):
-            problems.append(Problem(node.id, f"'{node.id}' is a reserved name; choose another id"))
-            broken.add(node.id)
-            continue
-        kind = get_kind(node.kind)
-        params = _resolved(spec, i)
-        in_shapes = [shapes[r] for r in refs]
-        bad = kind.check(params, in_shapes) if kind.check else None
-        if bad:
-            problems.append(Problem(node.id, bad))
-            broken.add(node.id)
-            continue
-        try:
-            with torch.device("meta"):
-                module = kind.build(params, in_shapes)
-                xs = [torch.empty((1, *s)) for s in in_shapes]
-            with FlopCounterMode(display=False) as counter:
-                out = module(*xs)
-            flops = int(counter.get_total_flops())
-        except Exception as e:  # any torch complaint about a user's net becomes a node message
-            problems.append(Problem(node.id, f"cannot compute its output: {_first_line(e)}"))
-            broken.add(node.id)
-            continue
-        out_shape = tuple(int(d) for d in out.shape[1:])
-        if any(d <= 0 for d in out_shape):
-            problems.append(Problem(node.id, f"the output shrinks to {'x'.join(map(str, out_shape))}"))
-            broken.add(node.id)
-            continue
-        shapes[node.id] = out_shape
-        layers.append(LayerInfo(i, node.id, node.kind, in_shapes, out_shape,
-                                sum(p.numel() for p in module.parameters()), flops))
-    last = spec.nodes[-1].id
-    if not problems and last in shapes:
-        want = (spec.input.classes,)
-        if shapes[last] != want:
-            got = "x".join(map(str, shapes[last]))
-            problems.append(Problem(last, f"the net's output is {got} but {spec.input.classes} class "
-                                          f"scores are needed; end with a linear layer of "
-                                          f"{spec.input.classes} outputs"))
-    if problems:
-        raise SpecError(problems)
-    return NetInfo(spec, layers)
+    node_id: str
+    inputs: tuple[str, ...]
+    free_after: tuple[str, ...]
 
 
 class LayerNet(nn.Module):
-    """A net built from a spec: each node is a submodule named by its id; forward walks the graph."""
+    """A net built from a spec: each node is a submodule named by its id; forward walks the plan.
+
+    ``plan`` is the order the nodes run in; ``failed_node`` names the node whose forward raised
+    during the last call (None when it succeeded or has not run).
+    """
 
     def __init__(self, spec: NetSpec, info: NetInfo):
         super().__init__()
@@ -145,8 +40,8 @@ class LayerNet(nn.Module):
         self._plan: list[tuple[str, tuple[str, ...]]] = []
         for layer in info.layers:
             i = index[layer.id]
-            module = get_kind(layer.kind).build(_resolved(spec, i), layer.in_shapes)
-            self.add_module(layer.id, module)
+            kind = get_kind(layer.kind)
+            self.add_module(layer.id, kind.build(kind.resolved(spec.nodes[i].params), layer.in_shapes))
             self._plan.append((layer.id, tuple(spec.inputs_of(i))))
         self.output_id = spec.nodes[-1].id
         # drop each intermediate output as soon as its last consumer has run
@@ -156,17 +51,43 @@ class LayerNet(nn.Module):
                 last_use[r] = step
         self._free_after = [tuple(r for r in refs if last_use[r] == step and r != self.output_id)
                             for step, (_, refs) in enumerate(self._plan)]
+        self._steps = tuple(PlanStep(nid, refs, free)
+                            for (nid, refs), free in zip(self._plan, self._free_after))
+        self.failed_node: str | None = None
 
-    def forward(self, x):
+    @property
+    def plan(self) -> tuple[PlanStep, ...]:
+        """The nodes in the order ``forward`` runs them (topological), one PlanStep each."""
+        return self._steps
+
+    def forward(self, x, on_output: Callable[[int, str, object], None] | None = None):
+        """Run the net on a batch ``x`` (N, C, H, W) and return the last node's output (N, classes).
+
+        ``on_output(k, node_id, out)``, when given, is called right after plan step ``k``
+        produced ``out``, before the next step runs. When a layer's forward (or ``on_output``)
+        raises, ``failed_node`` is set to that node's id and the exception propagates unchanged.
+        """
+        # plain __dict__ writes: nn.Module.__setattr__ would search its registries on every call
+        self.__dict__["failed_node"] = None
         values = {INPUT_ID: x}
         modules = self._modules
-        for (nid, refs), free in zip(self._plan, self._free_after):
-            values[nid] = modules[nid](*[values[r] for r in refs])
-            for r in free:
-                del values[r]
+        nid = None
+        try:
+            for k, ((nid, refs), free) in enumerate(zip(self._plan, self._free_after)):
+                out = modules[nid](*[values[r] for r in refs])
+                if on_output is not None:
+                    on_output(k, nid, out)
+                values[nid] = out
+                for r in free:
+                    del values[r]
+        except BaseException:
+            self.__dict__["failed_node"] = nid
+            raise
         return values[self.output_id]
 
 
 def build_model(spec: NetSpec, info: NetInfo | None = None) -> LayerNet:
-    """Build the trainable module on the CPU (move it with ``.to(device)``)."""
-    return LayerNet(spec, info or analyze(spec))
+    """Build the trainable module on the CPU (move it with ``.to(device)``); SpecError for an invalid net."""
+    if info is None or info.problems:
+        info = analyze(spec)
+    return LayerNet(spec, info)

@@ -10,7 +10,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from engine.errors import Problem, SpecError
 from engine.net.registry import get_kind
@@ -21,7 +21,8 @@ INPUT_ID = "input"
 _ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _TOP_KEYS = {"format", "version", "name", "description", "input", "nodes"}
 _NODE_KEYS = {"id", "kind", "params", "inputs"}
-_INPUT_FIELDS = {"channels": (1, 4096), "height": (1, 8192), "width": (1, 8192), "classes": (1, 1_000_000)}
+# the net input's fields and their inclusive bounds (the editor's input form uses them too)
+INPUT_FIELDS = {"channels": (1, 4096), "height": (1, 8192), "width": (1, 8192), "classes": (1, 1_000_000)}
 
 
 @dataclass
@@ -158,9 +159,9 @@ def from_dict(data: Any) -> NetSpec:
     if not isinstance(raw_in, dict):
         problems.append(Problem(INPUT_ID, "'input' must be an object with channels, height, width and classes"))
     else:
-        for k in sorted(set(raw_in) - set(_INPUT_FIELDS)):
+        for k in sorted(set(raw_in) - set(INPUT_FIELDS)):
             problems.append(Problem(INPUT_ID, f"unknown input field '{k}'"))
-        for k, (lo, hi) in _INPUT_FIELDS.items():
+        for k, (lo, hi) in INPUT_FIELDS.items():
             v = raw_in.get(k)
             if v is None:
                 problems.append(Problem(INPUT_ID, f"missing '{k}'"))
@@ -206,6 +207,22 @@ def from_dict(data: Any) -> NetSpec:
     return spec
 
 
+def id_problem(node_id: str, used: Collection[str] = ()) -> str | None:
+    """Why ``node_id`` cannot name a node next to the ids in ``used``, or None when it can.
+
+    Checks the pattern (a letter or _, then letters, digits and _, at most 64), the reserved
+    ``'input'`` and ``used``. Ids that clash with the built module's attributes (``forward``)
+    are found by ``analyze``, which needs torch.
+    """
+    if node_id == INPUT_ID:
+        return "'input' is reserved for the net input; choose another id"
+    if not _ID_RE.match(node_id):
+        return "an id must start with a letter or _ and hold only letters, digits and _ (at most 64)"
+    if node_id in used:
+        return f"'{node_id}' is already used"
+    return None
+
+
 def check_structure(spec: NetSpec) -> list[Problem]:
     """Every problem visible without running torch: ids, kinds, params, references, cycles."""
     problems: list[Problem] = []
@@ -216,11 +233,9 @@ def check_structure(spec: NetSpec) -> list[Problem]:
     for n in spec.nodes:
         if n.id.startswith("#"):
             continue
-        if n.id == INPUT_ID:
-            problems.append(Problem(n.id, "'input' is reserved for the net input; choose another id"))
-        elif not _ID_RE.match(n.id):
-            problems.append(Problem(n.id, "an id must start with a letter or _ and hold only letters, "
-                                          "digits and _ (at most 64)"))
+        bad = id_problem(n.id)
+        if bad:
+            problems.append(Problem(n.id, bad))
         if n.id in seen:
             problems.append(Problem(n.id, f"duplicate id '{n.id}'"))
         seen.add(n.id)

@@ -9,7 +9,6 @@ import pytest
 import engine
 from app.editor import EditorModel
 from app.editor.layout import NODE_H, NODE_W, layered_layout
-from app.editor.model import INPUT_LIMITS
 
 
 def chain(model):
@@ -168,10 +167,18 @@ def test_input_spec_edit_revalidates(lenet):
     assert lenet.validation().ok
 
 
-def test_input_limits_match_the_engine():
-    from engine.net.spec import _INPUT_FIELDS
-
-    assert INPUT_LIMITS == _INPUT_FIELDS
+def test_input_fields_and_ids_follow_the_engine_rules(lenet):
+    with pytest.raises(ValueError, match="unknown input field"):
+        lenet.set_input_spec(depth=3)
+    # the editor asks the engine; the engine's loader gives the same verdict on a file
+    assert lenet.rename_node("conv1", "9lives") == engine.id_problem("9lives", ())
+    assert lenet.rename_node("conv1", "input") == engine.id_problem("input", ())
+    assert "already used" in lenet.rename_node("conv1", "conv2")
+    bad = lenet.spec().to_dict()
+    bad["nodes"][0]["id"] = "9lives"
+    with pytest.raises(engine.SpecError) as e:
+        engine.from_dict(bad)
+    assert engine.id_problem("9lives", ()) in [p.message for p in e.value.problems]
 
 
 def test_summary_counts_lenet(lenet):
@@ -262,3 +269,28 @@ def test_layout_wraps_long_nets_into_lanes():
     width = lambda pos: max(x for x, _ in pos.values()) + NODE_W  # noqa: E731
     assert height(wide) < height(tall) / 2
     assert width(wide) / height(wide) > 0.8
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_each_edit_analyzes_the_net_once(qapp, monkeypatch, broken):
+    m = EditorModel(engine.load_preset("resnet18"))
+    m.validation()
+    if broken:
+        m.set_param("layer4_1_conv1", "kernel", 99)  # downstream of the edit below
+        assert not m.validation().ok
+    calls = []
+    real = engine.analyze
+
+    def counting(spec, partial=False):
+        calls.append(partial)
+        return real(spec, partial=partial)
+
+    monkeypatch.setattr(engine, "analyze", counting)
+    m.set_param("layer3_0_conv1", "out_channels", 200)
+    v = m.validation()
+    assert calls == [True]
+    assert v.ok is not broken and v.shapes["layer3_0_bn1"] == (200, 14, 14)
+    assert m.validation() is v and calls == [True]  # nothing changed since: no new analysis
+    m.undo()
+    m.validation()
+    assert calls == [True, True]

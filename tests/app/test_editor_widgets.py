@@ -56,6 +56,14 @@ def test_palette_filter_hides_other_kinds(qtbot):
     assert not pal.item_for("relu").isHidden()
 
 
+def test_input_form_takes_its_bounds_from_the_engine(panel, lenet):
+    lenet.select("input")
+    assert set(panel.editors) == set(engine.INPUT_FIELDS)
+    for name, (lo, hi) in engine.INPUT_FIELDS.items():
+        spin = panel.editors[name].spin
+        assert (spin.minimum(), spin.maximum()) == (lo, hi), name
+
+
 def test_form_is_generated_from_the_schema(panel, lenet):
     lenet.select("conv2")
     kind = engine.get_kind("conv2d")

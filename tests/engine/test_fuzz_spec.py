@@ -1,11 +1,12 @@
-"""Random and mutated specs: only SpecError (the project's own error type) ever comes out."""
+"""Random and mutated specs: only SpecError (the project's own error type) ever comes out, and
+analyze(partial=True) never raises and reports exactly the problems the strict call raises."""
 import copy
 import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import SpecError, analyze, kinds, load_preset, loads
+from engine import INPUT_FIELDS, InputSpec, NetSpec, Node, SpecError, analyze, kinds, load_preset, loads
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 300) | st.floats(allow_nan=True) | st.text(max_size=6),
@@ -69,3 +70,44 @@ def mutated(draw):
 @given(mutated())
 def test_mutated_presets_only_spec_errors(data):
     _check(data)
+
+
+def _lenient(data) -> NetSpec | None:
+    """The mutated net as a NetSpec built without the loader's checks, as the editor may hold one."""
+    if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
+        return None
+    raw_in = data.get("input") if isinstance(data.get("input"), dict) else {}
+    inp = InputSpec()
+    for k, (lo, hi) in INPUT_FIELDS.items():
+        v = raw_in.get(k)
+        if isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi:
+            setattr(inp, k, v)
+    nodes = []
+    for d in data["nodes"]:
+        if not isinstance(d, dict) or not isinstance(d.get("id"), str) or not isinstance(d.get("kind"), str):
+            continue
+        params = d.get("params", {})
+        inputs = d.get("inputs")
+        if inputs is not None and not (isinstance(inputs, list) and all(isinstance(r, str) for r in inputs)):
+            inputs = None
+        nodes.append(Node(d["id"], d["kind"], params if isinstance(params, dict) else {}, inputs))
+    return NetSpec(inp, nodes)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_partial_analysis_of_mutated_nets_never_raises_and_matches_the_strict_one(data):
+    spec = _lenient(data)
+    if spec is None:
+        return
+    info = analyze(spec, partial=True)
+    assert all(isinstance(p.message, str) and p.message for p in info.problems)
+    # a measured node is blamed only for being an output of the wrong size
+    blamed = {layer.id for layer in info.layers} & {p.node for p in info.problems}
+    assert blamed <= {spec.nodes[-1].id if spec.nodes else None}
+    try:
+        strict = analyze(spec)
+    except SpecError as e:
+        assert e.problems == info.problems
+    else:
+        assert info.ok and strict.layers == info.layers
