@@ -46,10 +46,10 @@ def metric_text(key: str, value) -> str:
     if value is None:
         return ""
     if key == "time_ms":
-        return f"{value:.3g} ms" if value >= 0.01 else f"{value * 1000:.3g} us"
+        return f"{fmt.fmt_ms(value)} ms"
     if key == "mem_bytes":
-        return theme.human_bytes(value)
-    return f"{value:.3g} GFLOP/s"
+        return fmt.fmt_bytes(value)
+    return fmt.fmt_rate(value, "GFLOP/s")
 
 
 def rounded_polyline(points: list[tuple[float, float]], radius: float = 8.0) -> QPainterPath:

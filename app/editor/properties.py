@@ -442,8 +442,8 @@ class PropertyPanel(QWidget):
             "<table cellspacing='2'>"
             f"<tr><td style='color:gray'>input&nbsp;</td><td>{ins}</td></tr>"
             f"<tr><td style='color:gray'>output&nbsp;</td><td>{theme.shape_text(layer.out_shape)}</td></tr>"
-            f"<tr><td style='color:gray'>params&nbsp;</td><td>{theme.human_count(layer.params)}</td></tr>"
-            f"<tr><td style='color:gray'>FLOPs&nbsp;</td><td>{theme.human_count(layer.flops)} per sample</td></tr>"
+            f"<tr><td style='color:gray'>params&nbsp;</td><td>{fmt.fmt_count(layer.params)}</td></tr>"
+            f"<tr><td style='color:gray'>FLOPs&nbsp;</td><td>{fmt.fmt_count(layer.flops)} per sample</td></tr>"
             "</table>")
 
     # -- edits -------------------------------------------------------------------------------------

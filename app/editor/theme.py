@@ -142,18 +142,3 @@ def key_params_text(kind, params: dict) -> str:
 
 def shape_text(shape) -> str:
     return "x".join(str(d) for d in shape) if shape else ""
-
-
-def human_count(n: float) -> str:
-    """1234567 -> '1.23 M' (parameters, FLOPs)."""
-    for div, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.3g} {unit}"
-    return f"{n:.0f}"
-
-
-def human_bytes(n: float) -> str:
-    for div, unit in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-        if abs(n) >= div:
-            return f"{n / div:.3g} {unit}"
-    return f"{n:.0f} B"
