@@ -21,7 +21,7 @@ _LAZY = {
     "open_session": "session.store", "SessionReader": "session.store", "SessionWriter": "session.store",
     "SessionError": "session.store", "Telemetry": "run.telemetry", "telemetry_status": "run.telemetry",
     "layer_summary": "analysis.summary", "run_summary": "analysis.summary", "compare": "export.formats",
-    "Run": "run.loop", "RunConfig": "run.loop", "RunResult": "run.loop", "LiveFeed": "run.live",
+    "Run": "run.loop", "RunConfig": "run.config", "RunResult": "run.config", "LiveFeed": "run.live",
     "LiveSnapshot": "run.live",
     "list_devices": "run.devices", "resolve_device": "run.devices", "DeviceInfo": "run.devices",
 }

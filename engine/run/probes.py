@@ -133,7 +133,7 @@ def reduce_feature(t: torch.Tensor):
     return u8.contiguous(), torch.stack([lo, hi])
 
 
-class _CudaMem:
+class CudaMemory:
     """Host-side reads of the caching allocator (no device sync)."""
 
     def __init__(self, device):
@@ -215,7 +215,7 @@ class Probe:
         self._mem_cur = [0] * (n + 1)
         self._mem_peak = [0] * (n + 1)
         if self.cuda:
-            self.mem = _CudaMem(device)
+            self.mem = CudaMemory(device)
         if self.events:
             ev = functools.partial(event_cls, enable_timing=True)
             self._ev_start = ev()

@@ -186,7 +186,16 @@ def test_stop_while_paused():
     assert result.status == "stopped" and result.steps == 0
 
 
-@pytest.mark.parametrize("profile_every", [1, 0])
+def _executor_names_failed_node() -> bool:
+    """Whether LayerNet sets ``failed_node`` (the run names an unprofiled forward's failing node from it)."""
+    return hasattr(engine.build_model(engine.load_preset("lenet5")), "failed_node")
+
+
+_NEEDS_FAILED_NODE = pytest.mark.xfail(not _executor_names_failed_node(), strict=True,
+                                       reason="needs LayerNet.failed_node from the net executor (issue 8)")
+
+
+@pytest.mark.parametrize("profile_every", [1, pytest.param(0, marks=_NEEDS_FAILED_NODE)])
 def test_out_of_memory_is_a_failed_run_naming_batch_and_node(monkeypatch, profile_every):
     from engine.net.modules import FlatLinear
 
