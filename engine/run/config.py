@@ -30,7 +30,8 @@ class Setting:
     ``kind``: "int" | "float" | "bool" | "choice" | "text" | "path". ``lo``/``hi``: inclusive
     bounds (``lo_open``: ``lo`` itself is not allowed); ``optional``: None is allowed;
     ``flag``: the ``layerscope profile`` option ("" when the CLI has none); ``expect``: what a
-    valid text value looks like, for the one-line problem sentence.
+    valid text value looks like, for the one-line problem sentence; ``group``: settings sharing
+    a group are alternatives (give one of them on the command line).
     """
 
     name: str
@@ -45,6 +46,7 @@ class Setting:
     flag: str = ""
     metavar: str | None = None
     expect: str = ""
+    group: str = ""
 
 
 def _setting(default, kind: str, help: str, **meta):
@@ -78,9 +80,11 @@ class RunConfig:
     precision: str = _setting("fp32", CHOICE, "fp32, or fp16 / bf16 autocast", choices=PRECISIONS,
                               flag="--precision")
     batch_size: int = _setting(32, INT, "samples per step", lo=1, flag="--batch-size")
-    steps: int | None = _setting(50, INT, "measured steps (default 50)", lo=1, optional=True, flag="--steps")
+    steps: int | None = _setting(50, INT, "measured steps (default 50)", lo=1, optional=True, flag="--steps",
+                                  group="length")
     epochs: int | None = _setting(None, INT, "passes over the train split, each followed by a test "
-                                  "evaluation (instead of --steps)", lo=1, optional=True, flag="--epochs")
+                                  "evaluation (instead of --steps)", lo=1, optional=True, flag="--epochs",
+                                  group="length")
     warmup: int = _setting(3, INT, "warm-up steps, excluded from statistics", lo=0, flag="--warmup")
     dataset: str = _setting("synthetic", TEXT, "synthetic, digits, mnist, fashion-mnist, cifar10 or a folder",
                             flag="--dataset", expect="a name or a folder path")
