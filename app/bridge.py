@@ -1,14 +1,19 @@
-"""The one place where work on other threads reaches Qt.
+"""The one place where work on other threads reaches Qt, and the one way back.
 
 A run executes ``engine.Run.run()`` on a plain Python worker thread with two sinks: a
 ``LiveFeed`` (bounded, latest wins) and the run's own ``SessionWriter`` (``cfg.out``). The
-worker never touches a Qt object - not a widget, not a signal, not a timer. The GUI thread
-polls ``feed.snapshot()`` on a ``QTimer`` (<= 30 Hz) and turns what it finds into signals:
-``snapshot_ready`` once per frame with new data, ``state_changed``, ``progress_changed`` and,
+worker never touches a Qt object - not a widget, not a signal, not a timer - and the GUI never
+reads the worker's attributes: it polls ``feed.snapshot()`` on a ``QTimer`` (<= 30 Hz) and
+turns what it finds into signals: ``snapshot_ready`` once per frame with new data,
+``state_changed`` and ``progress_changed`` from the snapshot's ``state`` and ``progress``, and,
 when the worker has ended, ``run_finished(status, message)``. Never a signal per layer per step.
+Going the other way, ``pause``/``resume``/``stop``/``set_feature_node`` only put a command into
+the run's queue, which the loop drains between steps.
 
 ``BackgroundCall`` does the same for one-off work (importing torch and listing devices at
-start-up): a thread computes, the GUI thread polls for the result.
+start-up, downloads): a thread computes, the GUI thread polls for the result. It can be
+cancelled (its result is dropped), and ``join_background(timeout)`` waits for every one still
+running, for the main window's close.
 """
 from __future__ import annotations
 
@@ -22,16 +27,36 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 POLL_HZ = 30
 
+# threads of BackgroundCalls still running, so a closing window can join them all
+_background: set[threading.Thread] = set()
+_background_lock = threading.Lock()
+
 
 def _first_line(e: BaseException) -> str:
     lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
     return lines[0].strip() if lines else type(e).__name__
 
 
+def join_background(timeout: float | None = None) -> bool:
+    """Wait (at most ``timeout`` seconds in all) for every BackgroundCall thread still running.
+
+    True when none is left alive. Call it at close after cancelling the calls you own.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _background_lock:
+        threads = list(_background)
+    for t in threads:
+        t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    with _background_lock:
+        return not any(t.is_alive() for t in _background)
+
+
 class BackgroundCall(QObject):
     """Run ``fn()`` on a worker thread; ``finished(result, error)`` fires in the GUI thread.
 
     ``error`` is a one-line string (None on success). The thread is joined before the signal.
+    ``cancel()`` drops the result: ``finished`` is then never emitted. Work that can stop early
+    polls ``is_cancelled`` (e.g. ``download(..., cancel=call.is_cancelled)``).
     """
 
     finished = Signal(object, object)
@@ -42,6 +67,7 @@ class BackgroundCall(QObject):
         self._fn = fn
         self._result: Any = None
         self._error: str | None = None
+        self._cancelled = threading.Event()
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._timer = QTimer(self)
         self._timer.setInterval(poll_ms)
@@ -49,15 +75,32 @@ class BackgroundCall(QObject):
         self.done = False
 
     def start(self) -> "BackgroundCall":
+        with _background_lock:
+            _background.add(self._thread)
         self._thread.start()
         self._timer.start()
         return self
 
     def _work(self) -> None:
         try:
-            self._result = self._fn()
+            result = self._fn()
+            if not self._cancelled.is_set():
+                self._result = result
         except Exception as e:  # reported to the GUI as a sentence, never raised across threads
             self._error = f"{type(e).__name__}: {_first_line(e)}"
+        finally:
+            with _background_lock:
+                _background.discard(threading.current_thread())
+
+    def cancel(self) -> None:
+        """Drop the result and never emit ``finished``; the thread ends when ``fn`` returns."""
+        self._cancelled.set()
+        self._timer.stop()
+        self._result = None
+
+    def is_cancelled(self) -> bool:
+        """Whether ``cancel()`` was called (any thread; pass it to work that can stop early)."""
+        return self._cancelled.is_set()
 
     def _check(self) -> None:
         if self._thread.is_alive():
@@ -65,7 +108,8 @@ class BackgroundCall(QObject):
         self._timer.stop()
         self._thread.join()
         self.done = True
-        self.finished.emit(self._result, self._error)
+        if not self._cancelled.is_set():
+            self.finished.emit(self._result, self._error)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the work is done (tests, shutdown); the signal still comes from the timer."""
@@ -93,7 +137,7 @@ class RunBridge(QObject):
 
     run_started = Signal(object)        # the RunConfig
     run_finished = Signal(str, str)     # status ("completed" | "stopped" | "failed"), message
-    state_changed = Signal(str)         # "running" | "paused" | ... as the engine reports it
+    state_changed = Signal(str)         # "running" | "paused" while it runs, then the end status
     progress_changed = Signal(int, int, float)  # done, total, steps per second (recent)
     snapshot_ready = Signal(object)     # LiveSnapshot, at most POLL_HZ times a second
 
@@ -173,7 +217,10 @@ class RunBridge(QObject):
         return None
 
     def stop_and_join(self, timeout: float | None = None) -> bool:
-        """Stop the run and wait for its thread; True when no worker is left. Emits run_finished."""
+        """Stop the run and wait for its thread; True when no worker is left. Emits run_finished.
+
+        The ``stop`` command also ends a paused run at once.
+        """
         if self._thread is None:
             return True
         self.run.stop()
@@ -185,37 +232,30 @@ class RunBridge(QObject):
 
     # -- worker thread: no Qt here -----------------------------------------------------------------
     def _work(self) -> None:
-        from engine.run.loop import RunResult
+        import engine
 
         run = self.run
         try:
             self.result = run.run()
         except BaseException as e:  # KeyboardInterrupt or a bug: still a result for the GUI
-            self.result = RunResult("failed", f"{type(e).__name__}: {_first_line(e)}")
+            self.result = engine.RunResult("failed", f"{type(e).__name__}: {_first_line(e)}")
 
-    # -- GUI thread polling ------------------------------------------------------------------------
+    # -- GUI thread polling: the snapshot is all it reads --------------------------------------------
     def _set_state(self, state: str) -> None:
         if state != self._state:
             self._state = state
             self.state_changed.emit(state)
 
     def poll(self) -> None:
-        """Take the latest snapshot now (the timer calls this)."""
+        """Take the latest snapshot now (the timer calls this) and signal what changed in it."""
         if self.feed is None:
             return
         snap = self.feed.snapshot(self._version)
-        if snap is not None:
-            self._version = snap.version
-            self.snapshot_ready.emit(snap)
-
-    def _tick(self) -> None:
-        thread = self._thread
-        run = self.run
-        if run is None:
-            self._timer.stop()
+        if snap is None:
             return
-        self.poll()
-        done, total = run.progress
+        self._version = snap.version
+        self.snapshot_ready.emit(snap)
+        done, total = snap.progress
         if (done, total) != self._progress:
             self._progress = (done, total)
             now = time.perf_counter()
@@ -226,12 +266,20 @@ class RunBridge(QObject):
             if len(self._rate) >= 2 and self._rate[-1][0] > self._rate[0][0]:
                 rate = (self._rate[-1][1] - self._rate[0][1]) / (self._rate[-1][0] - self._rate[0][0])
             self.progress_changed.emit(done, total, rate)
-        if thread is not None and thread.is_alive():
-            state = run.state
-            if state in ("running", "paused"):
-                self._set_state(state)
+        if self._thread is not None:
+            # evaluating and saving are part of running for the controls; the end comes from the result
+            if snap.state == "paused":
+                self._set_state("paused")
+            elif snap.state in ("running", "evaluating", "saving"):
+                self._set_state("running")
+
+    def _tick(self) -> None:
+        thread = self._thread
+        if self.run is None:
+            self._timer.stop()
             return
-        if thread is None:
+        self.poll()
+        if thread is None or thread.is_alive():
             return
         thread.join()
         self._thread = None
@@ -239,8 +287,8 @@ class RunBridge(QObject):
         self.poll()
         result = self.result
         if result is None:
-            from engine.run.loop import RunResult
+            import engine
 
-            result = self.result = RunResult("failed", "the run ended without a result")
+            result = self.result = engine.RunResult("failed", "the run ended without a result")
         self._set_state(result.status)
         self.run_finished.emit(result.status, result.message)

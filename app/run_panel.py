@@ -15,8 +15,10 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QFrame, QHBo
 
 from app.views.base import fmt_bytes, fmt_count
 
-MODES = (("train", "Train"), ("infer", "Inference"), ("benchmark", "Benchmark (one random batch)"))
-PRECISIONS = (("fp32", "fp32"), ("bf16", "bf16 (autocast)"), ("fp16", "fp16 (autocast)"))
+# display names only: which modes and precisions exist, and their order, is RunConfig's declaration
+MODE_LABELS = {"train": "Train", "infer": "Inference", "benchmark": "Benchmark (one random batch)"}
+PRECISION_LABELS = {"fp32": "fp32", "bf16": "bf16 (autocast)", "fp16": "fp16 (autocast)"}
+SPIN_LIMIT = 2_147_483_647  # QSpinBox holds a C int: the ceiling of a setting declared without one
 DATASETS = ("synthetic", "digits", "mnist", "fashion-mnist", "cifar10")
 
 
@@ -42,6 +44,32 @@ def dataset_note(name: str) -> str:
         return (f"{title} is read from {folder}, which is empty: use Download, or copy the files there "
                 f"(or set LAYERSCOPE_DATA).")
     return f"Files from the folder {name} (MNIST IDX, CIFAR-10 batches, or one sub-folder per class)."
+
+
+def setting_spin(name: str) -> QSpinBox:
+    """A spin box for the whole-number RunConfig setting ``name``: its declared bounds, default and help."""
+    import engine
+
+    s = engine.RunConfig.setting(name)
+    spin = QSpinBox()
+    spin.setRange(int(s.lo) if s.lo is not None else -SPIN_LIMIT - 1, int(s.hi) if s.hi is not None else SPIN_LIMIT)
+    if s.default is not None:
+        spin.setValue(int(s.default))
+    spin.setToolTip(s.help[:1].upper() + s.help[1:])
+    return spin
+
+
+def setting_combo(name: str, labels: dict[str, str]) -> QComboBox:
+    """A combo box of the RunConfig setting ``name``'s declared choices (data: the choice), default selected."""
+    import engine
+
+    s = engine.RunConfig.setting(name)
+    combo = QComboBox()
+    for key in s.choices:
+        combo.addItem(labels.get(key, key), key)
+    combo.setCurrentIndex(max(0, combo.findData(s.default)))
+    combo.setToolTip(s.help[:1].upper() + s.help[1:])
+    return combo
 
 
 def _section(text: str) -> QLabel:
@@ -84,30 +112,19 @@ class RunPanel(QWidget):
         self.device_note.setObjectName("notice")
         self.device_note.setWordWrap(True)
 
-        self.mode = QComboBox()
-        for key, text in MODES:
-            self.mode.addItem(text, key)
-        self.precision = QComboBox()
-        for key, text in PRECISIONS:
-            self.precision.addItem(text, key)
-        self.batch = QSpinBox()
-        self.batch.setRange(1, 65536)
-        self.batch.setValue(32)
+        self.mode = setting_combo("mode", MODE_LABELS)
+        self.precision = setting_combo("precision", PRECISION_LABELS)
+        self.batch = setting_spin("batch_size")
         self.length_kind = QComboBox()
         self.length_kind.addItem("steps", "steps")
         self.length_kind.addItem("epochs", "epochs")
-        self.length = QSpinBox()
-        self.length.setRange(1, 10_000_000)
-        self.length.setValue(100)
+        self.length = setting_spin("steps")  # steps and epochs share their bounds (whole numbers >= 1)
         length_row = QHBoxLayout()
         length_row.setContentsMargins(0, 0, 0, 0)
         length_row.addWidget(self.length, 1)
         length_row.addWidget(self.length_kind)
-        self.profile_every = QSpinBox()
-        self.profile_every.setRange(0, 100000)
-        self.profile_every.setValue(1)
+        self.profile_every = setting_spin("profile_every")
         self.profile_every.setSpecialValueText("never (no per-layer times)")
-        self.profile_every.setToolTip("Time every layer on every K-th step (1: every step, 0: never)")
         self.feature = QComboBox()
         self.feature.addItem("(none)", "")
         self.feature.currentIndexChanged.connect(lambda _: self.feature_layer_changed.emit(self.feature_layer()))

@@ -96,9 +96,9 @@ def profiler_check(spec, device, mode, precision, batch, reps=10):
 
     def forward():
         values = {"input": x}
-        for nid, refs in model._plan:
-            with record_function("ls::" + nid):
-                values[nid] = model._modules[nid](*[values[r] for r in refs])
+        for s in model.plan:
+            with record_function("ls::" + s.node_id):
+                values[s.node_id] = getattr(model, s.node_id)(*[values[r] for r in s.inputs])
         return values[model.output_id]
 
     def step():

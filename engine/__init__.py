@@ -26,7 +26,7 @@ _LAZY = {
     "layer_memory": "analysis.snapshot", "snapshot_energy": "analysis.snapshot",
     "snapshot_step_stats": "analysis.snapshot",
     "fmt": "fmt",
-    "Run": "run.loop", "RunConfig": "run.loop", "RunResult": "run.loop", "LiveFeed": "run.live",
+    "Run": "run.loop", "RunConfig": "run.config", "RunResult": "run.config", "LiveFeed": "run.live",
     "LiveSnapshot": "run.live",
     "list_devices": "run.devices", "resolve_device": "run.devices", "DeviceInfo": "run.devices",
     "runs_dir": "paths", "cache_dir": "paths", "data_dir": "paths",

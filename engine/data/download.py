@@ -116,17 +116,23 @@ def _compare(f: DownloadFile, md5: str, sha: str) -> tuple[bool, str]:
 class _Meter:
     """Cumulative bytes over all files of one download, reported as (done, total)."""
 
-    def __init__(self, files, progress: Progress | None):
+    def __init__(self, files, progress: Progress | None, cancel: Callable[[], bool] | None = None,
+                 title: str = ""):
         self.sizes = {f.name: f.size for f in files}
         self.done_files = 0
         self.current = 0
         self.progress = progress
+        self.cancel = cancel
+        self.title = title
 
     def total(self) -> int | None:
         sizes = list(self.sizes.values())
         return None if any(s is None for s in sizes) else sum(sizes)
 
     def report(self) -> None:
+        # checked with every chunk: a cancelled download stops within one read
+        if self.cancel is not None and self.cancel():
+            raise DatasetError(f"the download of {self.title} was cancelled; the dataset was not saved")
         if self.progress is not None:
             self.progress(self.done_files + self.current, self.total())
 
@@ -235,11 +241,13 @@ def _extract_cifar(archive: Path, staging: Path) -> None:
 
 
 def download(name: str, root=None, *, progress: Progress | None = None, base_url: str | None = None,
-             files: tuple[DownloadFile, ...] | None = None, timeout: float = 30.0, force: bool = False) -> Path:
+             files: tuple[DownloadFile, ...] | None = None, timeout: float = 30.0, force: bool = False,
+             cancel: Callable[[], bool] | None = None) -> Path:
     """Download ``mnist``, ``fashion-mnist`` or ``cifar10`` into the cache folder and return it.
 
     ``progress(done_bytes, total_bytes_or_None)`` is called as bytes arrive (from this thread;
-    raise from it to cancel). ``base_url`` replaces the official mirrors and ``files`` the
+    raise from it to cancel). ``cancel()`` is asked with every chunk; when it returns True the
+    download stops with DatasetError ("... was cancelled"). ``base_url`` replaces the official mirrors and ``files`` the
     published checksum table (tests use both with a local server). Already-complete datasets
     return at once. Every failure - offline, server error, dropped connection, checksum mismatch -
     raises DatasetError with one sentence and leaves no dataset folder behind.
@@ -256,7 +264,7 @@ def download(name: str, root=None, *, progress: Progress | None = None, base_url
         staging.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DatasetError(f"cannot create the cache folder {staging.parent}: {e.strerror or e}") from None
-    meter = _Meter(files, progress)
+    meter = _Meter(files, progress, cancel, title)
     try:
         got = [_get(f, staging, mirrors, meter, timeout, title) for f in files]
         if canon == "cifar10":

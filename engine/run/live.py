@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.run.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord,
-                      TelemetryBatch)
+from engine.run.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StateChanged,
+                                StepRecord, TelemetryBatch)
 
 STEP_COLUMNS = ("step", "t", "loss", "accuracy", "step_ms", "samples_per_s", "data_ms",
                 "peak_mem_bytes", "warmup", "epoch")
@@ -58,11 +58,12 @@ class LiveSnapshot:
     ``history`` has one column per name in ``STEP_COLUMNS`` (NaN where not measured).
     ``heat_fwd``/``heat_bwd`` are node x step matrices of the last profiled steps
     (``heat_steps`` are their step numbers). ``telemetry`` maps (source, metric) to an
-    N x 2 array of (t, value).
+    N x 2 array of (t, value). ``state`` and ``progress`` come from the run's StateChanged,
+    StepRecord and RunEnded records: the one way a GUI learns what the worker is doing.
     """
 
     version: int
-    state: str  # "idle" | "running" | "completed" | "stopped" | "failed"
+    state: str  # "idle" | "running" | "paused" | "evaluating" | "saving" | "completed" | "stopped" | "failed"
     info: RunInfo | None
     ended: RunEnded | None
     last_step: StepRecord | None
@@ -81,6 +82,8 @@ class LiveSnapshot:
     feature: FeatureMap | None = None
     evals: tuple[EvalRecord, ...] = ()
     logs: tuple[LogRecord, ...] = ()
+    progress: tuple[int, int] = (0, 0)  # (steps done, steps planned), warm-up included; total 0 while setting up
+    phase: str = ""  # StateChanged.phase of the latest change
 
     def series(self, source: str, metric: str) -> np.ndarray | None:
         """(t, value) rows of one telemetry series, None when it was never reported."""
@@ -131,6 +134,8 @@ class LiveFeed:
         self._feature: FeatureMap | None = None
         self._evals: deque = deque(maxlen=self.max_evals)
         self._logs: deque = deque(maxlen=self.max_logs)
+        self._state: StateChanged | None = None
+        self._done = 0
 
     @property
     def version(self) -> int:
@@ -151,6 +156,8 @@ class LiveFeed:
         """Take one record in (any thread)."""
         with self._lock:
             if isinstance(rec, StepRecord):
+                if rec.phase != "test":
+                    self._done = rec.step
                 self._steps.append(rec)
                 self._history.append((rec.step, rec.t, _f(rec.loss), _f(rec.accuracy), rec.step_ms,
                                       rec.samples_per_s, _f(rec.data_ms), _f(rec.peak_mem_bytes),
@@ -176,8 +183,12 @@ class LiveFeed:
                 self._reset()
                 self._info = rec
                 self._set_nodes([row.node_id for row in rec.layers])
+            elif isinstance(rec, StateChanged):
+                self._state = rec
+                self._done = rec.done
             elif isinstance(rec, RunEnded):
                 self._ended = rec
+                self._done = rec.steps
             else:
                 return
             self._version += 1
@@ -224,10 +235,13 @@ class LiveFeed:
             heat_b = self._heat_bwd.array().T if self._heat_bwd is not None else empty
             if self._ended is not None:
                 state = self._ended.status
+            elif self._state is not None:
+                state = self._state.state
             elif self._info is not None:
                 state = "running"
             else:
                 state = "idle"
+            total = self._state.total if self._state is not None else 0
             snap = LiveSnapshot(
                 version=self._version, state=state, info=self._info, ended=self._ended,
                 last_step=self._steps[-1] if self._steps else None, steps=tuple(self._steps),
@@ -237,7 +251,8 @@ class LiveFeed:
                 last_layer_times=self._last_lt, heat_steps=_frozen(self._heat_steps.array()[:, 0].copy()),
                 heat_fwd=_frozen(np.ascontiguousarray(heat_f)), heat_bwd=_frozen(np.ascontiguousarray(heat_b)),
                 telemetry={k: r.array() for k, r in self._telemetry.items()}, feature=self._feature,
-                evals=tuple(self._evals), logs=tuple(self._logs))
+                evals=tuple(self._evals), logs=tuple(self._logs), progress=(self._done, total),
+                phase=self._state.phase if self._state is not None else "")
             self._cache = snap
             return snap
 

@@ -132,7 +132,7 @@ def reduce_feature(t: torch.Tensor):
     return u8.contiguous(), torch.stack([lo, hi])
 
 
-class _CudaMem:
+class CudaMemory:
     """Host-side reads of the caching allocator (no device sync)."""
 
     def __init__(self, device):
@@ -178,8 +178,6 @@ class Probe:
         self.plan = model.plan  # the steps this probe times, in the order they run
         self.node_ids = [step.node_id for step in self.plan]
         self.n = len(self.node_ids)
-        # read by nothing here; tests/engine/test_probes.py still slices it (to go with that line)
-        self.free_after = [step.free_after for step in self.plan]
         self.act_bytes_per_sample = act_bytes_per_sample
         self.cuda = device.type == "cuda"
         event_cls = None
@@ -213,7 +211,7 @@ class Probe:
         self._mem_cur = [0] * (n + 1)
         self._mem_peak = [0] * (n + 1)
         if self.cuda:
-            self.mem = _CudaMem(device)
+            self.mem = CudaMemory(device)
         if self.events:
             ev = functools.partial(event_cls, enable_timing=True)
             self._ev_start = ev()

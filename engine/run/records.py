@@ -137,5 +137,25 @@ class RunEnded:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"test_accuracy": 0.97, "checkpoint": path}
 
 
+@dataclass
+class StateChanged:
+    """The run's state as it changes, with its progress: how the worker tells a GUI what it does.
+
+    ``state``: "running" | "paused" | "evaluating" | "saving"; the end states ("completed",
+    "stopped", "failed") come as ``RunEnded``. ``done``/``total``: steps finished and planned,
+    warm-up included (``total`` is 0 while the run is still setting up). ``phase``: the run's
+    mode ("train" | "infer" | "benchmark"), "test" while evaluating, "checkpoint" while saving.
+    Step progress between two changes is the ``step`` of each StepRecord.
+    """
+
+    t: float
+    state: str
+    done: int
+    total: int
+    phase: str = ""
+
+
+RUN_STATES = ("idle", "running", "paused", "evaluating", "saving", "completed", "stopped", "failed")
+
 Record = (RunInfo | StepRecord | LayerTimes | TelemetryBatch | FeatureMap | EvalRecord | LogRecord
-          | RunEnded)
+          | StateChanged | RunEnded)

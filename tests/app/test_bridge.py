@@ -45,7 +45,7 @@ def test_start_twice_refused_and_stop_and_join(qtbot, tmp_path):
     bridge.start(tiny_cfg(steps=100000), runs_folder=tmp_path)
     with pytest.raises(RuntimeError):
         bridge.start(tiny_cfg(), runs_folder=tmp_path)
-    qtbot.waitUntil(lambda: bridge.run.progress[0] >= 1, timeout=RUN_TIMEOUT)
+    qtbot.waitUntil(lambda: bridge.feed.snapshot().progress[0] >= 1, timeout=RUN_TIMEOUT)
     with qtbot.waitSignal(bridge.run_finished, timeout=5000) as done:
         assert bridge.stop_and_join()
     assert done.args[0] == "stopped"
@@ -86,3 +86,65 @@ def test_background_call_result_and_error(qtbot):
     with qtbot.waitSignal(bad.finished, timeout=5000) as got:
         bad.start()
     assert got.args == [None, "ValueError: bad thing"]
+
+
+def test_bridge_reads_only_the_snapshot_and_commands_go_through_the_queue(qtbot, tmp_path, monkeypatch):
+    """The GUI never reads the worker's Run: its state and progress attributes raise here."""
+    from app.bridge import RunBridge
+    from engine.run.loop import Run
+
+    class Untouchable(Run):
+        @property
+        def state(self):
+            raise AssertionError("the bridge read run.state")
+
+        @property
+        def progress(self):
+            raise AssertionError("the bridge read run.progress")
+
+    monkeypatch.setattr(engine, "Run", Untouchable)
+    bridge = RunBridge()
+    states, progress = [], []
+    bridge.state_changed.connect(states.append)
+    bridge.progress_changed.connect(lambda done, total, rate: progress.append((done, total)))
+    bridge.start(tiny_cfg(steps=100000, warmup=0), runs_folder=tmp_path)
+    assert isinstance(bridge.run, Untouchable)
+    qtbot.waitUntil(lambda: bool(progress) and progress[-1][0] >= 1, timeout=RUN_TIMEOUT)
+    assert progress[-1][1] == 100000  # the total came from a StateChanged record
+    bridge.pause()
+    qtbot.waitUntil(lambda: bridge.state == "paused", timeout=30_000)
+    held = bridge.feed.snapshot().progress[0]
+    assert bridge.feed.snapshot().state == "paused"
+    assert bridge.set_feature_node("conv1") is None  # queued while paused
+    assert "nope" in bridge.set_feature_node("nope")  # an unknown node is refused at once
+    with qtbot.waitSignal(bridge.run_finished, timeout=10_000) as done:
+        bridge.stop()  # a stop ends a paused run without another step
+    assert done.args[0] == "stopped"
+    assert bridge.feed.snapshot().progress[0] == held
+    assert states[:2] == ["running", "paused"] and states[-1] == "stopped"
+
+
+def test_background_call_cancel_drops_the_result_and_join_background(qtbot):
+    import threading as th
+
+    from app.bridge import BackgroundCall, join_background
+
+    release = th.Event()
+    saw_cancel = []
+
+    def slow():
+        release.wait(10)
+        saw_cancel.append(call.is_cancelled())
+        return "late"
+
+    call = BackgroundCall(slow)
+    got = []
+    call.finished.connect(lambda *a: got.append(a))
+    call.start()
+    assert call.is_alive() and not call.is_cancelled()
+    assert not join_background(0.05)  # still running
+    call.cancel()
+    release.set()
+    assert join_background(10)
+    qtbot.wait(100)  # the poll timer would have fired by now
+    assert got == [] and saw_cancel == [True] and not call.is_alive()

@@ -14,8 +14,8 @@ import pytest
 
 from engine.run import telemetry as tm
 from engine.cli.main import main
-from engine.cli.commands import Progress
-from engine.run.records import LogRecord, RunEnded, StepRecord
+from engine.cli.output import Progress
+from engine.run.records import LogRecord, RunEnded, StateChanged, StepRecord
 from engine.session.store import open_session
 from tests.engine.test_telemetry import FakeNvml
 
@@ -227,18 +227,15 @@ def test_devices_real_machine(capsys):
 
 def _feed(progress, n=5):
     progress(LogRecord(0.0, "info", "dataset: synthetic"))
+    progress(StateChanged(0.0, "running", 0, 10, "train"))
     for i in range(n):
         progress(StepRecord(i, i * 0.01, "train", 2.0 - i * 0.1, 0.1, 10.0, 100.0, warmup=i == 0))
     progress(RunEnded(1.0, "completed", "", n))
 
 
-class _Run:
-    progress = (5, 10)
-
-
 def test_progress_terminal_redraws_one_line():
     buf = io.StringIO()
-    _feed(Progress(_Run(), out=buf, tty=True))
+    _feed(Progress(out=buf, tty=True))
     text = buf.getvalue()
     assert text.startswith("dataset: synthetic\n") and "\r[" in text and "step 5/10" in text and "loss" in text
     assert text.endswith("\n") and text.count("\n") == 2  # the log line, and the closed progress line
@@ -246,7 +243,7 @@ def test_progress_terminal_redraws_one_line():
 
 def test_progress_plain_lines_when_not_a_terminal():
     buf = io.StringIO()
-    _feed(Progress(_Run(), out=buf, tty=False, every_s=0.0))
+    _feed(Progress(out=buf, tty=False, every_s=0.0))
     lines = buf.getvalue().splitlines()
     assert "\r" not in buf.getvalue() and lines[0] == "dataset: synthetic"
     assert all(x.startswith("step ") for x in lines[1:]) and "ETA" in lines[1]
@@ -274,3 +271,31 @@ def test_download_flag_uses_the_cache_when_present(tmp_path, monkeypatch, capsys
     assert calls == []  # already there: nothing fetched
     assert rc == 1  # the (empty) cache folder then fails the run with get_dataset's one-liner
     assert "MNIST" in capsys.readouterr().err
+
+
+def test_profile_flags_are_generated_from_run_config(capsys):
+    import engine
+    from engine.cli.main import build_parser
+    from engine.cli.profile import config_from_args
+    from engine.run.config import RunConfig
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    actions = {a.dest: a for a in sub.choices["profile"]._actions}
+    flagged = [s for s in RunConfig.settings() if s.flag]
+    assert {"batch_size", "steps", "epochs", "lr", "precision", "mode", "threads"} <= {s.name for s in flagged}
+    for s in flagged:
+        a = actions[s.name]
+        assert a.option_strings == [s.flag]
+        assert a.default == s.default == RunConfig.__dataclass_fields__[s.name].default
+        assert tuple(a.choices or ()) == s.choices
+        assert a.help == s.help
+    # the CLI's own flags are not settings
+    assert {"out", "download", "quiet"} <= set(actions) and not RunConfig.setting("out").flag
+    # a bound declared on a setting is the parser's bound, in one line
+    assert main(["profile", "lenet5", "--batch-size", "0"]) == 2
+    assert "expected a whole number >= 1, got 0" in capsys.readouterr().err
+    spec = engine.load_preset("lenet5")
+    assert config_from_args(parser.parse_args(["profile", "lenet5"]), spec) == RunConfig(net=spec)
+    got = config_from_args(parser.parse_args(["profile", "lenet5", "--epochs", "2", "--precision", "bf16"]), spec)
+    assert (got.epochs, got.steps, got.precision) == (2, None, "bf16")

@@ -67,10 +67,10 @@ def test_closed_pipe_is_not_a_traceback():
 
     root = Path(__file__).resolve().parents[2]
     # a reader that went away (`layerscope summary S | head`): writing raises BrokenPipeError
-    code = ("import sys, engine.cli.main as c\n"
+    code = ("import sys, engine.cli.info as c, engine.cli.main as m\n"
             "def gone(args):\n    raise BrokenPipeError(32, 'Broken pipe')\n"
             "c.cmd_presets = gone\n"
-            "sys.exit(c.main(['presets']))\n")
+            "sys.exit(m.main(['presets']))\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
     assert "Traceback" not in r.stderr

@@ -5,7 +5,7 @@ import numpy as np
 
 from engine.run.live import STEP_COLUMNS, LiveFeed
 from engine.run.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
-                            StepRecord, TelemetryBatch, TelemetrySample)
+                                StateChanged, StepRecord, TelemetryBatch, TelemetrySample)
 
 NODES = ["conv1", "relu1", "fc"]
 
@@ -138,3 +138,25 @@ def test_concurrent_writers_and_reader():
     assert not errors
     s = feed.snapshot()
     assert s.history[-1, 0] == 2000 and s.version > 4000
+
+
+def test_snapshot_carries_state_and_progress_from_records():
+    feed = LiveFeed()
+    snap = feed.snapshot()
+    assert (snap.state, snap.progress) == ("idle", (0, 0))
+    feed(_info())
+    assert (feed.snapshot().state, feed.snapshot().progress) == ("running", (0, 0))  # still setting up
+    feed(StateChanged(0.1, "running", 0, 20, "train"))
+    feed(_step(1))
+    feed(_step(2))
+    snap = feed.snapshot()
+    assert (snap.state, snap.progress, snap.phase) == ("running", (2, 20), "train")
+    feed(StateChanged(0.2, "paused", 2, 20, "train"))
+    assert (feed.snapshot().state, feed.snapshot().progress) == ("paused", (2, 20))
+    feed(StateChanged(0.3, "running", 2, 20, "train"))
+    feed(_step(3))
+    feed(StateChanged(0.4, "evaluating", 3, 20, "test"))
+    snap = feed.snapshot()
+    assert (snap.state, snap.progress, snap.phase) == ("evaluating", (3, 20), "test")
+    feed(RunEnded(0.5, "stopped", "stopped after step 3 of 20", 3))
+    assert (feed.snapshot().state, feed.snapshot().progress) == ("stopped", (3, 20))

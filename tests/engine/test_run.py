@@ -7,7 +7,8 @@ import torch
 
 import engine
 from engine import LayerScopeError
-from engine.run.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord)
+from engine.run.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StateChanged,
+                                StepRecord)
 from engine.run.loop import Run, RunConfig, RunResult
 
 
@@ -317,3 +318,86 @@ def test_checkpoints_saved_and_loaded_through_a_run(tmp_path):
     other = engine.load_preset("alexnet-article")
     result, _ = run(cfg(net=other, steps=1, warmup=0, load_checkpoint=path))
     assert result.status == "failed" and "\n" not in result.message
+
+
+def test_stop_while_paused_mid_run_ends_quickly_without_another_step():
+    import time
+
+    paused = threading.Event()
+    recs = []
+
+    def sink(rec):
+        recs.append(rec)
+        if isinstance(rec, StepRecord) and rec.step == 2:
+            r.pause()  # from inside the loop: applied before step 3
+        if isinstance(rec, StateChanged) and rec.state == "paused":
+            paused.set()
+
+    r = Run(cfg(steps=100000, warmup=0, profile_every=0), [sink])
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("result", r.run()))
+    t.start()
+    try:
+        assert paused.wait(60)
+        t0 = time.monotonic()
+        r.stop()
+        t.join(10)
+        assert not t.is_alive() and time.monotonic() - t0 < 2.0  # a paused run wakes on the stop at once
+    finally:
+        r.stop()
+        t.join(60)
+    assert out["result"].status == "stopped" and out["result"].steps == 2
+    assert [s.step for s in of(recs, StepRecord)] == [1, 2]
+    changes = of(recs, StateChanged)
+    assert [(c.state, c.done, c.total) for c in changes] == [("running", 0, 100000), ("paused", 2, 100000)]
+    assert isinstance(recs[-1], RunEnded) and recs[-1].status == "stopped"
+
+
+def test_commands_apply_in_order_between_steps():
+    recs = []
+    r = Run(cfg(steps=3, warmup=0, feature_hz=1e6, profile_every=0), [recs.append])
+    # queued before the run: applied in order before step 1, so the last word wins
+    r.set_feature_node("conv1")
+    r.set_feature_node("conv2")
+    r.pause()
+    r.resume()
+    assert r.run().status == "completed"
+    assert [f.node_id for f in of(recs, FeatureMap)] == ["conv2", "conv2", "conv2"]
+    assert not any(c.state == "paused" for c in of(recs, StateChanged))  # resumed before it could hold
+
+
+def test_run_context_is_typed_and_dropped_after_the_run(monkeypatch):
+    from engine.run import setup
+    from engine.run.setup import RunContext
+
+    seen = []
+    real = setup.build_context
+
+    def keep(*a, **k):
+        ctx = real(*a, **k)
+        seen.append(ctx)
+        return ctx
+
+    monkeypatch.setattr("engine.run.loop.build_context", keep)
+    r = Run(cfg(steps=1, warmup=0))
+    assert r.run().status == "completed"
+    ctx = seen[0]
+    assert isinstance(ctx, RunContext) and ctx.device.type == "cpu"
+    assert ctx.opt is not None and ctx.loader is not None and ctx.test_loader is not None and ctx.bench_x is None
+    assert r._ctx is None  # model, optimizer and data are released when the run ends
+
+
+def test_data_comes_through_the_one_loader_builder(monkeypatch):
+    import engine.data.loading as loading
+
+    calls = []
+    real = loading.make_loader
+
+    def spy(dataset, batch_size, **kw):
+        calls.append((len(dataset), batch_size, kw["shuffle"], kw["drop_last"]))
+        return real(dataset, batch_size, **kw)
+
+    monkeypatch.setattr(loading, "make_loader", spy)
+    result, _ = run(cfg(net=tiny_digits_net(), dataset="digits", steps=2, warmup=0, batch_size=16))
+    assert result.status == "completed", result.message
+    assert calls == [(1438, 16, True, True), (359, 16, False, False)]  # train (shuffled), then test

@@ -1,0 +1,190 @@
+"""``layerscope profile``: run a net with per-layer profiling and record a session file.
+
+Its flags are generated from ``RunConfig``'s declared settings (name, type, default, bounds,
+choices, help); only what is the command line's own - the net argument, ``--out`` with its
+default file name, ``--download`` and ``-q`` - is written here.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from engine.cli.main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, whole_number
+from engine.cli.output import DownloadProgress, Progress, fmt_num
+from engine.errors import LayerScopeError
+from engine.run.config import BOOL, CHOICE, FLOAT, INT, RunConfig
+
+
+def _default_out(net: str, device: str) -> Path:
+    stem = Path(net).stem if (os.sep in net or net.endswith(".json")) else net
+    dev = device.replace(":", "")
+    return Path("runs") / f"{stem}-{dev}-{time.strftime('%Y%m%d-%H%M%S')}.lsession"
+
+
+def _check_out(path: Path) -> None:
+    from engine.session.store import _SQLITE_MAGIC
+
+    if path.is_dir():
+        raise LayerScopeError(f"--out {path} is a folder; give a file name such as {path / 'run.lsession'}")
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as f:
+            if f.read(16) != _SQLITE_MAGIC:
+                raise LayerScopeError(f"--out {path} exists and is not a session file; choose another name")
+    parent = path.parent if str(path.parent) else Path(".")
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise LayerScopeError(f"cannot write the session file {path}: {probe} is not a writable folder")
+
+
+def _check_dataset(name: str) -> None:
+    from engine.data import BUILTIN, DOWNLOADABLE, canonical_name
+
+    if canonical_name(name) is None and not Path(name).expanduser().exists():
+        if any(sep in name for sep in ("/", "\\", "~")) or name.startswith("."):
+            raise LayerScopeError(f"--dataset: no such folder or file: {name}")
+        raise LayerScopeError(f"--dataset: unknown dataset '{name}'; built in: {', '.join(BUILTIN)}; "
+                              f"downloadable: {', '.join(DOWNLOADABLE)}; or give a folder path")
+
+
+def _download(name: str, root) -> None:
+    """Fetch a downloadable dataset into the cache (checksums verified) unless it is there already."""
+    from engine.data import DOWNLOADABLE, canonical_name, download, is_downloaded
+
+    canon = canonical_name(name)
+    if canon not in DOWNLOADABLE:
+        raise LayerScopeError(f"--download: only {', '.join(DOWNLOADABLE)} can be downloaded, not '{name}'")
+    if is_downloaded(canon, root):
+        return
+    progress = DownloadProgress(canon)
+    path = download(canon, root, progress=progress)  # DatasetError (one line) -> exit 2
+    progress.finished(path)
+
+
+def config_from_args(args, spec) -> RunConfig:
+    """The RunConfig the parsed flags describe (every flagged setting; ``--epochs`` wins over ``--steps``)."""
+    kw = {s.name: getattr(args, s.name) for s in RunConfig.settings() if s.flag}
+    if kw.get("epochs"):
+        kw["steps"] = None
+    return RunConfig(net=spec, **kw)
+
+
+def cmd_profile(args) -> int:
+    """Run the net, printing progress; exit 0 completed, 1 failed or stopped, 130 interrupted."""
+    from engine.net.presets import resolve_net
+
+    spec = resolve_net(args.net)  # LayerScopeError -> exit 2
+    from engine.net.graph import analyze
+
+    analyze(spec)  # every problem of the net, before torch spends time on it
+    from engine.run.loop import Run
+
+    cfg = config_from_args(args, spec)
+    problems = cfg.problems()
+    if problems:
+        raise LayerScopeError(problems)
+    _check_dataset(args.dataset)
+    if args.download:
+        _download(args.dataset, args.data_root)
+    if args.load_checkpoint and not Path(args.load_checkpoint).expanduser().exists():
+        raise LayerScopeError(f"--load-checkpoint: no such file or folder: {args.load_checkpoint}")
+    from engine.run.devices import resolve_device
+
+    device = resolve_device(args.device)  # a device that does not exist is bad input
+    dev = f"cuda:{device.index or 0}" if device.type == "cuda" else device.type
+    out = Path(args.out) if args.out else _default_out(args.net, dev)
+    _check_out(out)
+    cfg.out = str(out)
+    run = Run(cfg, sinks=[Progress(quiet=args.quiet)])
+    interrupted = []
+
+    def on_signal(signum, frame):
+        if interrupted:  # a second Ctrl-C: leave at once (the session holds what was committed)
+            raise KeyboardInterrupt
+        interrupted.append(signum)
+        run.stop()
+
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, on_signal)
+    try:
+        result = run.run()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if result.session_path and Path(result.session_path).exists():
+        print(f"session: {result.session_path}")
+        _print_brief(result.session_path)
+    err = result.extra.get("session_error")
+    if err:
+        print(f"warning: {err}", file=sys.stderr)
+    if result.status == "failed":
+        print(f"run failed: {result.message}", file=sys.stderr)
+        return EXIT_FAILED
+    if result.status == "stopped":
+        print(f"run stopped after {result.steps} steps", file=sys.stderr)
+        return EXIT_INTERRUPTED if interrupted else EXIT_FAILED
+    if args.epochs and result.extra.get("test_accuracy") is not None:
+        print(f"test_accuracy: {result.extra['test_accuracy']:.4f}")
+    return EXIT_OK
+
+
+def _print_brief(path) -> None:
+    from engine.analysis.summary import run_summary
+    from engine.session.store import open_session
+
+    try:
+        with open_session(path) as r:
+            s = run_summary(r)
+    except LayerScopeError as e:
+        print(f"warning: {e}", file=sys.stderr)
+        return
+    line = (f"{s['steps']} steps ({s['warmup_steps']} warm-up, {s['profiled_steps']} profiled), "
+            f"median step {fmt_num(s['step_ms_median'])} ms, {fmt_num(s['samples_per_s'])} samples/s")
+    if s["j_per_sample"] is not None:
+        line += f", {fmt_num(s['j_per_sample'])} J/sample ({s['energy_source']})"
+    print(line)
+
+
+def add_setting_flags(parser) -> None:
+    """One option per RunConfig setting that declares a ``flag``: its type, bounds, choices, default
+    and help come from the declaration; settings of one ``group`` are mutually exclusive."""
+    groups: dict[str, object] = {}
+    for s in RunConfig.settings():
+        if not s.flag:
+            continue
+        target = parser
+        if s.group:
+            if s.group not in groups:
+                groups[s.group] = parser.add_mutually_exclusive_group()
+            target = groups[s.group]
+        kw = {"dest": s.name, "default": s.default, "help": s.help}
+        if s.metavar:
+            kw["metavar"] = s.metavar
+        if s.kind == BOOL:
+            kw["action"] = "store_true"
+        elif s.kind == CHOICE:
+            kw["choices"] = s.choices
+        elif s.kind == INT:
+            kw["type"] = whole_number(int(s.lo)) if s.lo is not None else int
+        elif s.kind == FLOAT:
+            kw["type"] = float  # bounds are checked by RunConfig.problems(), with the setting's name
+        target.add_argument(s.flag, **kw)
+
+
+def register(sub) -> None:
+    """Add profile to the ``layerscope`` parser."""
+    s = sub.add_parser("profile", help="run a net with per-layer profiling and record a session file")
+    s.add_argument("net", help="preset name (lenet5, alexnet-article, alexnet, vgg11, resnet18) or net JSON path")
+    add_setting_flags(s)
+    s.add_argument("--download", action="store_true",
+                   help="download mnist / fashion-mnist / cifar10 first if missing (checksums verified)")
+    s.add_argument("--out", default=None, help="session file (default runs/<net>-<device>-<time>.lsession)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    s.set_defaults(func=cmd_profile)

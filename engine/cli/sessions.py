@@ -1,0 +1,184 @@
+"""Commands that read recorded sessions: ``export``, ``summary`` and ``compare``."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from engine.cli.main import EXIT_OK, nonneg_int
+from engine.cli.output import fmt_bytes, fmt_num, print_table
+from engine.errors import LayerScopeError
+
+
+def _open(path):
+    from engine.session.store import open_session
+
+    return open_session(path)  # SessionError (a LayerScopeError) -> one line, exit 2
+
+
+def _default_export_path(session: Path, fmt: str) -> Path:
+    suffix = {"trace": ".trace.json", "csv": ".csv", "html": ".html", "json": ".summary.json"}[fmt]
+    name = session.name[: -len(session.suffix)] if session.suffix else session.name
+    return session.with_name(name + suffix)
+
+
+def _parse_range(text: str | None) -> tuple[int | None, int | None]:
+    if not text:
+        return None, None
+    a, sep, b = text.partition(":")
+    try:
+        lo = int(a) if a.strip() else None
+        hi = int(b) if sep and b.strip() else (lo if not sep else None)
+    except ValueError:
+        raise LayerScopeError(f"--steps must look like FROM:TO (e.g. 100:200), not {text!r}") from None
+    return lo, hi
+
+
+def cmd_export(args) -> int:
+    """A session as a Chrome trace, CSV, HTML report or JSON summary."""
+    from engine.export import formats as ex
+
+    session = Path(args.session)
+    lo, hi = _parse_range(args.steps)
+    out = Path(args.out) if args.out else _default_export_path(session, args.format)
+    with _open(session) as r:
+        try:
+            if args.format == "trace":
+                obj = ex.trace_events(r, lo, hi, max_steps=args.max_steps or None)
+                ex._write_text(out, json.dumps(obj, separators=(",", ":")))
+                meta = obj["otherData"]
+                if meta["profiled_steps_in_trace"] < meta["profiled_steps_total"]:
+                    print(f"note: the trace holds {meta['profiled_steps_in_trace']} of {meta['profiled_steps_total']} "
+                          f"profiled steps (--max-steps 0 for all, --steps FROM:TO to choose)", file=sys.stderr)
+            elif args.format == "csv":
+                ex.export_csv(r, out)
+            elif args.format == "html":
+                ex.export_html(r, out)
+            else:
+                ex.export_json(r, out)
+        except OSError as e:
+            raise LayerScopeError(f"cannot write {out}: {e.strerror or e}") from None
+    if r.status == "running":
+        print(f"note: {session} has no end record (still running, or its process was killed); "
+              "exported what it holds", file=sys.stderr)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_summary(args) -> int:
+    """The per-layer table and run totals of a session (or the same as JSON)."""
+    from engine.analysis.summary import summary
+
+    with _open(args.session) as r:
+        s = summary(r)
+        info = r.info
+    if args.json:
+        from engine.export.formats import _jsonable
+
+        print(json.dumps(_jsonable(s), indent=1))
+        return EXIT_OK
+    run, rows = s["run"], s["layers"]
+    train = any(x["bwd_median_ms"] for x in rows)
+    head = ["node", "kind", "output", "params", "MFLOPs", "fwd ms", "fwd p95"]
+    if train:
+        head += ["bwd ms", "bwd p95"]
+    head += ["share", "GFLOP/s", "act"]
+    table = []
+    for x in rows:
+        r = [x["id"], x["kind"] or "", "x".join(map(str, x["out_shape"] or [])), fmt_num(x["params"]),
+             fmt_num(x["flops"] / 1e6 if x["flops"] is not None else None), fmt_num(x["fwd_median_ms"]),
+             fmt_num(x["fwd_p95_ms"])]
+        if train:
+            r += [fmt_num(x["bwd_median_ms"]), fmt_num(x["bwd_p95_ms"])]
+        r += [f"{x['share'] * 100:.1f}%" if x["share"] is not None else "-", fmt_num(x["total_gflops"]),
+              fmt_bytes(x["act_bytes"])]
+        table.append(r)
+    dev = info.device or {}
+    print(f"{run['net'] or 'net'}: {run['mode']} on {dev.get('name') or run['device']} ({run['device']}), "
+          f"{run['precision']}, batch {run['batch_size']}")
+    status = run["status"]
+    if status == "running":
+        status += " (no end recorded: the run is still going, or its process was killed)"
+    elif run["message"]:
+        status += f" ({run['message']})"
+    print(f"status: {status}\n")
+    print_table(table, head, right=set(range(3, len(head))))
+    print()
+    print(f"steps: {run['steps']} ({run['warmup_steps']} warm-up, excluded; {run['profiled_steps']} profiled)")
+    print(f"step time: median {fmt_num(run['step_ms_median'])} ms, p95 {fmt_num(run['step_ms_p95'])} ms; "
+          f"layers: forward {fmt_num(run['layers_fwd_ms_median'])} ms"
+          + (f", backward {fmt_num(run['layers_bwd_ms_median'])} ms" if run["layers_bwd_ms_median"] else ""))
+    print(f"throughput: {fmt_num(run['samples_per_s'])} samples/s")
+    if run["j_per_sample"] is not None:
+        e = run["energy"][run["energy_source"]]
+        print(f"energy: {fmt_num(run['j_per_sample'])} J/sample, {fmt_num(e['j_per_step'])} J/step, "
+              f"{fmt_num(e['avg_power_w'])} W average ({run['energy_source']}, {fmt_num(e['seconds'])} s of steady steps)")
+    else:
+        print(f"energy: not measured. {run['power_note'] or ''}".rstrip())
+    mem = [f"peak allocated {fmt_bytes(run['peak_mem_bytes'])}" if run["peak_mem_bytes"] else None,
+           f"GPU used max {fmt_bytes(run['gpu_mem_max_bytes'])}" if run["gpu_mem_max_bytes"] else None,
+           f"process RSS max {fmt_bytes(run['rss_max_bytes'])}" if run["rss_max_bytes"] else None]
+    if any(mem):
+        print("memory: " + ", ".join(m for m in mem if m))
+    if run["loss"] is not None:
+        print(f"final loss {run['loss']:.4f}" + (f", accuracy {run['accuracy']:.4f}" if run["accuracy"] is not None else ""))
+    if run["test_accuracy"] is not None:
+        print(f"test_accuracy: {run['test_accuracy']:.4f}")
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    """Per-layer speed-up and the energy ratio of session B against A."""
+    from engine.export.formats import _jsonable, compare
+
+    with _open(args.a) as a, _open(args.b) as b:
+        c = compare(a, b)
+    if args.json:
+        print(json.dumps(_jsonable(c), indent=1))
+        return EXIT_OK
+
+    def who(x):
+        return f"{x['net']} {x['mode']} on {x['device_name'] or x['device']} ({x['precision']}, batch {x['batch_size']})"
+
+    print(f"A: {args.a}: {who(c['a'])}")
+    print(f"B: {args.b}: {who(c['b'])}\n")
+    rows = []
+    for x in c["layers"]:
+        a_ms = None if x["a_fwd_ms"] is None else x["a_fwd_ms"] + (x["a_bwd_ms"] or 0.0)
+        b_ms = None if x["b_fwd_ms"] is None else x["b_fwd_ms"] + (x["b_bwd_ms"] or 0.0)
+        rows.append([x["id"], x["kind"] or "", fmt_num(a_ms), fmt_num(b_ms),
+                     f"{x['speedup']:.2f}x" if x["speedup"] is not None else ("only in A" if not x["in_b"]
+                                                                             else "only in B" if not x["in_a"] else "-")])
+    print_table(rows, ["node", "kind", "A ms", "B ms", "speed-up"], right={2, 3, 4})
+    print("\n(ms: median forward + backward per step; speed-up = A / B, above 1 means B is faster)")
+    print(f"step time speed-up: {fmt_num(c['step_speedup'])}x")
+    print(f"throughput ratio (B / A): {fmt_num(c['throughput_ratio'])}")
+    if c["energy_per_sample_ratio"] is not None:
+        print(f"energy per sample ratio (B / A): {fmt_num(c['energy_per_sample_ratio'])} "
+              f"({fmt_num(c['a']['j_per_sample'])} J vs {fmt_num(c['b']['j_per_sample'])} J)")
+    if c["energy_note"]:
+        print(f"energy: {c['energy_note']}")
+    return EXIT_OK
+
+
+def register(sub) -> None:
+    """Add export / summary / compare to the ``layerscope`` parser."""
+    s = sub.add_parser("export", help="export a session: Chrome trace, CSV, HTML report or JSON summary")
+    s.add_argument("session")
+    s.add_argument("--format", choices=("trace", "csv", "html", "json"), required=True)
+    s.add_argument("--out", default=None, help="output file (default: next to the session)")
+    s.add_argument("--steps", default=None, metavar="FROM:TO", help="trace: profiled steps to include")
+    s.add_argument("--max-steps", type=nonneg_int, default=2000, help="trace: at most this many profiled "
+                   "steps (0: all; default 2000)")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("summary", help="per-layer table and run totals of a session")
+    s.add_argument("session")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    s.set_defaults(func=cmd_summary)
+
+    s = sub.add_parser("compare", help="per-layer speed-up and energy ratio of session B against A")
+    s.add_argument("a")
+    s.add_argument("b")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_compare)

@@ -1,0 +1,253 @@
+"""Everything a run builds before its first step, gathered in one typed ``RunContext``.
+
+``build_context`` turns a valid ``RunConfig`` plus a resolved device into the model, loss,
+optimizer, data loaders (through ``engine.data.loading.make_loader``, the one loader builder),
+probe and allocator reader the loop needs. Process-wide torch settings it changes (threads,
+current CUDA device, cuDNN benchmark) get an undo pushed onto ``restore`` so the run can put
+them back whatever happens. Failures a person can act on raise ``Failed`` with one sentence.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from engine.run.config import RunConfig
+
+Log = Callable[[str, str], None]  # log(level, message)
+
+
+class Failed(Exception):
+    """Ends the run as failed with a message for a person."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's text (its type name when it has none)."""
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[0].strip() if lines else type(e).__name__
+
+
+@dataclass
+class RunContext:
+    """What one run built: device, model, loss, optimizer, data and probes (loop thread only).
+
+    ``loader`` is None in benchmark mode, where ``bench_x`` is the one random batch.
+    ``test_loader`` exists in train mode only. ``mem`` reads the CUDA caching allocator (None
+    off CUDA).
+    """
+
+    device: Any  # torch.device
+    net_info: Any  # engine.net.graph.NetInfo
+    model: Any = None
+    autocast: Callable[[], Any] = contextlib.nullcontext
+    loss_fn: Callable[..., Any] | None = None
+    opt: Any = None
+    scaler: Any = None
+    loader: Any = None
+    test_loader: Any = None
+    dataset_name: str | None = None
+    bench_x: Any = None
+    probe: Any = None  # engine.run.probes.Probe
+    mem: Any = None  # engine.run.probes.CudaMemory
+
+
+def versions() -> dict:
+    """torch, CUDA, cuDNN, driver, Python and LayerScope versions (None where not known)."""
+    import torch
+
+    from engine import __version__
+
+    v = {"torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": None,
+         "python": platform.python_version(), "layerscope": __version__, "driver": None}
+    try:
+        if torch.backends.cudnn.is_available():
+            v["cudnn"] = torch.backends.cudnn.version()
+    except Exception:
+        pass
+    if torch.cuda.is_available():
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            try:
+                drv = pynvml.nvmlSystemGetDriverVersion()
+                v["driver"] = drv.decode() if isinstance(drv, bytes) else str(drv)
+            finally:
+                pynvml.nvmlShutdown()
+        except Exception:  # no NVML: the driver version is simply unknown
+            pass
+    return v
+
+
+def layer_name(node) -> str:
+    """A node's display name: its kind and key parameters, e.g. "conv2d out_channels=6, kernel=5"."""
+    from engine.net.registry import get_kind
+
+    kind = get_kind(node.kind)
+    if kind is None or not kind.key_params:
+        return node.kind
+    p = kind.resolved(node.params)
+    return f"{node.kind} " + ", ".join(f"{k}={p[k]}" for k in kind.key_params if k in p)
+
+
+def is_oom(e: BaseException) -> bool:
+    """Whether ``e`` is a device (or host) allocator running out of memory."""
+    import torch
+
+    types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),
+                              getattr(torch.cuda, "OutOfMemoryError", None)) if t is not None)
+    if isinstance(e, types):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("out of memory" in text.lower() or "can't allocate memory" in text)
+
+
+def oom_message(device, batch: int, node: str | None, phase: str) -> str:
+    """The sentence for an out-of-memory failure: where, at which batch, and what to try."""
+    where = {"cuda": "CUDA out of memory", "mps": "MPS out of memory"}.get(device.type, "out of memory")
+    at = f" in {node}" if node else ""
+    if batch > 1:
+        hint = f"try a batch of {batch // 2} or less"
+    else:
+        hint = "the net does not fit even at batch 1; try bf16, a smaller input or another device"
+    return f"{where} at batch {batch}{at} ({phase}); {hint}"
+
+
+def configure_torch(cfg: RunConfig, device, restore: list[Callable[[], None]]) -> None:
+    """Threads, current CUDA device, cuDNN benchmark and seed for this run (undos onto ``restore``)."""
+    import torch
+
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) - 1))
+    restore.append(lambda: torch.set_num_threads(prev_threads))
+    if device.type == "cuda":
+        prev_dev = torch.cuda.current_device()
+        torch.cuda.set_device(device)
+        restore.append(lambda: torch.cuda.set_device(prev_dev))
+        prev_bench = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+        restore.append(lambda: setattr(torch.backends.cudnn, "benchmark", prev_bench))
+    torch.manual_seed(cfg.seed)
+
+
+def make_autocast(cfg: RunConfig, device, log: Log) -> Callable[[], Any]:
+    """A context factory for the run's precision (a no-op for fp32)."""
+    import torch
+
+    dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.precision]
+    if dtype is None:
+        return contextlib.nullcontext
+    if cfg.precision == "fp16" and device.type == "cpu":
+        log("warning", "fp16 on the CPU runs, but most processors emulate it slowly; "
+                       "bf16 is the CPU's fast reduced precision")
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype)
+    return autocast
+
+
+def make_loss_fn(spec) -> Callable[..., Any]:
+    """Cross-entropy ``loss_fn(out, y, reduction="mean")``; NLL of the log when the net ends in softmax."""
+    import torch
+
+    if spec.nodes[-1].kind == "softmax":
+        # the net already ends in probabilities: cross-entropy is the NLL of their log
+        def loss_fn(out, y, reduction="mean"):
+            return torch.nn.functional.nll_loss(torch.log(out.float().clamp_min(1e-12)), y, reduction=reduction)
+    else:
+        def loss_fn(out, y, reduction="mean"):
+            return torch.nn.functional.cross_entropy(out.float(), y, reduction=reduction)
+    return loss_fn
+
+
+def run_loader(cfg: RunConfig, dataset, *, shuffle: bool, device, name: str, log: Log, info=None,
+               drop_last: bool | None = None):
+    """The loader of one split for this run; Failed when the split is empty.
+
+    ``drop_last=None``: drop a short last batch unless the split is smaller than one batch
+    (then every batch holds the whole split, and a warning says so).
+    """
+    from engine.data.loading import make_loader
+
+    n = len(dataset)
+    if n == 0:
+        raise Failed(f"the {name} split of {cfg.dataset} is empty")
+    b = cfg.batch_size
+    if drop_last is None:
+        drop_last = n >= b
+        if n < b:
+            log("warning", f"the {name} split has only {n} samples, fewer than the batch of {b}; each batch holds {n}")
+    return make_loader(dataset, b, shuffle=shuffle, seed=cfg.seed, device=device, info=info, drop_last=drop_last)
+
+
+def load_weights(cfg: RunConfig, model, log: Log) -> None:
+    """Load ``cfg.load_checkpoint`` into ``model`` (LayerScopeError when it does not fit the net)."""
+    from engine.net.checkpoint import load_checkpoint
+
+    state, meta = load_checkpoint(cfg.load_checkpoint, cfg.net)
+    model.load_state_dict(state)
+    where = f" (step {meta.get('step')})" if isinstance(meta, dict) and meta.get("step") is not None else ""
+    log("info", f"loaded checkpoint {os.fspath(cfg.load_checkpoint)}{where}")
+
+
+def build_context(cfg: RunConfig, device, net_info, log: Log, restore: list[Callable[[], None]],
+                  feature_node: str | None) -> RunContext:
+    """Model, loss, optimizer, data, probe and allocator reader for one run on ``device``."""
+    import torch
+
+    from engine.data import get_dataset
+    from engine.net.graph import build_model
+    from engine.run.probes import CudaMemory, Probe
+
+    spec = cfg.net
+    configure_torch(cfg, device, restore)
+    ctx = RunContext(device=device, net_info=net_info, autocast=make_autocast(cfg, device, log))
+    model = build_model(spec, net_info).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ctx.model = model
+    if cfg.load_checkpoint:
+        load_weights(cfg, model, log)
+    train = cfg.mode == "train"
+    model.train(train)
+    ctx.loss_fn = make_loss_fn(spec)
+    if train:
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise Failed("the net has no trainable parameters; add a conv2d or linear layer, "
+                         "or run it in infer mode")
+        if cfg.optimizer == "adam":
+            ctx.opt = torch.optim.Adam(params, lr=cfg.lr)
+        else:
+            ctx.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+        if cfg.precision == "fp16":
+            ctx.scaler = torch.amp.GradScaler(device.type)
+
+    if cfg.mode == "benchmark":
+        g = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        x = torch.randn(cfg.batch_size, *spec.input.shape, generator=g).to(device)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ctx.bench_x = x
+    else:
+        splits = get_dataset(cfg.dataset, spec.input, seed=cfg.seed, root=cfg.data_root)
+        log("info", splits.info.summary())
+        ctx.loader = run_loader(cfg, splits.train, shuffle=train, device=device, name="train", log=log,
+                                info=splits.info)
+        if train:
+            ctx.test_loader = run_loader(cfg, splits.test, shuffle=False, device=device, name="test", log=log,
+                                         info=splits.info, drop_last=False)
+        ctx.dataset_name = splits.info.name
+
+    probe = Probe(model, device, feature_hz=cfg.feature_hz)
+    act = {layer.id: layer.activation_bytes(1, cfg.precision) for layer in net_info.layers}
+    probe.act_bytes_per_sample = [act[n] for n in probe.node_ids]
+    if feature_node is not None:
+        probe.set_feature_node(feature_node)
+    ctx.probe = probe
+    if device.type == "cuda":
+        ctx.mem = CudaMemory(device)
+    return ctx
+
