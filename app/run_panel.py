@@ -13,7 +13,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QFrame, QHBoxLayout, QLabel, QProgressBar,
                                QPushButton, QScrollArea, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
-from app.views.base import fmt_bytes, fmt_count
+import engine
+from engine import fmt
 
 # display names only: which modes and precisions exist, and their order, is RunConfig's declaration
 MODE_LABELS = {"train": "Train", "infer": "Inference", "benchmark": "Benchmark (one random batch)"}
@@ -22,34 +23,8 @@ SPIN_LIMIT = 2_147_483_647  # QSpinBox holds a C int: the ceiling of a setting d
 DATASETS = ("synthetic", "digits", "mnist", "fashion-mnist", "cifar10")
 
 
-def dataset_note(name: str) -> str:
-    """One sentence on where the samples of ``name`` come from (no torch, no file reads)."""
-    import engine.data as data
-
-    if name == "synthetic":
-        return "Random tensors of the net's input shape: pure profiling, nothing to download."
-    if name == "digits":
-        return "1,797 real 8×8 handwritten digits shipped with scikit-learn, resized to the input."
-    if name in data.DOWNLOADABLE:
-        folder = data.dataset_dir(name)
-        try:
-            from engine.data.download import is_downloaded
-
-            have = is_downloaded(name)
-        except Exception:
-            have = folder.is_dir()
-        title = data.TITLES.get(name, name)
-        if have:
-            return f"{title} from the cache folder {folder}."
-        return (f"{title} is read from {folder}, which is empty: use Download, or copy the files there "
-                f"(or set LAYERSCOPE_DATA).")
-    return f"Files from the folder {name} (MNIST IDX, CIFAR-10 batches, or one sub-folder per class)."
-
-
 def setting_spin(name: str) -> QSpinBox:
     """A spin box for the whole-number RunConfig setting ``name``: its declared bounds, default and help."""
-    import engine
-
     s = engine.RunConfig.setting(name)
     spin = QSpinBox()
     spin.setRange(int(s.lo) if s.lo is not None else -SPIN_LIMIT - 1, int(s.hi) if s.hi is not None else SPIN_LIMIT)
@@ -61,8 +36,6 @@ def setting_spin(name: str) -> QSpinBox:
 
 def setting_combo(name: str, labels: dict[str, str]) -> QComboBox:
     """A combo box of the RunConfig setting ``name``'s declared choices (data: the choice), default selected."""
-    import engine
-
     s = engine.RunConfig.setting(name)
     combo = QComboBox()
     for key in s.choices:
@@ -274,19 +247,19 @@ class RunPanel(QWidget):
         part = "" if s.complete else " <i>(valid part only)</i>"
         self.summary.setText(
             f"<table cellspacing=2>"
-            f"<tr><td>Parameters</td><td align=right><b>{fmt_count(s.params)}</b></td></tr>"
-            f"<tr><td>FLOPs / sample</td><td align=right><b>{fmt_count(s.flops_per_sample)}</b></td></tr>"
-            f"<tr><td>FLOPs / batch</td><td align=right><b>{fmt_count(s.flops)}</b></td></tr>"
-            f"<tr><td>Activations</td><td align=right><b>{fmt_bytes(s.activation_bytes)}</b></td></tr>"
-            f"<tr><td>Training memory ≈</td><td align=right><b>{fmt_bytes(s.train_bytes_estimate)}</b></td></tr>"
+            f"<tr><td>Parameters</td><td align=right><b>{fmt.fmt_count(s.params)}</b></td></tr>"
+            f"<tr><td>FLOPs / sample</td><td align=right><b>{fmt.fmt_count(s.flops_per_sample)}</b></td></tr>"
+            f"<tr><td>FLOPs / batch</td><td align=right><b>{fmt.fmt_count(s.flops)}</b></td></tr>"
+            f"<tr><td>Activations</td><td align=right><b>{fmt.fmt_bytes(s.activation_bytes)}</b></td></tr>"
+            f"<tr><td>Training memory ≈</td><td align=right><b>{fmt.fmt_bytes(s.train_bytes_estimate)}</b></td></tr>"
             f"</table>batch {self.batch.value()}, {self.precision_key()}{part}")
         need = s.train_bytes_estimate if self.mode_key() == "train" else s.activation_bytes + s.input_bytes + s.params * 4
         dev = self._devices.get(self.device_id())
         free = getattr(dev, "memory_free", None)
         if free is not None and need > free:
             where = "GPU" if getattr(dev, "kind", "") != "cpu" else "system"
-            self.fit_warning.setText(f"⚠ The estimate ({fmt_bytes(need)}) will not fit the {where}'s free memory "
-                                     f"({fmt_bytes(free)} free on {dev.id}); lower the batch size or precision.")
+            self.fit_warning.setText(f"⚠ The estimate ({fmt.fmt_bytes(need)}) will not fit the {where}'s free memory "
+                                     f"({fmt.fmt_bytes(free)} free on {dev.id}); lower the batch size or precision.")
             self.fit_warning.setVisible(True)
         else:
             self.fit_warning.setVisible(False)
@@ -298,10 +271,10 @@ class RunPanel(QWidget):
         self.device.blockSignals(True)
         self.device.clear()
         for d in devices:
-            mem = f" · {fmt_bytes(d.memory_total)}" if d.memory_total else ""
+            mem = f" · {fmt.fmt_bytes(d.memory_total)}" if d.memory_total else ""
             self.device.addItem(f"{d.id} — {d.name}{mem}", d.id)
             i = self.device.count() - 1
-            free = f", {fmt_bytes(d.memory_free)} free" if d.memory_free is not None else ""
+            free = f", {fmt.fmt_bytes(d.memory_free)} free" if d.memory_free is not None else ""
             self.device.setItemData(i, f"{d.name}{mem}{free}", Qt.ToolTipRole)
         self.device.blockSignals(False)
         self.device.setEnabled(bool(devices))
@@ -319,9 +292,9 @@ class RunPanel(QWidget):
         if dev is not None:
             parts = [dev.name]
             if dev.memory_total:
-                parts.append(f"{fmt_bytes(dev.memory_total)} total")
+                parts.append(f"{fmt.fmt_bytes(dev.memory_total)} total")
             if dev.memory_free is not None:
-                parts.append(f"{fmt_bytes(dev.memory_free)} free")
+                parts.append(f"{fmt.fmt_bytes(dev.memory_free)} free")
             self.device_note.setText(" · ".join(parts))
         self._update_summary()
         self.device_changed.emit(self.device_id())
@@ -365,12 +338,10 @@ class RunPanel(QWidget):
     def _on_dataset(self, _=None) -> None:
         name = self.dataset_name()
         try:
-            self.data_note.setText(dataset_note(name))
+            self.data_note.setText(engine.dataset_note(name))
         except Exception as e:  # a note is a courtesy; never let it break the panel
             self.data_note.setText(f"{name}: {e}")
-        import engine.data as data
-
-        self.download_button.setVisible(name in data.DOWNLOADABLE and "empty" in self.data_note.text())
+        self.download_button.setVisible(engine.can_download(name) and "empty" in self.data_note.text())
 
     def refresh_dataset_note(self) -> None:
         self._on_dataset()
@@ -475,9 +446,7 @@ class RunPanel(QWidget):
         self.progress.setValue(min(done, max(1, total)))
         self.progress.setFormat(f"step {done} / {total}" if total else "starting…")
         if rate > 0 and total:
-            left = (total - done) / rate
-            m, s = divmod(int(round(left)), 60)
-            self.rate.setText(f"{rate:.1f} steps/s · {m}:{s:02d} left")
+            self.rate.setText(f"{rate:.1f} steps/s · {fmt.fmt_duration((total - done) / rate)} left")
         elif self._running:
             self.rate.setText("preparing (loading data, building the model)…" if done == 0 else "")
 

@@ -34,7 +34,11 @@ _LAZY = {
     "latest_checkpoint": "net.checkpoint", "load_model": "net.checkpoint",
     "get_dataset": "data", "canonical_name": "data", "sample_predictions": "data.loading",
     "download": "data.download", "is_downloaded": "data.download",
+    "dataset_note": "data", "can_download": "data",
+    **{name: "run.records" for name in ("EvalRecord", "FeatureMap", "LayerRow", "LayerTimes", "LogRecord",
+                                        "RunEnded", "StateChanged", "TelemetryBatch", "TelemetrySample")},
 }
+_MODULES = {"fmt"}  # names that are submodules themselves, not attributes of one
 
 
 def __getattr__(name: str):
@@ -42,7 +46,7 @@ def __getattr__(name: str):
     if mod is None:
         raise AttributeError(f"module 'engine' has no attribute {name!r}")
     module = importlib.import_module(f".{mod}", __name__)
-    value = module if mod == name else getattr(module, name)  # "fmt": the submodule itself
+    value = module if name in _MODULES else getattr(module, name)
     globals()[name] = value
     return value
 

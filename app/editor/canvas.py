@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPathItem, QGraphicsScene,
                                QStyleOptionGraphicsItem, QWidget)
 
 import engine
-from engine import INPUT_ID
+from engine import INPUT_ID, fmt
 
 from . import theme
 from .layout import COL_GAP, NODE_H, NODE_W, ROW_GAP

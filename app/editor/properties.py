@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSp
                                QWidget)
 
 import engine
-from engine import INPUT_ID
+from engine import INPUT_ID, fmt
 
 from . import theme
 from .model import EditorModel, Validation

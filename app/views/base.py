@@ -13,8 +13,6 @@ from PySide6.QtWidgets import QLabel, QWidget
 
 from engine import fmt
 
-# app/run_panel.py imports these two from here; engine.fmt is their home (views format through it)
-fmt_bytes, fmt_count = fmt.fmt_bytes, fmt.fmt_count
 
 
 class MonitorView(QWidget):

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from engine.run.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
+from engine import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
                             StepRecord, TelemetryBatch, TelemetrySample)
 
 _LAYERS = [  # id, kind, out shape, params, flops per sample, fwd ms, bwd ms
@@ -85,7 +85,7 @@ def sample_records(steps: int = 120, batch: int = 64, gpu: bool = False, feature
 
 def sample_snapshot(**kw):
     """A LiveSnapshot of the sample run."""
-    from engine.run.live import LiveFeed
+    from engine import LiveFeed
 
     feed = LiveFeed(window=50)
     for rec in sample_records(**kw):

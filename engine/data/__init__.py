@@ -152,3 +152,30 @@ def __getattr__(name: str):
 
 __all__ = ["DatasetError", "DatasetInfo", "DatasetSplits", "BUILTIN", "DOWNLOADABLE", "TITLES", "canonical_name",
            "data_home", "dataset_dir", "get_dataset", "check_classes", *_LAZY]
+
+
+def can_download(name: str) -> bool:
+    """Whether ``name`` (any spelling the CLI accepts) is a dataset LayerScope can download."""
+    return canonical_name(name) in DOWNLOADABLE
+
+
+def dataset_note(name: str) -> str:
+    """One sentence on where the samples of dataset ``name`` come from, for the run panel and help
+    texts (no torch; looks only at whether the cache folder holds the files)."""
+    canon = canonical_name(name) or name
+    if canon == "synthetic":
+        return "Random tensors of the net's input shape: pure profiling, nothing to download."
+    if canon == "digits":
+        return ("1,797 real 8×8 handwritten digits (UCI, Alpaydin & Kaynak, CC BY 4.0) shipped with "
+                "LayerScope, resized to the input.")
+    if canon in DOWNLOADABLE:
+        from engine.data.download import is_downloaded
+
+        folder = dataset_dir(canon)
+        title = TITLES.get(canon, canon)
+        if is_downloaded(canon):
+            return f"{title} from the cache folder {folder}."
+        return (f"{title} is read from {folder}, which is empty: use Download, or copy the files there "
+                f"(or set LAYERSCOPE_DATA).")
+    return f"Files from the folder {name} (MNIST IDX, CIFAR-10 batches, or one sub-folder per class)."
+

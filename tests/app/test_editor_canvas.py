@@ -226,12 +226,12 @@ def test_metrics_colour_nodes_and_show_time(editor):
     canvas.set_node_metrics({"conv1": {"time_ms": 0.2, "mem_bytes": 1000}, "conv2": {"time_ms": 2.0}},
                             color_by="time")
     hi, lo = canvas.node_item("conv2"), canvas.node_item("conv1")
-    assert hi.metric == "2 ms" and lo.metric == "0.2 ms"
+    assert hi.metric == "2.00 ms" and lo.metric == "0.200 ms"  # engine.fmt.fmt_ms, as the views
     assert hi.fill is not None and lo.fill is not None and hi.fill != lo.fill
     assert canvas.node_item("fc1").fill is None and canvas.node_item("fc1").metric == ""
     assert canvas._legend.isVisible()
     canvas.set_node_metrics({"conv1": {"mem_bytes": 3 << 20}}, color_by="memory")
-    assert canvas.node_item("conv1").metric == "3 MiB"
+    assert canvas.node_item("conv1").metric == "3.0 MiB"
     canvas.clear_metrics()
     assert hi.fill is None and hi.metric == "" and not canvas._legend.isVisible()
 
