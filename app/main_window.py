@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QMainWindow, QM
                                QVBoxLayout, QWidget)
 
 import engine
-from app.bridge import BackgroundCall, RunBridge
+from app.bridge import BackgroundCall, RunBridge, join_background
 from app.controllers.monitor import MonitorController
 from app.controllers.net_controller import PRESET_TITLES, NetController
 from app.controllers.run_controller import RunController
@@ -570,8 +570,9 @@ class MainWindow(QMainWindow):
         (for at most DOWNLOAD_WAIT_S each) dataset downloads. True when none is left running."""
         joined = self.runs.shutdown(DOWNLOAD_WAIT_S)
         if self._loader is not None:
-            joined = self._loader.wait() and joined
-        return self.weights.shutdown() and joined
+            self._loader.cancel()  # the window is going: its result has no one to go to
+        joined = self.weights.shutdown() and joined
+        return join_background(DOWNLOAD_WAIT_S) and joined
 
     def shutdown(self) -> None:
         """Stop and join every worker without asking (tests, scripted use)."""

@@ -146,7 +146,8 @@ class RunController(Controller):
         """Download ``name`` (mnist, fashion-mnist, cifar10) on a background thread, checksums checked."""
         self._status(f"Downloading {name}…")
         self.run_panel.download_button.setEnabled(False)
-        call = BackgroundCall(lambda: engine.download(name), name="layerscope-download", parent=self)
+        call = BackgroundCall(lambda: engine.download(name, cancel=call.is_cancelled), name="layerscope-download",
+                              parent=self)
         self._downloads.append(call)
 
         def done(result, error):
@@ -164,7 +165,10 @@ class RunController(Controller):
         call.start()
 
     def shutdown(self, timeout: float | None = None) -> bool:
-        """Stop and join the run, then wait for downloads (they cannot be interrupted; ``timeout``
-        bounds each wait). True when no worker of this controller is left."""
+        """Stop and join the run, cancel the downloads (each stops at its next chunk and keeps no
+        partial dataset) and wait for them (``timeout`` bounds each wait). True when no worker of
+        this controller is left."""
         joined = self.bridge.stop_and_join()
+        for call in self._downloads:
+            call.cancel()
         return all([call.wait(timeout) for call in list(self._downloads)]) and joined

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from engine import fmt as _fmt
 from engine.analysis import layers as _layers
 from engine.analysis.energy import ENERGY_COUNTERS, power_note as _power_note, primary_energy_source, run_energy as _run_energy
 from engine.analysis.layers import TRAIN_FLOP_FACTOR, batch_size  # noqa: F401  (TRAIN_FLOP_FACTOR: public here too)
@@ -179,8 +178,3 @@ def summary(reader_or_records) -> dict:
     energy = run["energy"].get(run["energy_source"]) if run["energy_source"] else None
     return {"run": run, "layers": layer_summary(src, energy=energy)}
 
-
-def fmt_bytes(v, missing: str = "-") -> str:
-    """``engine.fmt.fmt_bytes`` with the terminal's "-" for an absent value (engine/cli imports
-    it from here until it imports ``engine.fmt`` itself)."""
-    return _fmt.fmt_bytes(v, missing)

@@ -2,55 +2,22 @@
 progress line and the download progress line. Commands format through these only."""
 from __future__ import annotations
 
-import math
 import sys
 import threading
 import time
+from functools import partial
 
-from engine.analysis.summary import fmt_bytes
+from engine import fmt
 from engine.run.records import EvalRecord, LogRecord, RunEnded, StateChanged, StepRecord
 
 __all__ = ["fmt_int", "fmt_flops", "fmt_num", "fmt_duration", "fmt_bytes", "print_table", "Progress",
            "DownloadProgress"]
 
-
-def fmt_int(n: int) -> str:
-    """A whole number with thousands separators: 61706 -> "61,706"."""
-    return f"{n:,}"
-
-
-def fmt_flops(n: float) -> str:
-    """A FLOP count with a k/M/G/T prefix and a trailing space: 4.2e5 -> "420.00 k"."""
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n:.0f}"
-
-
-def fmt_num(v, digits=3) -> str:
-    """A measured value with about ``digits`` significant digits; "-" for None or not finite."""
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    if isinstance(v, int):
-        return f"{v:,}"
-    a = abs(v)
-    if a == 0:
-        return "0"
-    if a >= 1000:
-        return f"{v:,.0f}"
-    if a >= 1:
-        return f"{v:.{max(digits - 1 - int(math.log10(a)), 0)}f}"
-    return f"{v:.{digits}g}"
-
-
-def fmt_duration(s: float | None) -> str:
-    """Seconds as "m:ss" or "h:mm:ss"; "?" when unknown."""
-    if s is None or not math.isfinite(s):
-        return "?"
-    s = int(round(s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+# The terminal spells "not measured" as "-" (the app and the HTML report use an en dash); the
+# formatting itself is engine.fmt's.
+fmt_int, fmt_flops, fmt_duration = fmt.fmt_int, fmt.fmt_flops, fmt.fmt_duration
+fmt_num = partial(fmt.fmt_num, missing="-")
+fmt_bytes = partial(fmt.fmt_bytes, missing="-")
 
 
 def print_table(rows: list[list[str]], header: list[str], out=None, right: set[int] | None = None) -> None:

@@ -16,13 +16,14 @@ from pathlib import Path
 from engine.cli.main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, whole_number
 from engine.cli.output import DownloadProgress, Progress, fmt_num
 from engine.errors import LayerScopeError
+from engine.paths import runs_dir
 from engine.run.config import BOOL, CHOICE, FLOAT, INT, RunConfig
 
 
 def _default_out(net: str, device: str) -> Path:
     stem = Path(net).stem if (os.sep in net or net.endswith(".json")) else net
     dev = device.replace(":", "")
-    return Path("runs") / f"{stem}-{dev}-{time.strftime('%Y%m%d-%H%M%S')}.lsession"
+    return runs_dir() / f"{stem}-{dev}-{time.strftime('%Y%m%d-%H%M%S')}.lsession"
 
 
 def _check_out(path: Path) -> None:
@@ -185,6 +186,7 @@ def register(sub) -> None:
     add_setting_flags(s)
     s.add_argument("--download", action="store_true",
                    help="download mnist / fashion-mnist / cifar10 first if missing (checksums verified)")
-    s.add_argument("--out", default=None, help="session file (default runs/<net>-<device>-<time>.lsession)")
+    s.add_argument("--out", default=None, help="session file (default: <net>-<device>-<time>.lsession in the runs folder the app "
+                        "also lists, e.g. ~/.local/share/layerscope/runs on Linux)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=cmd_profile)

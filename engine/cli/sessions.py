@@ -8,6 +8,7 @@ from pathlib import Path
 from engine.cli.main import EXIT_OK, nonneg_int
 from engine.cli.output import fmt_bytes, fmt_num, print_table
 from engine.errors import LayerScopeError
+from engine.export import EXPORTERS
 
 
 def _open(path):
@@ -17,7 +18,9 @@ def _open(path):
 
 
 def _default_export_path(session: Path, fmt: str) -> Path:
-    suffix = {"trace": ".trace.json", "csv": ".csv", "html": ".html", "json": ".summary.json"}[fmt]
+    from engine.export import SUFFIXES
+
+    suffix = SUFFIXES[fmt]
     name = session.name[: -len(session.suffix)] if session.suffix else session.name
     return session.with_name(name + suffix)
 
@@ -36,7 +39,8 @@ def _parse_range(text: str | None) -> tuple[int | None, int | None]:
 
 def cmd_export(args) -> int:
     """A session as a Chrome trace, CSV, HTML report or JSON summary."""
-    from engine.export import formats as ex
+    from engine import export
+    from engine.export.common import write_text
 
     session = Path(args.session)
     lo, hi = _parse_range(args.steps)
@@ -44,18 +48,14 @@ def cmd_export(args) -> int:
     with _open(session) as r:
         try:
             if args.format == "trace":
-                obj = ex.trace_events(r, lo, hi, max_steps=args.max_steps or None)
-                ex._write_text(out, json.dumps(obj, separators=(",", ":")))
+                obj = export.trace_events(r, lo, hi, max_steps=args.max_steps or None)
+                write_text(out, json.dumps(obj, separators=(",", ":")))
                 meta = obj["otherData"]
                 if meta["profiled_steps_in_trace"] < meta["profiled_steps_total"]:
                     print(f"note: the trace holds {meta['profiled_steps_in_trace']} of {meta['profiled_steps_total']} "
                           f"profiled steps (--max-steps 0 for all, --steps FROM:TO to choose)", file=sys.stderr)
-            elif args.format == "csv":
-                ex.export_csv(r, out)
-            elif args.format == "html":
-                ex.export_html(r, out)
             else:
-                ex.export_json(r, out)
+                export.EXPORTERS[args.format](r, out)
         except OSError as e:
             raise LayerScopeError(f"cannot write {out}: {e.strerror or e}") from None
     if r.status == "running":
@@ -73,9 +73,9 @@ def cmd_summary(args) -> int:
         s = summary(r)
         info = r.info
     if args.json:
-        from engine.export.formats import _jsonable
+        from engine.export.common import jsonable
 
-        print(json.dumps(_jsonable(s), indent=1))
+        print(json.dumps(jsonable(s), indent=1))
         return EXIT_OK
     run, rows = s["run"], s["layers"]
     train = any(x["bwd_median_ms"] for x in rows)
@@ -129,12 +129,13 @@ def cmd_summary(args) -> int:
 
 def cmd_compare(args) -> int:
     """Per-layer speed-up and the energy ratio of session B against A."""
-    from engine.export.formats import _jsonable, compare
+    from engine.analysis.compare import compare
+    from engine.export.common import jsonable
 
     with _open(args.a) as a, _open(args.b) as b:
         c = compare(a, b)
     if args.json:
-        print(json.dumps(_jsonable(c), indent=1))
+        print(json.dumps(jsonable(c), indent=1))
         return EXIT_OK
 
     def who(x):
@@ -165,7 +166,7 @@ def register(sub) -> None:
     """Add export / summary / compare to the ``layerscope`` parser."""
     s = sub.add_parser("export", help="export a session: Chrome trace, CSV, HTML report or JSON summary")
     s.add_argument("session")
-    s.add_argument("--format", choices=("trace", "csv", "html", "json"), required=True)
+    s.add_argument("--format", choices=tuple(EXPORTERS), required=True)
     s.add_argument("--out", default=None, help="output file (default: next to the session)")
     s.add_argument("--steps", default=None, metavar="FROM:TO", help="trace: profiled steps to include")
     s.add_argument("--max-steps", type=nonneg_int, default=2000, help="trace: at most this many profiled "

@@ -12,7 +12,7 @@ from engine.export.tables import CSV_COLUMNS, export_csv, export_json
 from engine.export.trace import DEFAULT_TRACE_STEPS, export_trace, trace_events
 
 EXPORTERS = {"trace": export_trace, "csv": export_csv, "html": export_html, "json": export_json}
-SUFFIXES = {"trace": ".trace.json", "csv": ".csv", "html": ".html", "json": ".json"}
+SUFFIXES = {"trace": ".trace.json", "csv": ".csv", "html": ".html", "json": ".summary.json"}
 
 __all__ = ["EXPORTERS", "SUFFIXES", "CSV_COLUMNS", "DEFAULT_TRACE_STEPS", "export_csv", "export_html", "export_json",
            "export_trace", "html_report", "trace_events"]

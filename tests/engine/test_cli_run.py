@@ -299,3 +299,12 @@ def test_profile_flags_are_generated_from_run_config(capsys):
     assert config_from_args(parser.parse_args(["profile", "lenet5"]), spec) == RunConfig(net=spec)
     got = config_from_args(parser.parse_args(["profile", "lenet5", "--epochs", "2", "--precision", "bf16"]), spec)
     assert (got.epochs, got.steps, got.precision) == (2, None, "bf16")
+
+
+def test_profile_without_out_writes_into_the_shared_runs_folder(isolated_user_folders, capsys):
+    import engine
+
+    assert main(["profile", "lenet5", "--steps", "1", *QUICK, "-q"]) == 0
+    written = list(engine.runs_dir().glob("lenet5-cpu-*.lsession"))
+    assert len(written) == 1 and engine.runs_dir().is_relative_to(isolated_user_folders)
+    assert f"session: {written[0]}" in capsys.readouterr().out
