@@ -62,7 +62,7 @@ from __future__ import annotations
 import importlib
 
 # imported on first use, so ``python -m app.editor.canvas`` does not import itself twice
-_WHERE = {"EditorModel": "model", "Validation": "model", "NetSummary": "model", "CanvasView": "canvas",
+_WHERE = {"EditorModel": "model", "Validation": "validation", "NetSummary": "validation", "CanvasView": "canvas",
           "KIND_MIME": "canvas", "PaletteWidget": "palette", "PropertyPanel": "properties",
           "ProblemsList": "problems"}
 

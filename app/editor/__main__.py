@@ -8,8 +8,9 @@ def _make(model):
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 
+    from engine import fmt
+
     from . import CanvasView, PaletteWidget, ProblemsList, PropertyPanel
-    from .theme import human_bytes, human_count
 
     root = QSplitter(Qt.Horizontal)
     root.addWidget(PaletteWidget(model))
@@ -32,9 +33,9 @@ def _make(model):
     def show_summary(_=None):
         s = model.summary(32, "fp32")
         part = "" if s.complete else " (valid part)"
-        summary.setText(f"batch 32, fp32{part}<br>params {human_count(s.params)} &nbsp; "
-                        f"FLOPs {human_count(s.flops)}<br>activations {human_bytes(s.activation_bytes)} &nbsp; "
-                        f"training ~{human_bytes(s.train_bytes_estimate)}")
+        summary.setText(f"batch 32, fp32{part}<br>params {fmt.fmt_count(s.params)} &nbsp; "
+                        f"FLOPs {fmt.fmt_count(s.flops)}<br>activations {fmt.fmt_bytes(s.activation_bytes)} &nbsp; "
+                        f"training ~{fmt.fmt_bytes(s.train_bytes_estimate)}")
 
     model.validated.connect(show_summary)
     show_summary()

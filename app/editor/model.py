@@ -1,220 +1,26 @@
 """The editor's model: the net being edited, its undo history, node positions, the selection,
 and the latest validation. Every edit is one undoable command and triggers revalidation.
 
-Torch is never imported here at module level; the first validation imports it through
-``engine.analyze``.
+The pieces it is built from: ``edits`` (the working copy an edit changes, id naming),
+``commands`` (the undo command), ``clipboard`` (copy/paste JSON) and ``validation``
+(``Validation``/``NetSummary``). Torch is never imported here at module level; the first
+validation imports it through ``engine.analyze``.
 """
 from __future__ import annotations
 
 import copy
-import json
-import re
-from dataclasses import dataclass, field
 
-from PySide6.QtCore import QMimeData, QObject, QTimer, Signal
-from PySide6.QtGui import QGuiApplication, QUndoCommand, QUndoStack
+from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtGui import QUndoStack
 
 import engine
-from engine import INPUT_ID, InputSpec, NetSpec, Node, Problem
+from engine import INPUT_ID, InputSpec, NetSpec, Node
 
+from . import clipboard
+from .commands import EditCommand, EditorState
+from .edits import Work, ancestors, descendants, id_problem, next_id, structure
 from .layout import NODE_H, ROW_GAP, layered_layout
-
-NODES_MIME = "application/x-layerscope-nodes"
-CLIP_FORMAT = "layerscope-nodes"
-_PREFIX = {"conv2d": "conv", "maxpool2d": "pool", "avgpool2d": "avgpool", "adaptive_avgpool2d": "gap",
-           "batchnorm2d": "bn", "linear": "fc", "leaky_relu": "lrelu", "dropout": "drop", "concat": "cat"}
-
-
-@dataclass
-class Validation:
-    """What the engine says about the current net (one ``engine.analyze(spec, partial=True)``).
-
-    ``shapes`` and ``layers`` also cover the valid part of an invalid net (the nodes not
-    fed by a broken node), so edges keep their shape labels while a net is being built.
-    """
-
-    ok: bool
-    problems: list[Problem]
-    info: object                                            # the engine NetInfo (partial when not ok)
-    shapes: dict[str, tuple] = field(default_factory=dict)  # node id (and 'input') -> per-sample shape
-    layers: dict[str, object] = field(default_factory=dict)  # node id -> engine LayerInfo
-
-    @property
-    def reason(self) -> str:
-        """One line saying why the net cannot run ('' when it can)."""
-        if self.ok:
-            return ""
-        if not self.problems:
-            return "the net is not valid"
-        first = str(self.problems[0])
-        more = len(self.problems) - 1
-        return first + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
-
-    def node_problems(self, node_id: str) -> list[str]:
-        return [p.message for p in self.problems if p.node == node_id]
-
-    @property
-    def bad_nodes(self) -> set[str]:
-        return {p.node for p in self.problems if p.node}
-
-
-@dataclass
-class NetSummary:
-    """Totals for a batch: parameters, forward FLOPs, activation bytes and a training-memory estimate.
-
-    ``complete`` is False when the net is invalid and the totals cover only its valid part.
-    ``train_bytes_estimate`` = weights + gradients + optimiser state (3 x 4 bytes per
-    parameter, fp32 master weights) + activations kept for backward + the input batch.
-    """
-
-    params: int
-    flops_per_sample: int
-    flops: int
-    activation_bytes: int
-    input_bytes: int
-    train_bytes_estimate: int
-    complete: bool
-
-
-def kind_prefix(kind: str) -> str:
-    """The stem of auto-named ids for ``kind`` (conv2d -> conv, so conv1, conv2 ...)."""
-    if kind in _PREFIX:
-        return _PREFIX[kind]
-    stem = re.sub(r"[^A-Za-z0-9_]", "_", kind).rstrip("0123456789_")
-    return stem if stem and not stem[0].isdigit() else "node"
-
-
-def next_id(kind: str, used) -> str:
-    """A fresh id for a node of ``kind``: one more than the highest number in use for its stem."""
-    stem = kind_prefix(kind)
-    pat = re.compile(rf"^{re.escape(stem)}(\d+)$")
-    n = 1 + max((int(m.group(1)) for u in used if (m := pat.match(u))), default=0)
-    while f"{stem}{n}" in used:
-        n += 1
-    return f"{stem}{n}"
-
-
-def id_problem(new_id: str, used) -> str | None:
-    """Why ``new_id`` cannot name a node next to ``used``, or None (the engine's rule)."""
-    return engine.id_problem(new_id, used)
-
-
-# ---- pure edits on a working copy -------------------------------------------------------------
-
-class _Work:
-    """A spec copy with every node's inputs explicit; ``done()`` folds back the ones that were implicit."""
-
-    def __init__(self, spec: NetSpec):
-        self.spec = spec.copy()
-        self.implicit = {n.id for n in self.spec.nodes if n.inputs is None}
-        for i, n in enumerate(self.spec.nodes):
-            n.inputs = spec.inputs_of(i)
-        self.touched: set[str] = set()
-
-    @property
-    def nodes(self) -> list[Node]:
-        return self.spec.nodes
-
-    def ids(self) -> set[str]:
-        return {n.id for n in self.nodes}
-
-    def index(self, node_id: str) -> int:
-        for i, n in enumerate(self.nodes):
-            if n.id == node_id:
-                return i
-        raise KeyError(node_id)
-
-    def node(self, node_id: str) -> Node:
-        return self.nodes[self.index(node_id)]
-
-    def consumers(self, node_id: str) -> list[Node]:
-        return [n for n in self.nodes if node_id in n.inputs]
-
-    def replace_ref(self, old: str, new: list[str], only: list[Node] | None = None, touch: bool = True) -> None:
-        for n in (only if only is not None else self.nodes):
-            if old in n.inputs:
-                refs = []
-                for r in n.inputs:
-                    refs.extend(new if r == old else [r])
-                n.inputs = refs
-                if touch:
-                    self.touched.add(n.id)
-
-    def insert(self, index: int, node: Node) -> None:
-        self.nodes.insert(index, node)
-        self.touched.add(node.id)
-        self.implicit.add(node.id)
-
-    def done(self) -> NetSpec:
-        # a node keeps implicit inputs where it had them (or is new/edited) and they still mean the same
-        fold = self.implicit | self.touched
-        for i, n in enumerate(self.nodes):
-            default = [self.nodes[i - 1].id] if i > 0 else [INPUT_ID]
-            if n.id in fold and n.inputs == default:
-                n.inputs = None
-        return self.spec
-
-
-def _ancestors(work: _Work, node_id: str) -> set[str]:
-    by_id = {n.id: n for n in work.nodes}
-    seen: set[str] = set()
-    stack = [node_id]
-    while stack:
-        v = stack.pop()
-        for r in by_id[v].inputs if v in by_id else ():
-            if r not in seen:
-                seen.add(r)
-                stack.append(r)
-    return seen
-
-
-def _structure(spec: NetSpec) -> tuple:
-    return tuple((n.id, n.kind, tuple(spec.inputs_of(i))) for i, n in enumerate(spec.nodes))
-
-
-# ---- validation ----------------------------------------------------------------------------------
-
-def validate(spec: NetSpec) -> Validation:
-    """The engine's one-pass analysis of ``spec``: every problem, and shapes, parameters and
-    FLOPs of every node it could measure (nodes are measured once and cached by the engine)."""
-    info = engine.analyze(spec, partial=True)
-    return Validation(info.ok, list(info.problems), info, info.shapes, {layer.id: layer for layer in info.layers})
-
-
-# ---- undo ----------------------------------------------------------------------------------------
-
-@dataclass
-class _State:
-    spec: NetSpec
-    positions: dict[str, tuple[float, float]]
-    manual: bool
-
-
-class _EditCommand(QUndoCommand):
-    """Swaps whole editor states; nets are small, so snapshots make undo exact and simple."""
-
-    def __init__(self, model: "EditorModel", text: str, before: _State, after: _State, merge_key=None):
-        super().__init__(text)
-        self._model = model
-        self.before = before
-        self.after = after
-        self.merge_key = merge_key
-
-    def id(self) -> int:
-        return 1 if self.merge_key is not None else -1
-
-    def mergeWith(self, other) -> bool:
-        if getattr(other, "merge_key", None) != self.merge_key:
-            return False
-        self.after = other.after
-        return True
-
-    def redo(self) -> None:
-        self._model._restore(self.after)
-
-    def undo(self) -> None:
-        self._model._restore(self.before)
-
+from .validation import NetSummary, Validation, validate
 
 # ---- the model -----------------------------------------------------------------------------------
 
@@ -301,14 +107,14 @@ class EditorModel(QObject):
     def set_spec(self, spec: NetSpec, clean: bool = True) -> None:
         """Show ``spec`` (laid out afresh). ``clean``: a fresh history (file opened); else one undoable edit."""
         spec = spec.copy()
-        state = _State(spec, layered_layout(spec, self.layout_view), False)
+        state = EditorState(spec, layered_layout(spec, self.layout_view), False)
         if clean:
             self._stack.clear()
             self._restore(state)
             self._stack.setClean()
             self.dirty_changed.emit(False)
         else:
-            self._stack.push(_EditCommand(self, "Replace net", self._state(), state))
+            self._stack.push(EditCommand(self, "Replace net", self._state(), state))
         self.spec_loaded.emit()
 
     def undo(self) -> None:
@@ -357,7 +163,7 @@ class EditorModel(QObject):
         """
         if engine.get_kind(kind) is None:
             raise ValueError(f"unknown layer kind {kind!r}")
-        w = _Work(self._spec)
+        w = Work(self._spec)
         nid = node_id if node_id and id_problem(node_id, w.ids()) is None else next_id(kind, w.ids())
         node = Node(nid, kind, dict(params or {}), [])
         if insert_on_edge is not None:
@@ -387,7 +193,7 @@ class EditorModel(QObject):
 
     def remove_nodes(self, ids) -> None:
         """Delete nodes; whatever they fed is fed by their first input instead."""
-        w = _Work(self._spec)
+        w = Work(self._spec)
         gone = [i for i in ids if i != INPUT_ID and i in w.ids()]
         if not gone:
             return
@@ -400,7 +206,7 @@ class EditorModel(QObject):
 
     def set_param(self, node_id: str, name: str, value) -> None:
         """Set one parameter (consecutive edits of the same field merge into one undo step)."""
-        w = _Work(self._spec)
+        w = Work(self._spec)
         node = w.node(node_id)
         if node.params.get(name, object()) == value and type(node.params.get(name)) is type(value):
             return
@@ -409,7 +215,7 @@ class EditorModel(QObject):
 
     def reset_param(self, node_id: str, name: str) -> None:
         """Drop a parameter from the node so its registry default applies."""
-        w = _Work(self._spec)
+        w = Work(self._spec)
         node = w.node(node_id)
         if name in node.params:
             del node.params[name]
@@ -417,7 +223,7 @@ class EditorModel(QObject):
 
     def set_inputs(self, node_id: str, inputs: list[str]) -> None:
         """Feed ``node_id`` from exactly these ids (in order)."""
-        w = _Work(self._spec)
+        w = Work(self._spec)
         node = w.node(node_id)
         if node.inputs == list(inputs):
             return
@@ -430,7 +236,7 @@ class EditorModel(QObject):
 
         Returns None when done, else a sentence saying why not (self-loop, cycle, unknown id).
         """
-        w = _Work(self._spec)
+        w = Work(self._spec)
         ids = w.ids()
         if dst == INPUT_ID or dst not in ids:
             return "the net input cannot be fed by a layer" if dst == INPUT_ID else f"no node '{dst}'"
@@ -438,7 +244,7 @@ class EditorModel(QObject):
             return f"no node '{src}'"
         if src == dst:
             return "a node cannot feed itself"
-        if dst in _ancestors(w, src):
+        if dst in ancestors(w, src):
             return f"{dst} already feeds {src}; this connection would make a cycle"
         node = w.node(dst)
         kind = engine.get_kind(node.kind)
@@ -456,7 +262,7 @@ class EditorModel(QObject):
 
     def disconnect(self, src: str, dst: str) -> None:
         """Remove one ``src`` -> ``dst`` connection."""
-        w = _Work(self._spec)
+        w = Work(self._spec)
         node = w.node(dst)
         if src in node.inputs:
             refs = list(node.inputs)
@@ -469,7 +275,7 @@ class EditorModel(QObject):
         """Rename a node and every reference to it; returns why not, or None when done."""
         if old == new:
             return None
-        w = _Work(self._spec)
+        w = Work(self._spec)
         bad = id_problem(new, w.ids() - {old})
         if bad:
             return bad
@@ -511,22 +317,15 @@ class EditorModel(QObject):
     # -- duplicate / clipboard ---------------------------------------------------------------------
     def nodes_json(self, ids) -> str:
         """The nodes as clipboard JSON (explicit inputs, ids as they are)."""
-        w = _Work(self._spec)
-        wanted = [n for n in w.nodes if n.id in set(ids)]
-        return json.dumps({"format": CLIP_FORMAT, "version": 1,
-                           "nodes": [{"id": n.id, "kind": n.kind, "params": n.params, "inputs": n.inputs}
-                                     for n in wanted]})
+        w = Work(self._spec)
+        return clipboard.nodes_json([n for n in w.nodes if n.id in set(ids)])
 
     def copy_nodes(self, ids) -> bool:
         """Put the nodes on the system clipboard; False when none of them exists."""
         ids = [i for i in ids if self._spec.node(i) is not None]
         if not ids:
             return False
-        text = self.nodes_json(ids)
-        mime = QMimeData()
-        mime.setData(NODES_MIME, text.encode("utf-8"))
-        mime.setText(text)
-        QGuiApplication.clipboard().setMimeData(mime)
+        clipboard.put_text(self.nodes_json(ids))
         return True
 
     def cut_nodes(self, ids) -> None:
@@ -534,8 +333,7 @@ class EditorModel(QObject):
             self.remove_nodes(ids)
 
     def can_paste(self) -> bool:
-        mime = QGuiApplication.clipboard().mimeData()
-        return mime is not None and (mime.hasFormat(NODES_MIME) or CLIP_FORMAT in (mime.text() or "")[:200])
+        return clipboard.can_paste()
 
     def paste(self, anchor: str | None = None) -> list[str]:
         """Insert the clipboard's nodes after ``anchor`` (default: the selection, else the last node).
@@ -543,23 +341,14 @@ class EditorModel(QObject):
         Ids are renamed where taken; inputs from outside the pasted set come from the anchor.
         Returns the new ids ([] when the clipboard holds no nodes).
         """
-        mime = QGuiApplication.clipboard().mimeData()
-        if mime is None:
-            return []
-        raw = bytes(mime.data(NODES_MIME)).decode("utf-8") if mime.hasFormat(NODES_MIME) else mime.text()
-        try:
-            data = json.loads(raw)
-            if data.get("format") != CLIP_FORMAT:
-                return []
-            nodes = [Node(str(d["id"]), str(d["kind"]), dict(d.get("params") or {}),
-                          [str(r) for r in d.get("inputs") or []]) for d in data["nodes"]]
-        except (ValueError, TypeError, KeyError, AttributeError):
+        nodes = clipboard.read_nodes()
+        if not nodes:
             return []
         return self._insert_block(nodes, anchor, "Paste")
 
     def duplicate(self, ids) -> list[str]:
         """Copy the nodes and insert the copy right after the last of them; returns the new ids."""
-        w = _Work(self._spec)
+        w = Work(self._spec)
         wanted = [copy.deepcopy(n) for n in w.nodes if n.id in set(ids)]
         if not wanted:
             return []
@@ -569,7 +358,7 @@ class EditorModel(QObject):
         nodes = [n for n in nodes if engine.get_kind(n.kind) is not None]
         if not nodes:
             return []
-        w = _Work(self._spec)
+        w = Work(self._spec)
         ids = w.ids()
         if anchor is None:
             anchor = self._selected or (w.nodes[-1].id if w.nodes else INPUT_ID)
@@ -601,8 +390,8 @@ class EditorModel(QObject):
         return new_ids
 
     # -- internals ---------------------------------------------------------------------------------
-    def _state(self) -> _State:
-        return _State(self._spec.copy(), dict(self._pos), self._manual)
+    def _state(self) -> EditorState:
+        return EditorState(self._spec.copy(), dict(self._pos), self._manual)
 
     def _below(self, node_id: str) -> tuple[float, float]:
         x, y = self._pos.get(node_id, (0.0, 0.0))
@@ -612,14 +401,14 @@ class EditorModel(QObject):
                 shift_from: str | None = None, shift_rows: int = 1, merge_key=None) -> None:
         manual = self._manual if manual is None else manual
         pos = dict(self._pos) if positions is None else dict(positions)
-        if _structure(spec) != _structure(self._spec) and positions is None:
+        if structure(spec) != structure(self._spec) and positions is None:
             if not manual:
                 pos = layered_layout(spec, self.layout_view)
             else:
                 ids = {INPUT_ID} | {n.id for n in spec.nodes}
                 pos = {k: v for k, v in pos.items() if k in ids}
                 if shift_from:
-                    down = _descendants(spec, shift_from) - set(hints or {})
+                    down = descendants(spec, shift_from) - set(hints or {})
                     pos = {k: (x, y + shift_rows * (NODE_H + ROW_GAP)) if k in down else (x, y)
                            for k, (x, y) in pos.items()}
                 for k, p in (hints or {}).items():
@@ -629,14 +418,14 @@ class EditorModel(QObject):
                         i = spec.nodes.index(n)
                         x, y = pos.get(spec.inputs_of(i)[0] if spec.inputs_of(i) else INPUT_ID, (0.0, 0.0))
                         pos[n.id] = (x, y + NODE_H + ROW_GAP)
-        after = _State(spec, pos, manual)
+        after = EditorState(spec, pos, manual)
         before = self._state()
-        if (_structure(after.spec) == _structure(before.spec) and after.spec.to_dict() == before.spec.to_dict()
+        if (structure(after.spec) == structure(before.spec) and after.spec.to_dict() == before.spec.to_dict()
                 and after.positions == before.positions and after.manual == before.manual):
             return
-        self._stack.push(_EditCommand(self, text, before, after, merge_key))
+        self._stack.push(EditCommand(self, text, before, after, merge_key))
 
-    def _restore(self, state: _State) -> None:
+    def _restore(self, state: EditorState) -> None:
         self._spec = state.spec.copy()
         # an automatic layout follows the current view size; only hand placements are history
         self._pos = dict(state.positions) if state.manual else layered_layout(self._spec, self.layout_view)
@@ -659,18 +448,3 @@ class EditorModel(QObject):
         self._pending = False
         self._validation = validate(self._spec)
         self.validated.emit(self._validation)
-
-
-def _descendants(spec: NetSpec, node_id: str) -> set[str]:
-    feeds: dict[str, list[str]] = {}
-    for i, n in enumerate(spec.nodes):
-        for r in spec.inputs_of(i):
-            feeds.setdefault(r, []).append(n.id)
-    out: set[str] = set()
-    stack = [node_id]
-    while stack:
-        for c in feeds.get(stack.pop(), ()):
-            if c not in out:
-                out.add(c)
-                stack.append(c)
-    return out

@@ -13,7 +13,8 @@ from PySide6.QtWidgets import QListWidget, QListWidgetItem, QStyle, QWidget
 from engine import INPUT_ID
 
 from . import theme
-from .model import EditorModel, Validation
+from .model import EditorModel
+from .validation import Validation
 
 NODE_ROLE = Qt.UserRole + 1
 

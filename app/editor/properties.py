@@ -20,7 +20,8 @@ import engine
 from engine import INPUT_ID, fmt
 
 from . import theme
-from .model import EditorModel, Validation
+from .model import EditorModel
+from .validation import Validation
 
 _INT_MAX = 2**31 - 1
 _NUMBER = "number"

@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QApplication
 
 import engine
 from app.editor import CanvasView, EditorModel, PaletteWidget
-from app.editor.canvas import EdgeItem, NodeItem
+from app.editor.items import EdgeItem, NodeItem
 
 
 @pytest.fixture
