@@ -162,3 +162,15 @@ def test_panel_follows_undo_of_a_deleted_node(panel, lenet):
     lenet.undo()
     lenet.select("relu2")
     assert panel.node_id() == "relu2"
+
+
+def test_editor_preview_entry_point_builds_and_shows_the_summary(qtbot, lenet):
+    """``python -m app.editor`` builds palette, canvas, problems and properties with the batch summary."""
+    from PySide6.QtWidgets import QLabel
+
+    from app.editor.__main__ import _make
+
+    root = _make(lenet)
+    qtbot.addWidget(root)
+    texts = [w.text() for w in root.findChildren(QLabel)]
+    assert any("params 61.7 k" in t and "activations" in t for t in texts), texts
