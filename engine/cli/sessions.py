@@ -11,7 +11,7 @@ from engine.errors import LayerScopeError
 
 
 def _open(path):
-    from engine.session.store import open_session
+    from engine.session import open_session
 
     return open_session(path)  # SessionError (a LayerScopeError) -> one line, exit 2
 
