@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "analyze": "net.analyze", "build_model": "net.graph", "NetInfo": "net.analyze", "LayerInfo": "net.analyze",
     "LayerNet": "net.graph", "PlanStep": "net.graph", "id_problem": "net.spec", "INPUT_FIELDS": "net.spec",
-    "open_session": "session.store", "SessionReader": "session.store", "SessionWriter": "session.store",
-    "SessionError": "session.store", "Telemetry": "run.telemetry", "telemetry_status": "run.telemetry",
+    "open_session": "session", "SessionReader": "session", "SessionWriter": "session",
+    "SessionError": "session", "Telemetry": "run.telemetry", "telemetry_status": "run.telemetry",
     "layer_summary": "analysis.summary", "run_summary": "analysis.summary", "summary": "analysis.summary",
     "compare": "analysis.compare", "EXPORTERS": "export", "layer_step_ms": "analysis.stats",
     "layer_totals": "analysis.layers", "snapshot_layer_rows": "analysis.snapshot", "node_metrics": "analysis.snapshot",

@@ -20,7 +20,7 @@ import pytest
 import engine
 from engine import fmt
 from engine.run.live import LiveFeed
-from engine.session.store import open_session
+from engine.session import open_session
 
 STEPS, WARMUP = 6, 2
 

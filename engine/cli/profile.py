@@ -27,14 +27,12 @@ def _default_out(net: str, device: str) -> Path:
 
 
 def _check_out(path: Path) -> None:
-    from engine.session.store import _SQLITE_MAGIC
+    from engine.session import has_session_header
 
     if path.is_dir():
         raise LayerScopeError(f"--out {path} is a folder; give a file name such as {path / 'run.lsession'}")
-    if path.exists() and path.stat().st_size:
-        with open(path, "rb") as f:
-            if f.read(16) != _SQLITE_MAGIC:
-                raise LayerScopeError(f"--out {path} exists and is not a session file; choose another name")
+    if path.exists() and path.stat().st_size and not has_session_header(path):
+        raise LayerScopeError(f"--out {path} exists and is not a session file; choose another name")
     parent = path.parent if str(path.parent) else Path(".")
     probe = parent
     while not probe.exists() and probe != probe.parent:
@@ -138,7 +136,7 @@ def cmd_profile(args) -> int:
 
 def _print_brief(path) -> None:
     from engine.analysis.summary import run_summary
-    from engine.session.store import open_session
+    from engine.session import open_session
 
     try:
         with open_session(path) as r:

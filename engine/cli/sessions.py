@@ -12,7 +12,7 @@ from engine.export import EXPORTERS
 
 
 def _open(path):
-    from engine.session.store import open_session
+    from engine.session import open_session
 
     return open_session(path)  # SessionError (a LayerScopeError) -> one line, exit 2
 

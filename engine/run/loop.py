@@ -252,7 +252,7 @@ class Run:
 
     def _open_writer(self):
         """The session writer for ``cfg.out``, joined to the sinks before the first record."""
-        from engine.session.store import SessionWriter
+        from engine.session import SessionWriter
 
         cfg = self.cfg
         if cfg.out is None:

@@ -1,0 +1,13 @@
+"""Session files: one SQLite database per run (``docs/session-format.md``).
+
+``schema`` holds the layout and the checks shared by both sides, ``writer`` the record sink
+``SessionWriter``, ``reader`` ``open_session``/``SessionReader``. Importing this package loads only
+the standard library and ``engine.run.records`` (no torch).
+"""
+from __future__ import annotations
+
+from engine.session.reader import SessionReader, open_session
+from engine.session.schema import SessionError, has_session_header
+from engine.session.writer import SessionWriter
+
+__all__ = ["open_session", "SessionReader", "SessionWriter", "SessionError", "has_session_header"]

@@ -16,7 +16,7 @@ from engine.run import telemetry as tm
 from engine.cli.main import main
 from engine.cli.output import Progress
 from engine.run.records import LogRecord, RunEnded, StateChanged, StepRecord
-from engine.session.store import open_session
+from engine.session import open_session
 from tests.engine.test_telemetry import FakeNvml
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -282,7 +282,7 @@ def test_no_hooks_left_on_the_model_and_a_broken_sink_is_dropped(monkeypatch):
 
 
 def test_session_file_written_by_a_run(tmp_path):
-    from engine.session import store as session
+    from engine import session
 
     path = tmp_path / "run.lsession"
     result, _ = run(cfg(steps=2, warmup=0, out=str(path)))

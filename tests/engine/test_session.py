@@ -12,7 +12,8 @@ import pytest
 
 from engine.run.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
                             StepRecord, TelemetryBatch, TelemetrySample)
-from engine.session.store import SCHEMA_VERSION, SessionError, SessionWriter, open_session
+from engine.session import SessionError, SessionWriter, open_session
+from engine.session.schema import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -216,7 +217,7 @@ KILL_SCRIPT = """
 import os, signal, sys, time
 sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
 from test_session import make_records
-from engine.session.store import SessionWriter
+from engine.session import SessionWriter
 w = SessionWriter({path!r}, flush_interval=0.05)
 for r in make_records(end=None):
     w(r)
@@ -311,3 +312,24 @@ def test_session_size_is_compact(tmp_path):
     w.close()
     per_step = os.path.getsize(tmp_path / "size.lsession") / n
     assert per_step < 5000, per_step
+
+
+def test_has_session_header_tells_sqlite_files_from_others(tmp_path):
+    from engine.session import has_session_header
+
+    session = write_session(tmp_path / "s.lsession", make_records(steps=1))
+    assert has_session_header(session)
+    (tmp_path / "notes.txt").write_text("SQLite format 2 is not it")
+    (tmp_path / "empty.lsession").write_bytes(b"")
+    assert not has_session_header(tmp_path / "notes.txt")
+    assert not has_session_header(tmp_path / "empty.lsession")
+    assert not has_session_header(tmp_path / "missing.lsession")
+    assert not has_session_header(tmp_path)  # a folder cannot be opened as a file
+
+
+def test_importing_the_session_package_is_cheap():
+    """The app opens sessions before it needs torch: engine.session must not load it."""
+    code = ("import sys, engine.session, engine.session.schema; from engine import open_session; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,293 @@
+"""Writing a session: ``SessionWriter``, the record sink that records a run into a session file.
+
+It queues records and a background thread writes them in one transaction at most every
+``flush_interval`` seconds (and at once for ``RunInfo`` and ``RunEnded``), in WAL mode, so a killed
+process leaves a readable file holding everything up to the last batch with status ``running``.
+The layout it writes is ``engine.session.schema`` (documented in ``docs/session-format.md``).
+"""
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import threading
+import time
+import zlib
+from collections import deque
+from pathlib import Path
+
+from engine.run.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord,
+                                TelemetryBatch)
+from engine.session.schema import (FORMAT_NAME, SCHEMA_SQL, SCHEMA_VERSION, SessionError, check_is_session,
+                                   has_session_header, ns_from_ms, shape_text)
+
+
+def _at(seq, i):
+    return seq[i] if i < len(seq) else None
+
+
+class _Meta:
+    """Queue item: meta keys to set (written by the writer itself, not by a run record)."""
+
+    def __init__(self, values: dict):
+        self.values = values
+
+
+_HELD_MAPS = object()  # queue marker: store the feature maps held back by the rate limit
+
+
+class SessionWriter:
+    """A record sink writing one run into a session file, incrementally and thread-safely.
+
+    ``writer(record)`` only appends to a queue (no disk I/O in the caller); a writer thread
+    commits the queue every ``flush_interval`` seconds, and ``RunInfo``/``RunEnded`` are committed
+    before the call returns. Feature maps are kept at most one per ``feature_interval_s`` per node
+    (the last one of the run is always kept) and zlib-compressed, so long runs stay small.
+    Call ``close()`` when done (also a context manager).
+    """
+
+    def __init__(self, path, *, flush_interval: float = 0.5, feature_interval_s: float = 1.0,
+                 record_telemetry_status: bool = True):
+        self.path = Path(path)
+        self.flush_interval = float(flush_interval)
+        self.feature_interval_s = float(feature_interval_s)
+        self.error: str | None = None  # first write failure; later records are dropped
+        self.rows_written = 0
+        self._queue: deque = deque()
+        self._db_lock = threading.Lock()
+        self._closed = False
+        self._stop = threading.Event()
+        self._nodes: dict[str, int] = {}
+        self._series: dict[tuple[str, str], int] = {}
+        self._next_rec = 1
+        self._next_row = 1
+        self._fm_last_t: dict[str, float] = {}
+        self._fm_held: dict[str, FeatureMap] = {}  # newest map not stored yet, per node
+        self._start_time: float | None = None
+        # which telemetry this machine offers for the run's device (and why not), probed off the
+        # run's thread so a reader can say why a series is absent
+        self._probe_device: str | None = None
+        self._record_tel = record_telemetry_status
+        self._con = self._create()
+        self._thread = threading.Thread(target=self._loop, name="layerscope-session-writer", daemon=True)
+        self._thread.start()
+
+    # -- setup -------------------------------------------------------------------------------
+    def _create(self) -> sqlite3.Connection:
+        p = self.path
+        if p.is_dir():
+            raise SessionError(f"cannot write session {p}: it is a folder")
+        if p.exists():
+            if p.stat().st_size and not has_session_header(p):
+                raise SessionError(f"cannot write session {p}: the file exists and is not a session; "
+                                   "choose another name")
+            try:
+                # only an existing session (or an empty file) is replaced, with its WAL leftovers
+                if p.stat().st_size:
+                    check_is_session(p)[0].close()
+                for extra in (p, Path(f"{p}-wal"), Path(f"{p}-shm")):
+                    if extra.exists():
+                        extra.unlink()
+            except SessionError:
+                raise SessionError(f"cannot write session {p}: the file exists and is not a LayerScope "
+                                   "session; choose another name") from None
+            except OSError as e:
+                raise SessionError(f"cannot write session {p}: {e.strerror or e}") from None
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(str(p), check_same_thread=False, isolation_level=None)
+            con.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: commits survive a killed process without an fsync per batch
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.executescript("BEGIN;" + SCHEMA_SQL + "COMMIT;")
+        except (OSError, sqlite3.Error) as e:
+            raise SessionError(f"cannot write session {p}: {getattr(e, 'strerror', None) or e}") from None
+        return con
+
+    # -- sink --------------------------------------------------------------------------------
+    def __call__(self, record) -> None:
+        if self._closed or self.error:
+            return
+        self._queue.append(record)
+        if isinstance(record, RunInfo) and self._record_tel:
+            self._probe_device = str((record.device or {}).get("id") or (record.config or {}).get("device") or "cpu")
+        if isinstance(record, (RunInfo, RunEnded)):
+            self.flush()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.flush_interval):
+            self._probe_telemetry()
+            self.flush()
+
+    def _probe_telemetry(self) -> None:
+        dev, self._probe_device = self._probe_device, None
+        if dev is None:
+            return
+        try:
+            from engine.run.telemetry import telemetry_status
+
+            status = telemetry_status(dev)
+        except Exception as e:  # never let a probe break the recording
+            status = {"error": f"{type(e).__name__}: {e}"}
+        self._queue.append(_Meta({"telemetry": status}))
+
+    def flush(self) -> None:
+        """Write everything queued so far in one transaction."""
+        with self._db_lock:
+            if self._con is None:
+                return
+            items = []
+            while self._queue:
+                items.append(self._queue.popleft())
+            if not items or self.error:
+                return
+            try:
+                self._con.execute("BEGIN")
+                for rec in items:
+                    self._write(rec)
+                self._con.execute("COMMIT")
+            except (sqlite3.Error, OSError, ValueError, TypeError) as e:
+                try:
+                    self._con.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                self.error = f"writing session {self.path} failed: {e}"
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer thread and leave a single self-contained file."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._probe_telemetry()
+        self._queue.append(_HELD_MAPS)
+        self.flush()
+        with self._db_lock:
+            con, self._con = self._con, None
+            if con is None:
+                return
+            try:
+                # fold the WAL back so the .lsession alone is the whole session when copied
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                con.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.Error:
+                pass  # a reader still has it open: the WAL is folded in by the last one to close
+            con.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- writing (under the db lock, inside a transaction) -----------------------------------
+    def _write(self, rec) -> None:
+        if rec is _HELD_MAPS:
+            self._write_held_feature_maps()
+        elif isinstance(rec, _Meta):
+            self._set_meta(**rec.values)
+        elif isinstance(rec, TelemetryBatch):
+            self._write_telemetry(rec)
+        elif isinstance(rec, LayerTimes):
+            self._write_layer_times(rec)
+        elif isinstance(rec, StepRecord):
+            self._con.execute("INSERT INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (
+                rec.step, rec.t, rec.phase, rec.loss, rec.accuracy, rec.step_ms, rec.samples_per_s,
+                rec.data_ms, rec.epoch, int(bool(rec.warmup)), int(bool(rec.profiled)), rec.peak_mem_bytes))
+            self.rows_written += 1
+        elif isinstance(rec, FeatureMap):
+            self._write_feature_map(rec)
+        elif isinstance(rec, EvalRecord):
+            self._con.execute("INSERT INTO evals VALUES (?,?,?,?,?,?,?)", (
+                rec.step, rec.t, rec.epoch, rec.split, rec.loss, rec.accuracy, rec.samples))
+            self.rows_written += 1
+        elif isinstance(rec, LogRecord):
+            self._con.execute("INSERT INTO logs VALUES (?,?,?)", (rec.t, rec.level, rec.message))
+            self.rows_written += 1
+        elif isinstance(rec, RunInfo):
+            self._write_info(rec)
+        elif isinstance(rec, RunEnded):
+            self._write_held_feature_maps()
+            self._write_ended(rec)
+
+    def _set_meta(self, **values) -> None:
+        self._con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                              [(k, json.dumps(v)) for k, v in values.items()])
+
+    def _write_info(self, info: RunInfo) -> None:
+        from engine import __version__
+
+        config = dict(info.config or {})
+        net = config.pop("net", None)
+        self._start_time = info.start_time
+        self._set_meta(format=FORMAT_NAME, schema=SCHEMA_VERSION, created_by=f"layerscope {__version__}",
+                       net=net, config=config, device=info.device, versions=info.versions,
+                       host=info.host or socket.gethostname(), start_time=info.start_time,
+                       end_time=None, status="running", error=None, message="", steps=0, extra={})
+        self._con.execute("DELETE FROM layers")
+        self._con.executemany("INSERT INTO layers VALUES (?,?,?,?,?,?,?,?)", [
+            (r.idx, r.node_id, r.name, r.kind, shape_text(r.out_shape), r.params, r.flops, r.act_bytes)
+            for r in info.layers])
+        for r in info.layers:
+            self._node(r.node_id)
+
+    def _write_ended(self, rec: RunEnded) -> None:
+        end = (self._start_time + rec.t) if self._start_time is not None else time.time()
+        self._set_meta(status=rec.status, message=rec.message,
+                       error=rec.message if rec.status == "failed" else None,
+                       end_time=end, end_t=rec.t, steps=rec.steps, extra=rec.extra or {})
+
+    def _node(self, node_id: str) -> int:
+        i = self._nodes.get(node_id)
+        if i is None:
+            i = len(self._nodes) + 1
+            self._con.execute("INSERT INTO nodes VALUES (?, ?)", (i, node_id))
+            self._nodes[node_id] = i
+        return i
+
+    def _write_layer_times(self, lt: LayerTimes) -> None:
+        rec, first = self._next_rec, self._next_row
+        rows = []
+        for k, node_id in enumerate(lt.node_ids):
+            rows.append((first + k, rec, self._node(node_id), ns_from_ms(_at(lt.fwd_ms, k)),
+                         ns_from_ms(_at(lt.bwd_ms, k)), _at(lt.mem_bytes, k), ns_from_ms(_at(lt.fwd_start_ms, k)),
+                         ns_from_ms(_at(lt.bwd_start_ms, k)), _at(lt.peak_bytes, k)))
+        self._con.execute("INSERT INTO profiled_steps VALUES (?,?,?,?,?)", (rec, lt.step, lt.t, first, len(rows)))
+        self._con.executemany("INSERT INTO layer_times_ns VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        self._next_rec += 1
+        self._next_row += len(rows)
+        self.rows_written += len(rows) + 1
+
+    def _write_telemetry(self, batch: TelemetryBatch) -> None:
+        rows = []
+        for s in batch.samples:
+            key = (s.source, s.metric)
+            sid = self._series.get(key)
+            if sid is None:
+                sid = len(self._series) + 1
+                self._con.execute("INSERT INTO telemetry_series VALUES (?,?,?)", (sid, s.source, s.metric))
+                self._series[key] = sid
+            rows.append((s.t, sid, float(s.value)))
+        self._con.executemany("INSERT INTO telemetry_values VALUES (?,?,?)", rows)
+        self.rows_written += len(rows)
+
+    def _write_feature_map(self, fm: FeatureMap, force: bool = False) -> None:
+        last = self._fm_last_t.get(fm.node_id)
+        if not force and last is not None and fm.t - last < self.feature_interval_s:
+            self._fm_held[fm.node_id] = fm
+            return
+        self._fm_held.pop(fm.node_id, None)
+        self._fm_last_t[fm.node_id] = fm.t
+        data, codec = bytes(fm.data), "raw"
+        packed = zlib.compress(data, 1)
+        if len(packed) < len(data) * 0.9:
+            data, codec = packed, "zlib"
+        self._con.execute("INSERT INTO feature_maps VALUES (?,?,?,?,?,?,?,?)", (
+            fm.step, fm.node_id, shape_text(fm.shape), data, fm.t, fm.lo, fm.hi, codec))
+        self.rows_written += 1
+
+    def _write_held_feature_maps(self) -> None:
+        for fm in list(self._fm_held.values()):
+            self._write_feature_map(fm, force=True)
