@@ -48,7 +48,7 @@ DOWNLOAD_WAIT_S = 10.0  # at close, how long to wait for a dataset download (it 
 
 def _preload() -> dict:
     """Worker thread: pay for torch once, list devices, probe telemetry (all Qt-free)."""
-    engine.build_model  # noqa: B018  imports torch (engine.net.graph): a missing torch fails the preload here
+    engine.build_model  # noqa: B018  imports torch (engine.net.model): a missing torch fails the preload here
     try:
         # the first shape/FLOP analysis pulls in more of torch (torch._dynamo, seconds on a small
         # machine); pay for it here rather than in the editor's first validation on the GUI thread

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import engine  # noqa: E402
 from engine.run.live import LiveFeed  # noqa: E402
-from engine.run.records import LayerTimes, StepRecord, TelemetryBatch  # noqa: E402
+from engine.records import LayerTimes, StepRecord, TelemetryBatch  # noqa: E402
 from engine.run.loop import Run, RunConfig  # noqa: E402
 
 BATCH = {"resnet18": 64, "alexnet": 128}

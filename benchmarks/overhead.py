@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import engine  # noqa: E402
 from engine.run.live import LiveFeed  # noqa: E402
-from engine.run.records import LayerTimes, RunEnded, StepRecord  # noqa: E402
+from engine.records import LayerTimes, RunEnded, StepRecord  # noqa: E402
 from engine.run.loop import Run, RunConfig  # noqa: E402
 
 

@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 
 # name -> submodule, imported on first use (these pull in torch)
 _LAZY = {
-    "analyze": "net.analyze", "build_model": "net.graph", "NetInfo": "net.analyze", "LayerInfo": "net.analyze",
-    "LayerNet": "net.graph", "PlanStep": "net.graph", "id_problem": "net.spec", "INPUT_FIELDS": "net.spec",
+    "analyze": "net.analyze", "build_model": "net.model", "NetInfo": "net.analyze", "LayerInfo": "net.analyze",
+    "LayerNet": "net.model", "PlanStep": "net.model", "id_problem": "net.spec", "INPUT_FIELDS": "net.spec",
     "open_session": "session", "SessionReader": "session", "SessionWriter": "session",
     "SessionError": "session", "Telemetry": "run.telemetry", "telemetry_status": "run.telemetry",
     "layer_summary": "analysis.summary", "run_summary": "analysis.summary", "summary": "analysis.summary",
@@ -30,12 +30,12 @@ _LAZY = {
     "LiveSnapshot": "run.live",
     "list_devices": "run.devices", "resolve_device": "run.devices", "DeviceInfo": "run.devices",
     "runs_dir": "paths", "cache_dir": "paths", "data_dir": "paths",
-    "RunInfo": "run.records", "StepRecord": "run.records",
+    "RunInfo": "records", "StepRecord": "records",
     "latest_checkpoint": "net.checkpoint", "load_model": "net.checkpoint",
     "get_dataset": "data", "canonical_name": "data", "sample_predictions": "data.loading",
     "download": "data.download", "is_downloaded": "data.download",
     "dataset_note": "data", "can_download": "data",
-    **{name: "run.records" for name in ("EvalRecord", "FeatureMap", "LayerRow", "LayerTimes", "LogRecord",
+    **{name: "records" for name in ("EvalRecord", "FeatureMap", "LayerRow", "LayerTimes", "LogRecord",
                                         "RunEnded", "StateChanged", "TelemetryBatch", "TelemetrySample")},
 }
 _MODULES = {"fmt"}  # names that are submodules themselves, not attributes of one

@@ -15,7 +15,7 @@ from engine.analysis.energy import energy_per_sample, energy_windows
 from engine.analysis.layers import LayerSamples, batch_size, layer_rows
 from engine.analysis.stats import layer_step_ms, steady_steps, step_time_stats
 from engine.run.live import STEP_COLUMNS
-from engine.run.records import StepRecord
+from engine.records import StepRecord
 
 _last: list = [None, None]  # (snapshot, rows): the views of one frame share one computation
 

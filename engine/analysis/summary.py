@@ -15,7 +15,7 @@ from engine.analysis import layers as _layers
 from engine.analysis.energy import ENERGY_COUNTERS, power_note as _power_note, primary_energy_source, run_energy as _run_energy
 from engine.analysis.layers import TRAIN_FLOP_FACTOR, batch_size  # noqa: F401  (TRAIN_FLOP_FACTOR: public here too)
 from engine.analysis.stats import main_steps, percentile, steady_steps as _steady, step_time_stats
-from engine.run.records import LayerTimes, RunEnded, RunInfo, StepRecord, TelemetryBatch, EvalRecord
+from engine.records import LayerTimes, RunEnded, RunInfo, StepRecord, TelemetryBatch, EvalRecord
 
 
 class _Records:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from engine.cli.main import EXIT_BAD_INPUT, EXIT_OK
+from engine.cli.common import EXIT_BAD_INPUT, EXIT_OK
 from engine.cli.output import fmt_bytes, fmt_flops, fmt_int, print_table
 from engine.errors import LayerScopeError
 
@@ -23,7 +23,7 @@ def cmd_presets(args) -> int:
 
 def cmd_validate(args) -> int:
     """Every problem of a net (exit 2), or its per-node shapes, parameters and FLOPs."""
-    from engine.net.graph import analyze
+    from engine.net.model import analyze
     from engine.net.presets import resolve_net
 
     try:

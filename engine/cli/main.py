@@ -8,47 +8,18 @@ Exit codes: 0 success, 1 a run that failed, 2 bad input (with a one-line reason)
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
+from engine.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, Parser
 from engine.errors import LayerScopeError
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line and exits 2."""
-
-    def error(self, message):
-        raise LayerScopeError(f"{self.prog}: {message} (see --help)")
-
-
-def whole_number(lo: int):
-    """An argparse ``type`` for whole numbers >= ``lo`` (a one-line complaint otherwise)."""
-
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {lo}, got {v}")
-        return v
-    parse.__name__ = "whole number"
-    return parse
-
-
-positive_int = whole_number(1)
-nonneg_int = whole_number(0)
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``layerscope`` parser with every sub-command registered."""
     from engine.cli import info, profile, sessions
 
-    p = _Parser(prog="layerscope", description="LayerScope: per-layer profiler for convolutional nets. "
+    p = Parser(prog="layerscope", description="LayerScope: per-layer profiler for convolutional nets. "
                 "With no command, opens the desktop app.")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", parser_class=Parser)
     info.register(sub)
     profile.register(sub)
     sessions.register(sub)

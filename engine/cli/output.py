@@ -8,7 +8,7 @@ import time
 from functools import partial
 
 from engine import fmt
-from engine.run.records import EvalRecord, LogRecord, RunEnded, StateChanged, StepRecord
+from engine.records import EvalRecord, LogRecord, RunEnded, StateChanged, StepRecord
 
 __all__ = ["fmt_int", "fmt_flops", "fmt_num", "fmt_duration", "fmt_bytes", "print_table", "Progress",
            "DownloadProgress"]

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from engine.cli.main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, whole_number
+from engine.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, whole_number
 from engine.cli.output import DownloadProgress, Progress, fmt_num
 from engine.errors import LayerScopeError
 from engine.paths import runs_dir
@@ -78,7 +78,7 @@ def cmd_profile(args) -> int:
     from engine.net.presets import resolve_net
 
     spec = resolve_net(args.net)  # LayerScopeError -> exit 2
-    from engine.net.graph import analyze
+    from engine.net.model import analyze
 
     analyze(spec)  # every problem of the net, before torch spends time on it
     from engine.run.loop import Run

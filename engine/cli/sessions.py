@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from engine.cli.main import EXIT_OK, nonneg_int
+from engine.cli.common import EXIT_OK, nonneg_int
 from engine.cli.output import fmt_bytes, fmt_num, print_table
 from engine.errors import LayerScopeError
 from engine.export import EXPORTERS

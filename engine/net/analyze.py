@@ -25,7 +25,7 @@ from engine.net.spec import INPUT_ID, NetSpec, check_structure, topo_order
 
 _DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 
-# LayerNet's own attribute names (engine/net/graph.py): a node id equal to one would collide with
+# LayerNet's own attribute names (engine/net/model.py): a node id equal to one would collide with
 # its submodule name. test_analyze checks every attribute of a built LayerNet is covered.
 LAYERNET_ATTRS = frozenset({"spec", "output_id", "plan", "failed_node", "_plan", "_free_after", "_steps"})
 

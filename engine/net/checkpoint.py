@@ -244,7 +244,7 @@ def _shapes_of(spec) -> dict:
     """Parameter and buffer shapes of the net ``spec`` builds, without allocating its weights."""
     import torch
 
-    from engine.net.graph import build_model
+    from engine.net.model import build_model
 
     with torch.device("meta"):
         model = build_model(spec)
@@ -253,7 +253,7 @@ def _shapes_of(spec) -> dict:
 
 def load_model(path_or_dir, device="cpu"):
     """Rebuild the net stored in a LayerScope checkpoint and load its weights: (model, spec, meta)."""
-    from engine.net.graph import build_model
+    from engine.net.model import build_model
 
     path = resolve(path_or_dir)
     state, raw = _read(path)

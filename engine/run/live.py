@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.run.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StateChanged,
+from engine.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StateChanged,
                                 StepRecord, TelemetryBatch)
 
 STEP_COLUMNS = ("step", "t", "loss", "accuracy", "step_ms", "samples_per_s", "data_ms",

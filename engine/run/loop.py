@@ -24,7 +24,7 @@ from typing import Callable
 
 from engine.errors import LayerScopeError
 from engine.run.config import MODES, OPTIMIZERS, PRECISIONS, RunConfig, RunResult
-from engine.run.records import (EvalRecord, LayerRow, LogRecord, RunEnded, RunInfo, StateChanged, StepRecord,
+from engine.records import (EvalRecord, LayerRow, LogRecord, RunEnded, RunInfo, StateChanged, StepRecord,
                                 TelemetryBatch, TelemetrySample)
 from engine.run.setup import (Failed, RunContext, build_context, first_line, is_oom, layer_name, oom_message,
                               versions)
@@ -252,13 +252,14 @@ class Run:
 
     def _open_writer(self):
         """The session writer for ``cfg.out``, joined to the sinks before the first record."""
+        from engine.run.telemetry import telemetry_status
         from engine.session import SessionWriter
 
         cfg = self.cfg
         if cfg.out is None:
             return None
         try:
-            writer = SessionWriter(cfg.out)
+            writer = SessionWriter(cfg.out, telemetry_probe=telemetry_status)
         except LayerScopeError:
             raise
         except OSError as e:
@@ -281,7 +282,7 @@ class Run:
         return device
 
     def _analyze(self, info: RunInfo):
-        from engine.net.graph import analyze
+        from engine.net.model import analyze
 
         spec = self.cfg.net
         net_info = analyze(spec)

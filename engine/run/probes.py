@@ -33,7 +33,7 @@ import time
 
 import torch
 
-from engine.run.records import FeatureMap, LayerTimes
+from engine.records import FeatureMap, LayerTimes
 
 FEATURE_CHANNELS = 32
 FEATURE_SIDE = 64

@@ -39,7 +39,7 @@ class RunContext:
     """
 
     device: Any  # torch.device
-    net_info: Any  # engine.net.graph.NetInfo
+    net_info: Any  # engine.net.model.NetInfo
     model: Any = None
     autocast: Callable[[], Any] = contextlib.nullcontext
     loss_fn: Callable[..., Any] | None = None
@@ -198,7 +198,7 @@ def build_context(cfg: RunConfig, device, net_info, log: Log, restore: list[Call
     import torch
 
     from engine.data import get_dataset
-    from engine.net.graph import build_model
+    from engine.net.model import build_model
     from engine.run.probes import CudaMemory, Probe
 
     spec = cfg.net

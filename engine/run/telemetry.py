@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from engine.run.records import TelemetryBatch, TelemetrySample
+from engine.records import TelemetryBatch, TelemetrySample
 
 POWERCAP_ROOT = Path("/sys/class/powercap")
 

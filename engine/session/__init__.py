@@ -2,7 +2,7 @@
 
 ``schema`` holds the layout and the checks shared by both sides, ``writer`` the record sink
 ``SessionWriter``, ``reader`` ``open_session``/``SessionReader``. Importing this package loads only
-the standard library and ``engine.run.records`` (no torch).
+the standard library and ``engine.records`` (no torch).
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
-from engine.run.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
+from engine.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
                                 StepRecord, TelemetryBatch, TelemetrySample)
 from engine.session.schema import SCHEMA_VERSION, SessionError, check_is_session, ms_from_ns
 

@@ -13,10 +13,11 @@ import sqlite3
 import threading
 import time
 import zlib
+from typing import Callable
 from collections import deque
 from pathlib import Path
 
-from engine.run.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord,
+from engine.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord,
                                 TelemetryBatch)
 from engine.session.schema import (FORMAT_NAME, SCHEMA_SQL, SCHEMA_VERSION, SessionError, check_is_session,
                                    has_session_header, ns_from_ms, shape_text)
@@ -44,10 +45,15 @@ class SessionWriter:
     before the call returns. Feature maps are kept at most one per ``feature_interval_s`` per node
     (the last one of the run is always kept) and zlib-compressed, so long runs stay small.
     Call ``close()`` when done (also a context manager).
+
+    ``telemetry_probe(device_id) -> {source: {"available", "reason"}}``, when given, is called once
+    on the writer's thread after ``RunInfo`` and its answer stored as meta ``telemetry``, so a
+    reader can say why a series is absent (the run passes ``engine.run.telemetry.telemetry_status``;
+    the session package itself knows nothing of telemetry sources).
     """
 
     def __init__(self, path, *, flush_interval: float = 0.5, feature_interval_s: float = 1.0,
-                 record_telemetry_status: bool = True):
+                 telemetry_probe: Callable[[str], dict] | None = None):
         self.path = Path(path)
         self.flush_interval = float(flush_interval)
         self.feature_interval_s = float(feature_interval_s)
@@ -67,7 +73,7 @@ class SessionWriter:
         # which telemetry this machine offers for the run's device (and why not), probed off the
         # run's thread so a reader can say why a series is absent
         self._probe_device: str | None = None
-        self._record_tel = record_telemetry_status
+        self._telemetry_probe = telemetry_probe
         self._con = self._create()
         self._thread = threading.Thread(target=self._loop, name="layerscope-session-writer", daemon=True)
         self._thread.start()
@@ -109,7 +115,7 @@ class SessionWriter:
         if self._closed or self.error:
             return
         self._queue.append(record)
-        if isinstance(record, RunInfo) and self._record_tel:
+        if isinstance(record, RunInfo) and self._telemetry_probe is not None:
             self._probe_device = str((record.device or {}).get("id") or (record.config or {}).get("device") or "cpu")
         if isinstance(record, (RunInfo, RunEnded)):
             self.flush()
@@ -124,9 +130,7 @@ class SessionWriter:
         if dev is None:
             return
         try:
-            from engine.run.telemetry import telemetry_status
-
-            status = telemetry_status(dev)
+            status = self._telemetry_probe(dev)
         except Exception as e:  # never let a probe break the recording
             status = {"error": f"{type(e).__name__}: {e}"}
         self._queue.append(_Meta({"telemetry": status}))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from engine.run.live import LiveFeed
-from engine.run.records import (FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord,
+from engine.records import (FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord,
                             TelemetryBatch, TelemetrySample)
 
 

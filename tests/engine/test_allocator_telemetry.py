@@ -1,7 +1,7 @@
 """CUDA runs report the caching allocator's allocated/reserved bytes as telemetry (rate-limited)."""
 
 import engine
-from engine.run.records import TelemetryBatch
+from engine.records import TelemetryBatch
 from engine.run.loop import Run, RunConfig
 
 

@@ -15,7 +15,7 @@ import pytest
 from engine.run import telemetry as tm
 from engine.cli.main import main
 from engine.cli.output import Progress
-from engine.run.records import LogRecord, RunEnded, StateChanged, StepRecord
+from engine.records import LogRecord, RunEnded, StateChanged, StepRecord
 from engine.session import open_session
 from tests.engine.test_telemetry import FakeNvml
 

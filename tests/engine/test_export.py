@@ -8,7 +8,7 @@ import pytest
 
 from engine.analysis.compare import compare
 from engine.export import CSV_COLUMNS, export_csv, export_html, export_json, export_trace, trace_events
-from engine.run.records import LayerTimes, StepRecord
+from engine.records import LayerTimes, StepRecord
 from engine.session import open_session
 from engine.analysis.stats import percentile
 from engine.analysis.summary import layer_summary, run_summary, summary

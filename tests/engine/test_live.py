@@ -4,7 +4,7 @@ import threading
 import numpy as np
 
 from engine.run.live import STEP_COLUMNS, LiveFeed
-from engine.run.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
+from engine.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
                                 StateChanged, StepRecord, TelemetryBatch, TelemetrySample)
 
 NODES = ["conv1", "relu1", "fc"]

@@ -17,7 +17,7 @@ try:
     print('BLOCK FAILED'); sys.exit(3)
 except ImportError:
     pass
-import engine, engine.cli, engine.net.graph
+import engine, engine.cli, engine.net.model
 import pkgutil, importlib
 for m in pkgutil.walk_packages(engine.__path__, "engine."):
     if not m.name.endswith('__main__'):

@@ -7,7 +7,7 @@ import torch
 
 import engine
 from engine import LayerScopeError
-from engine.run.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StateChanged,
+from engine.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StateChanged,
                                 StepRecord)
 from engine.run.loop import Run, RunConfig, RunResult
 
@@ -258,14 +258,14 @@ def test_config_round_trip_and_validation():
 
 def test_no_hooks_left_on_the_model_and_a_broken_sink_is_dropped(monkeypatch):
     built = []
-    real = engine.net.graph.build_model
+    real = engine.net.model.build_model
 
     def keep(*a, **k):
         m = real(*a, **k)
         built.append(m)
         return m
 
-    monkeypatch.setattr(engine.net.graph, "build_model", keep)
+    monkeypatch.setattr(engine.net.model, "build_model", keep)
 
     def broken(rec):
         if isinstance(rec, StepRecord):
@@ -290,10 +290,15 @@ def test_session_file_written_by_a_run(tmp_path):
     reader = session.open_session(path)
     assert reader.ended().status == "completed"
     assert len(reader.layer_times()) == 2
+    # the run hands the writer its telemetry probe: the machine's sources and why each is absent
+    from engine.run.telemetry import telemetry_status
+
+    assert reader.meta["telemetry"] == telemetry_status("cpu")
+    reader.close()
 
 
 def test_telemetry_sampler_runs_inside_the_run_and_is_joined():
-    from engine.run.records import TelemetryBatch
+    from engine.records import TelemetryBatch
 
     before = set(threading.enumerate())
     result, recs = run(cfg(steps=6, warmup=0, telemetry_hz=50.0))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.run.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
+from engine.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
                             StepRecord, TelemetryBatch, TelemetrySample)
 from engine.session import SessionError, SessionWriter, open_session
 from engine.session.schema import SCHEMA_VERSION

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from engine.run import telemetry as tm
-from engine.run.records import StepRecord, TelemetryBatch
+from engine.records import StepRecord, TelemetryBatch
 from engine.analysis.energy import counter_at, energy_per_sample
 from engine.run.telemetry import Telemetry, telemetry_status
 
