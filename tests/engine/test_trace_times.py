@@ -4,6 +4,7 @@ events, faked with host clocks, as the CUDA/MPS path uses them)."""
 import time
 
 import pytest
+import torch
 
 import engine
 import engine.run.probes as probes
@@ -42,12 +43,15 @@ class EventProbe(probes.Probe):
 TOL_US = 1.0  # the trace rounds to 0.001 us; a microsecond of slack only covers that rounding
 
 
-@pytest.mark.parametrize("path", ["cpu-clock", "device-events"])
+@pytest.mark.parametrize("path", ["cpu-clock", "device-events", "cuda"])
 @pytest.mark.parametrize("mode", ["train", "infer", "benchmark"])
 def test_layer_slices_lie_inside_their_step_and_the_run(monkeypatch, mode, path):
+    if path == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device here (the device-events case runs the same read-out)")
     if path == "device-events":
         monkeypatch.setattr(probes, "Probe", EventProbe)
-    cfg = RunConfig(net=engine.load_preset("lenet5"), mode=mode, device="cpu", batch_size=4, steps=3, warmup=1,
+    device = "cuda" if path == "cuda" else "cpu"
+    cfg = RunConfig(net=engine.load_preset("lenet5"), mode=mode, device=device, batch_size=4, steps=3, warmup=1,
                     threads=1, telemetry_hz=0, dataset="synthetic")
     recs = []
     result = Run(cfg, [recs.append]).run()
