@@ -46,6 +46,8 @@ def test_a_batch_larger_than_a_tiny_dataset_is_recorded_as_capped_and_used_every
     assert result.status == "completed", result.message
     info = recs[0]
     assert isinstance(info, RunInfo) and info.config["batch_size"] == 64 and info.config["batch_used"] == n_train
+    again = RunConfig.from_dict(dict(info.config))  # a recorded config still makes a config: the fact is not a setting
+    assert again.batch_size == 64 and not hasattr(again, "batch_used")
     warn = [r.message for r in recs if isinstance(r, LogRecord) and r.level == "warning"]
     assert any(f"batch capped at {n_train}" in m and "64" in m for m in warn), warn
     # activations are stored for the batch used
