@@ -27,7 +27,8 @@ def setting_spin(name: str) -> QSpinBox:
     """A spin box for the whole-number RunConfig setting ``name``: its declared bounds, default and help."""
     s = engine.RunConfig.setting(name)
     spin = QSpinBox()
-    spin.setRange(int(s.lo) if s.lo is not None else -SPIN_LIMIT - 1, int(s.hi) if s.hi is not None else SPIN_LIMIT)
+    spin.setRange(int(s.lo) if s.lo is not None else -SPIN_LIMIT - 1,
+                  min(int(s.hi), SPIN_LIMIT) if s.hi is not None else SPIN_LIMIT)  # e.g. the 64-bit seed
     if s.default is not None:
         spin.setValue(int(s.default))
     spin.setToolTip(s.help[:1].upper() + s.help[1:])
@@ -199,6 +200,9 @@ class RunPanel(QWidget):
             w.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             w.setMinimumContentsLength(6)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        # no horizontal scrolling, so the panel may not get narrower than its form: a squeezed dock
+        # cut labels to "rofile every" and this keeps the main window from doing that
+        scroll.setMinimumWidth(inner.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
         for w in (self.batch, self.length, self.profile_every):
             w.valueChanged.connect(self._on_option)
         self._on_dataset()
@@ -253,16 +257,23 @@ class RunPanel(QWidget):
             f"<tr><td>Activations</td><td align=right><b>{fmt.fmt_bytes(s.activation_bytes)}</b></td></tr>"
             f"<tr><td>Training memory ≈</td><td align=right><b>{fmt.fmt_bytes(s.train_bytes_estimate)}</b></td></tr>"
             f"</table>batch {self.batch.value()}, {self.precision_key()}{part}")
-        need = s.train_bytes_estimate if self.mode_key() == "train" else s.activation_bytes + s.input_bytes + s.params * 4
+        problem = self.fit_problem()
+        self.fit_warning.setText(f"⚠ {problem}" if problem else "")
+        self.fit_warning.setVisible(bool(problem))
+
+    def fit_problem(self) -> str | None:
+        """The engine's refusal for the chosen net, batch, mode and device's free memory (None when
+        it fits or the free memory is unknown): the same sentence Start answers with."""
+        if self._model is None:
+            return None
         dev = self._devices.get(self.device_id())
         free = getattr(dev, "memory_free", None)
-        if free is not None and need > free:
-            where = "GPU" if getattr(dev, "kind", "") != "cpu" else "system"
-            self.fit_warning.setText(f"⚠ The estimate ({fmt.fmt_bytes(need)}) will not fit the {where}'s free memory "
-                                     f"({fmt.fmt_bytes(free)} free on {dev.id}); lower the batch size or precision.")
-            self.fit_warning.setVisible(True)
-        else:
-            self.fit_warning.setVisible(False)
+        if dev is None or free is None:
+            return None
+        est = engine.memory_estimate(self._model.validation().info, self.batch.value(), mode=self.mode_key(),
+                                     precision=self.precision_key())
+        where = "system memory" if getattr(dev, "kind", "") == "cpu" else f"{dev.id} memory"
+        return engine.fit_problem(est, free, where)
 
     # -- devices -----------------------------------------------------------------------------------
     def set_devices(self, devices, preferred: str = "") -> None:

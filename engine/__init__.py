@@ -35,6 +35,7 @@ _LAZY = {
     "get_dataset": "data", "canonical_name": "data", "sample_predictions": "data.loading",
     "download": "data.download", "is_downloaded": "data.download",
     "dataset_note": "data", "can_download": "data",
+    "memory_estimate": "run.limits", "fit_problem": "run.limits",
     **{name: "records" for name in ("EvalRecord", "FeatureMap", "LayerRow", "LayerTimes", "LogRecord",
                                         "RunEnded", "StateChanged", "TelemetryBatch", "TelemetrySample")},
 }

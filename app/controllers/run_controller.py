@@ -75,6 +75,11 @@ class RunController(Controller):
             return False
         kw = self.run_panel.config_kwargs()
         kw.update(overrides)
+        fit = self.run_panel.fit_problem() if not overrides.keys() & {"batch_size", "mode", "precision", "device"} \
+            else None
+        if fit:  # the panel's own warning, word for word (the run's check below says the same)
+            self._problem(f"Cannot start: {fit}")
+            return False
         cfg = engine.RunConfig(net=self.model.spec(), **kw)
         self.weights.prepare(cfg)
         problems = cfg.problems()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.analysis.stats import clean, layer_step_ms, percentile, sorted_percentile
+from engine.analysis.stats import batch_used, clean, layer_step_ms, percentile, sorted_percentile
 
 TRAIN_FLOP_FACTOR = 3.0  # forward + backward (~2x forward) per sample
 
@@ -135,9 +135,8 @@ def steady_layer_times(steps: list, lts: list) -> list:
 
 
 def batch_size(info) -> int | None:
-    """The run's batch size from its RunInfo config; None when not recorded."""
-    b = ((info.config if info else None) or {}).get("batch_size")
-    return int(b) if b else None
+    """The run's batch size: the one really used (``stats.batch_used``); None when not recorded."""
+    return batch_used(info)
 
 
 def summary_layer_rows(info, steps: list, lts: list, j_per_sample: float | None = None) -> list[dict]:

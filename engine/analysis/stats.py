@@ -74,3 +74,21 @@ def step_time_stats(steps: Iterable) -> dict:
     ms = [s.step_ms for s in steady_steps(steps)]
     return {"step_ms_mean": mean(ms), "step_ms_median": percentile(ms, 50), "step_ms_p95": percentile(ms, 95),
             "samples_per_s": samples_per_s(steps)}
+
+
+def batch_used(info) -> int | None:
+    """Samples per step a run really used, from its RunInfo: ``config["batch_used"]`` (the batch
+    asked for, capped to a smaller train split), else ``config["batch_size"]`` (sessions recorded
+    before the cap was); None when neither is a whole number >= 1."""
+    cfg = (info.config if info is not None else None) or {}
+    for key in ("batch_used", "batch_size"):
+        b = cfg.get(key)
+        if isinstance(b, (int, float)) and not isinstance(b, bool) and b >= 1 and b == int(b):
+            return int(b)
+    return None
+
+
+def batch_requested(info) -> int | None:
+    """The batch a run asked for (``config["batch_size"]``); None when not recorded."""
+    b = ((info.config if info is not None else None) or {}).get("batch_size")
+    return int(b) if isinstance(b, (int, float)) and not isinstance(b, bool) and b >= 1 and b == int(b) else None

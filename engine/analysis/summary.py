@@ -14,7 +14,7 @@ from typing import Iterable
 from engine.analysis import layers as _layers
 from engine.analysis.energy import ENERGY_COUNTERS, power_note as _power_note, primary_energy_source, run_energy as _run_energy
 from engine.analysis.layers import TRAIN_FLOP_FACTOR, batch_size  # noqa: F401  (TRAIN_FLOP_FACTOR: public here too)
-from engine.analysis.stats import main_steps, percentile, steady_steps as _steady, step_time_stats
+from engine.analysis.stats import batch_requested, main_steps, percentile, steady_steps as _steady, step_time_stats
 from engine.records import LayerTimes, RunEnded, RunInfo, StepRecord, TelemetryBatch, EvalRecord
 
 
@@ -120,7 +120,10 @@ def power_note(src) -> str | None:
 
 
 def run_summary(reader_or_records) -> dict:
-    """Run totals: identity, status, step time, throughput, loss/accuracy, memory, energy."""
+    """Run totals: identity, status, step time, throughput, loss/accuracy, memory, energy.
+
+    ``batch_size`` is the batch the run really used (capped to a smaller train split);
+    ``batch_requested`` the one asked for."""
     src = as_source(reader_or_records)
     info = src.info
     cfg = info.config or {}
@@ -153,6 +156,7 @@ def run_summary(reader_or_records) -> dict:
         "mode": cfg.get("mode"), "device": (info.device or {}).get("id") or cfg.get("device"),
         "device_name": (info.device or {}).get("name"),
         "precision": cfg.get("precision"), "batch_size": batch_size(info),
+        "batch_requested": batch_requested(info),  # differs from batch_size when the dataset capped it
         "steps": len(main), "steady_steps": len(steps), "warmup_steps": len([s for s in main if s.warmup]),
         "profiled_steps": len(src.layer_times()) if not hasattr(src, "profiled_step_count")
         else src.profiled_step_count(),

@@ -66,17 +66,36 @@ def cmd_export(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    """The per-layer table and run totals of a session (or the same as JSON)."""
+    """The per-layer table and run totals of each session given, in order (or the same as JSON:
+    one object for one session, a list of them for several). Every session is read before
+    anything is printed, so one that cannot be read gives its one line and nothing else."""
     from engine.analysis.summary import summary
 
-    with _open(args.session) as r:
-        s = summary(r)
-        info = r.info
+    done = []
+    for path in args.session:
+        with _open(path) as r:
+            done.append((path, summary(r), r.info))
     if args.json:
         from engine.export.common import jsonable
 
-        print(json.dumps(jsonable(s), indent=1))
+        out = [s for _, s, _ in done]
+        print(json.dumps(jsonable(out[0] if len(out) == 1 else out), indent=1))
         return EXIT_OK
+    for i, (path, s, info) in enumerate(done):
+        if len(done) > 1:
+            print(("\n" if i else "") + f"== {path} ==")
+        _print_summary(s, info)
+    return EXIT_OK
+
+
+def _capped(run: dict) -> str:
+    req = run.get("batch_requested")
+    if req is None or run.get("batch_size") in (None, req):
+        return ""
+    return f" (capped: {req} asked for, the train split holds only {run['batch_size']})"
+
+
+def _print_summary(s: dict, info) -> None:
     run, rows = s["run"], s["layers"]
     train = any(x["bwd_median_ms"] for x in rows)
     head = ["node", "kind", "output", "params", "MFLOPs", "fwd ms", "fwd p95"]
@@ -95,7 +114,7 @@ def cmd_summary(args) -> int:
         table.append(r)
     dev = info.device or {}
     print(f"{run['net'] or 'net'}: {run['mode']} on {dev.get('name') or run['device']} ({run['device']}), "
-          f"{run['precision']}, batch {run['batch_size']}")
+          f"{run['precision']}, batch {run['batch_size']}" + _capped(run))
     status = run["status"]
     if status == "running":
         status += " (no end recorded: the run is still going, or its process was killed)"
@@ -124,7 +143,6 @@ def cmd_summary(args) -> int:
         print(f"final loss {run['loss']:.4f}" + (f", accuracy {run['accuracy']:.4f}" if run["accuracy"] is not None else ""))
     if run["test_accuracy"] is not None:
         print(f"test_accuracy: {run['test_accuracy']:.4f}")
-    return EXIT_OK
 
 
 def cmd_compare(args) -> int:
@@ -143,16 +161,19 @@ def cmd_compare(args) -> int:
 
     print(f"A: {args.a}: {who(c['a'])}")
     print(f"B: {args.b}: {who(c['b'])}\n")
+    per_sample = c["basis"] == "per sample"
+    if per_sample:
+        print(f"batch sizes differ ({c['a']['batch_size']} and {c['b']['batch_size']}): "
+              "times and speed-ups are per sample (ms per step / batch)\n")
     rows = []
     for x in c["layers"]:
-        a_ms = None if x["a_fwd_ms"] is None else x["a_fwd_ms"] + (x["a_bwd_ms"] or 0.0)
-        b_ms = None if x["b_fwd_ms"] is None else x["b_fwd_ms"] + (x["b_bwd_ms"] or 0.0)
-        rows.append([x["id"], x["kind"] or "", fmt_num(a_ms), fmt_num(b_ms),
+        rows.append([x["id"], x["kind"] or "", fmt_num(x["a_ms"]), fmt_num(x["b_ms"]),
                      f"{x['speedup']:.2f}x" if x["speedup"] is not None else ("only in A" if not x["in_b"]
                                                                              else "only in B" if not x["in_a"] else "-")])
-    print_table(rows, ["node", "kind", "A ms", "B ms", "speed-up"], right={2, 3, 4})
-    print("\n(ms: median forward + backward per step; speed-up = A / B, above 1 means B is faster)")
-    print(f"step time speed-up: {fmt_num(c['step_speedup'])}x")
+    unit = "ms/sample" if per_sample else "ms"
+    print_table(rows, ["node", "kind", f"A {unit}", f"B {unit}", "speed-up"], right={2, 3, 4})
+    print(f"\n({unit}: median forward + backward {c['basis']}; speed-up = A / B, above 1 means B is faster)")
+    print(f"step time speed-up ({c['basis']}): {fmt_num(c['step_speedup'])}x")
     print(f"throughput ratio (B / A): {fmt_num(c['throughput_ratio'])}")
     if c["energy_per_sample_ratio"] is not None:
         print(f"energy per sample ratio (B / A): {fmt_num(c['energy_per_sample_ratio'])} "
@@ -173,9 +194,9 @@ def register(sub) -> None:
                    "steps (0: all; default 2000)")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("summary", help="per-layer table and run totals of a session")
-    s.add_argument("session")
-    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    s = sub.add_parser("summary", help="per-layer table and run totals of one or more sessions")
+    s.add_argument("session", nargs="+", help="session files, printed in the order given")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON (a list for several sessions)")
     s.set_defaults(func=cmd_summary)
 
     s = sub.add_parser("compare", help="per-layer speed-up and energy ratio of session B against A")

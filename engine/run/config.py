@@ -19,6 +19,14 @@ MODES = ("train", "infer", "benchmark")
 PRECISIONS = ("fp32", "fp16", "bf16")
 OPTIMIZERS = ("sgd", "adam")
 
+# bounds that come from torch and the machine: torch seeds are 64-bit; thread pools far larger
+# than the cores crash OpenMP (20000 aborts in libgomp, 100000 segfaults) and never run faster,
+# so a few threads per logical core (oversubscription some users measure on purpose) is the limit
+SEED_MAX = 2**63 - 1
+CORES = os.cpu_count() or 1
+THREADS_PER_CORE = 4
+THREADS_MAX = THREADS_PER_CORE * CORES
+
 # kinds of setting: how a value is checked and how the CLI parses it
 INT, FLOAT, BOOL, CHOICE, TEXT, PATH = "int", "float", "bool", "choice", "text", "path"
 
@@ -98,9 +106,11 @@ class RunConfig:
                               flag="--optimizer")
     lr: float = _setting(0.01, FLOAT, "learning rate", lo=0, lo_open=True, flag="--lr")
     momentum: float = _setting(0.9, FLOAT, "SGD momentum", lo=0, hi=1, flag="--momentum")
-    seed: int = _setting(0, INT, "seed of the weights, the data order and random data", lo=0, flag="--seed")
-    threads: int | None = _setting(None, INT, "CPU threads (default: all cores but one)", lo=1, optional=True,
-                                   flag="--threads")
+    seed: int = _setting(0, INT, "seed of the weights, the data order and random data", lo=0, hi=SEED_MAX,
+                         flag="--seed", expect="torch takes a 64-bit seed")
+    threads: int | None = _setting(None, INT, "CPU threads (default: all cores but one)", lo=1, hi=THREADS_MAX,
+                                   optional=True, flag="--threads",
+                                   expect=f"at most {THREADS_PER_CORE} per logical core; this machine has {CORES}")
     channels_last: bool = _setting(False, BOOL, "channels-last memory format", flag="--channels-last")
     cudnn_benchmark: bool = _setting(False, BOOL, "let cuDNN try algorithms for the fastest",
                                      flag="--cudnn-benchmark")
@@ -145,7 +155,18 @@ class RunConfig:
         if isinstance(self.net, NetSpec) and isinstance(self.feature_node, str):
             if self.net.node(self.feature_node) is None:
                 p.append(f"feature_node '{self.feature_node}' is not a node of {self.net.name or 'the net'}")
+        if not p:
+            p += self.resource_problems()
         return p
+
+    def resource_problems(self, device=None) -> list[str]:
+        """Whether the run fits the device's free memory, before anything is allocated: at most one
+        sentence with the estimate and the largest batch that fits (``engine.run.limits``).
+        ``problems()`` includes it once every setting is valid; ``device``: a torch device (default:
+        ``self.device`` resolved)."""
+        from engine.run.limits import resource_problems
+
+        return resource_problems(self, device)
 
     def validate(self) -> "RunConfig":
         """Raise LayerScopeError listing every bad setting; returns self when fine."""
@@ -179,10 +200,10 @@ class RunConfig:
         if not isinstance(d, dict):
             raise LayerScopeError("a run config must be a JSON object")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - known - RECORDED)
         if unknown:
             raise LayerScopeError([Problem(None, f"unknown setting '{k}'") for k in unknown])
-        kw = dict(d)
+        kw = {k: v for k, v in d.items() if k not in RECORDED}
         net = kw.get("net")
         if isinstance(net, dict):
             kw["net"] = spec_from_dict(net)
@@ -194,6 +215,11 @@ class RunConfig:
             if s.kind == FLOAT and _is_int(kw.get(s.name)):
                 kw[s.name] = float(kw[s.name])
         return cls(**kw).validate()
+
+
+# what a run adds to its recorded config (RunInfo.config): facts of the run, not settings
+# ("batch_used": the batch really used, smaller than batch_size when the train split is)
+RECORDED = frozenset({"batch_used"})
 
 
 def _from_field(f) -> Setting:
@@ -216,7 +242,8 @@ def _check(s: Setting, v) -> str | None:
         return None
     if s.kind == INT:
         if not _is_int(v) or (s.lo is not None and v < s.lo) or (s.hi is not None and v > s.hi):
-            return f"{s.name} must be a whole number {_range(s)}, not {v!r}"
+            why = f" ({s.expect})" if s.expect and _is_int(v) and s.hi is not None and v > s.hi else ""
+            return f"{s.name} must be a whole number {_range(s)}, not {v!r}{why}"
     elif s.kind == FLOAT:
         if not _is_num(v) or v < s.lo or (s.lo_open and v == s.lo) or (s.hi is not None and v > s.hi):
             return f"{s.name} must be a number {_range(s)}, not {v!r}"

@@ -26,8 +26,8 @@ from engine.errors import LayerScopeError
 from engine.run.config import MODES, OPTIMIZERS, PRECISIONS, RunConfig, RunResult
 from engine.records import (EvalRecord, LayerRow, LogRecord, RunEnded, RunInfo, StateChanged, StepRecord,
                                 TelemetryBatch, TelemetrySample)
-from engine.run.setup import (Failed, RunContext, build_context, first_line, is_oom, layer_name, oom_message,
-                              versions)
+from engine.run.setup import (Failed, RunContext, build_context, first_line, is_oom, layer_name, load_splits,
+                              oom_message, used_batch, versions)
 
 __all__ = ["Run", "RunConfig", "RunResult", "MODES", "PRECISIONS", "OPTIMIZERS"]
 
@@ -194,11 +194,15 @@ class Run:
 
                 info.versions = versions()
                 device = self._resolve_device(info)
-                net_info = self._analyze(info)
+                splits = load_splits(cfg)
+                # every figure (activations, GFLOP/s, OOM advice, summaries) uses the batch really used
+                info.config["batch_used"] = batch = used_batch(cfg, splits)
+                net_info = self._analyze(info, batch)
                 self.info = info
                 self._emit(info)
                 telemetry = self._start_telemetry(device)
-                self._ctx = build_context(cfg, device, net_info, self._log, restore, self._feature_node)
+                self._ctx = build_context(cfg, device, net_info, self._log, restore, self._feature_node,
+                                          splits=splits)
                 status, message = self._loop(self._ctx, extra)
             except Failed as e:
                 message = str(e)
@@ -281,12 +285,12 @@ class Run:
             info.device = {"id": str(device), "name": None, "memory_total": None}
         return device
 
-    def _analyze(self, info: RunInfo):
+    def _analyze(self, info: RunInfo, batch: int):
         from engine.net.model import analyze
 
         spec = self.cfg.net
         net_info = analyze(spec)
-        b, prec = self.cfg.batch_size, self.cfg.precision
+        b, prec = batch, self.cfg.precision
         info.layers = [LayerRow(i, layer.id, layer_name(spec.node(layer.id)), layer.kind,
                                 tuple(layer.out_shape), layer.params, layer.flops,
                                 layer.activation_bytes(b, prec))
@@ -421,7 +425,7 @@ class Run:
                 node = probe.current_node()
             if node is None and phase == "forward":
                 node = ctx.model.failed_node
-            raise Failed(oom_message(ctx.device, cfg.batch_size, node, phase)) from None
+            raise Failed(oom_message(ctx.device, ctx.batch, node, phase)) from None
         finally:
             if profiled or feature:
                 probe.detach()

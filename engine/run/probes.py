@@ -418,15 +418,16 @@ class Probe:
                 bwd_ms[k] = bev[k].elapsed_time(end)
         else:
             stamps, cs = self._fwd, self.c_stamp
-            fwd_start = [(t - start) / 1e6 for t in stamps[:n]]
+            fwd_start = [(stamp - start) / 1e6 for stamp in stamps[:n]]
             fwd_ms = [max(0.0, (b - a - cs) / 1e6) for a, b in zip(stamps, stamps[1:])]
             b, ch = self._bwd, self.c_hook
             ts = [b[k] for k in order]
             # each gap holds one hook call, except the last, which ends when backward returns
-            ends = [t - ch for t in ts[1:]] + [self._bwd_end]
-            for k, t, end in zip(order, ts, ends):
-                bwd_start[k] = (t - start) / 1e6
-                bwd_ms[k] = max(0.0, end - t) / 1e6
+            # (``t`` is the step's time, stored below: stamps get names of their own)
+            ends = [stamp - ch for stamp in ts[1:]] + [self._bwd_end]
+            for k, stamp, end in zip(order, ts, ends):
+                bwd_start[k] = (stamp - start) / 1e6
+                bwd_ms[k] = max(0.0, end - stamp) / 1e6
         if self.mem is None and self.act_bytes_per_sample is not None:
             batch = self._batch
             mem_bytes = [a * batch for a in self.act_bytes_per_sample]

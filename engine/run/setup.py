@@ -48,6 +48,7 @@ class RunContext:
     loader: Any = None
     test_loader: Any = None
     dataset_name: str | None = None
+    batch: int = 0  # samples per step really used (``used_batch``)
     bench_x: Any = None
     probe: Any = None  # engine.run.probes.Probe
     mem: Any = None  # engine.run.probes.CudaMemory
@@ -162,12 +163,30 @@ def make_loss_fn(spec) -> Callable[..., Any]:
     return loss_fn
 
 
+def load_splits(cfg: RunConfig):
+    """The run's dataset splits (``engine.data.DatasetSplits``); None in benchmark mode (one random batch)."""
+    if cfg.mode == "benchmark":
+        return None
+    from engine.data import get_dataset
+
+    return get_dataset(cfg.dataset, cfg.net.input, seed=cfg.seed, root=cfg.data_root)
+
+
+def used_batch(cfg: RunConfig, splits) -> int:
+    """The samples per step the run really uses: ``cfg.batch_size``, capped to the train split's
+    size when the split is smaller (every batch then holds the whole split)."""
+    if splits is None:
+        return cfg.batch_size
+    n = len(splits.train)
+    return min(cfg.batch_size, n) if n > 0 else cfg.batch_size
+
+
 def run_loader(cfg: RunConfig, dataset, *, shuffle: bool, device, name: str, log: Log, info=None,
                drop_last: bool | None = None):
     """The loader of one split for this run; Failed when the split is empty.
 
     ``drop_last=None``: drop a short last batch unless the split is smaller than one batch
-    (then every batch holds the whole split, and a warning says so).
+    (then every batch holds the whole split, and a warning says the batch was capped).
     """
     from engine.data.loading import make_loader
 
@@ -177,8 +196,12 @@ def run_loader(cfg: RunConfig, dataset, *, shuffle: bool, device, name: str, log
     b = cfg.batch_size
     if drop_last is None:
         drop_last = n >= b
-        if n < b:
-            log("warning", f"the {name} split has only {n} samples, fewer than the batch of {b}; each batch holds {n}")
+        if n < b and name == "train":
+            log("warning", f"batch capped at {n}: the train split has only {n} samples, fewer than the batch "
+                           f"of {b} asked for; every figure of the run uses {n}")
+        elif n < b:
+            log("warning", f"the {name} split has only {n} samples, fewer than the batch of {b}; "
+                           f"each of its batches holds {n}")
     return make_loader(dataset, b, shuffle=shuffle, seed=cfg.seed, device=device, info=info, drop_last=drop_last)
 
 
@@ -193,17 +216,22 @@ def load_weights(cfg: RunConfig, model, log: Log) -> None:
 
 
 def build_context(cfg: RunConfig, device, net_info, log: Log, restore: list[Callable[[], None]],
-                  feature_node: str | None) -> RunContext:
-    """Model, loss, optimizer, data, probe and allocator reader for one run on ``device``."""
+                  feature_node: str | None, splits=None) -> RunContext:
+    """Model, loss, optimizer, data, probe and allocator reader for one run on ``device``.
+
+    ``splits``: the dataset already loaded by ``load_splits`` (loaded here when None).
+    """
     import torch
 
-    from engine.data import get_dataset
     from engine.net.model import build_model
     from engine.run.probes import CudaMemory, Probe
 
     spec = cfg.net
     configure_torch(cfg, device, restore)
-    ctx = RunContext(device=device, net_info=net_info, autocast=make_autocast(cfg, device, log))
+    if splits is None:
+        splits = load_splits(cfg)
+    ctx = RunContext(device=device, net_info=net_info, autocast=make_autocast(cfg, device, log),
+                     batch=used_batch(cfg, splits))
     model = build_model(spec, net_info).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -232,7 +260,6 @@ def build_context(cfg: RunConfig, device, net_info, log: Log, restore: list[Call
             x = x.contiguous(memory_format=torch.channels_last)
         ctx.bench_x = x
     else:
-        splits = get_dataset(cfg.dataset, spec.input, seed=cfg.seed, root=cfg.data_root)
         log("info", splits.info.summary())
         ctx.loader = run_loader(cfg, splits.train, shuffle=train, device=device, name="train", log=log,
                                 info=splits.info)
