@@ -96,8 +96,15 @@ class NetSpec:
 
 
 def dumps(spec: NetSpec) -> str:
-    """The spec as canonical JSON text (what ``save`` writes)."""
-    return json.dumps(spec.to_dict(), indent=2) + "\n"
+    """The spec as canonical JSON text (what ``save`` writes); SpecError for a malformed spec
+    object (``check_objects``) or a parameter value JSON cannot hold."""
+    problems = check_objects(spec)
+    if problems:
+        raise SpecError(problems)
+    try:
+        return json.dumps(spec.to_dict(), indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError, RecursionError) as e:
+        raise SpecError(f"the net cannot be written as JSON: {e}") from None
 
 
 def save(spec: NetSpec, path: str | Path) -> None:
@@ -173,7 +180,7 @@ def from_dict(data: Any) -> NetSpec:
     ver = data.get("version")
     if ver != VERSION:
         problems.append(Problem(None, f"unknown format version {show_value(ver)}; this LayerScope reads version {VERSION}"))
-    for k in sorted(set(data) - _TOP_KEYS):
+    for k in sorted(set(data) - _TOP_KEYS, key=str):  # key=str: a dict built in code may mix key types
         problems.append(Problem(None, f"unknown top-level field '{k}'"))
     name = data.get("name", "")
     desc = data.get("description", "")
@@ -189,7 +196,7 @@ def from_dict(data: Any) -> NetSpec:
     if not isinstance(raw_in, dict):
         problems.append(Problem(INPUT_ID, "'input' must be an object with channels, height, width and classes"))
     else:
-        for k in sorted(set(raw_in) - set(INPUT_FIELDS)):
+        for k in sorted(set(raw_in) - set(INPUT_FIELDS), key=str):
             problems.append(Problem(INPUT_ID, f"unknown input field '{k}'"))
         for k, (lo, hi) in INPUT_FIELDS.items():
             v = raw_in.get(k)
@@ -216,7 +223,7 @@ def from_dict(data: Any) -> NetSpec:
         if not isinstance(nid, str) or not nid:
             problems.append(Problem(None, f"{where} has no text 'id'"))
             nid = f"#{i + 1}"
-        for k in sorted(set(rn) - _NODE_KEYS):
+        for k in sorted(set(rn) - _NODE_KEYS, key=str):
             problems.append(Problem(nid, f"unknown node field '{k}'"))
         kind = rn.get("kind")
         params = rn.get("params", {})
