@@ -270,7 +270,18 @@ def _measure(kind: LayerKind, params: dict, in_shapes: list[tuple[int, ...]], in
 def _measure_dtype(kind: LayerKind, params: dict, in_shapes, in_dtypes, precision: str,
                    device_type: str) -> torch.dtype:
     """The dtype ``kind`` outputs for inputs of ``in_dtypes`` under autocast, on fake tensors
-    (the meta device ignores autocast; a fake CPU/CUDA tensor goes through it as a real one)."""
+    (the meta device ignores autocast; a fake CPU/CUDA tensor goes through it as a real one).
+    Should faking a CUDA tensor fail here, the CPU's autocast rules are used."""
+    if device_type == "cuda":
+        try:
+            return _measure_dtype_on(kind, params, in_shapes, in_dtypes, precision, "cuda")
+        except Exception:  # a CUDA build that cannot fake the device: the CPU's rules, not a crash
+            pass
+    return _measure_dtype_on(kind, params, in_shapes, in_dtypes, precision, "cpu")
+
+
+def _measure_dtype_on(kind: LayerKind, params: dict, in_shapes, in_dtypes, precision: str,
+                      device_type: str) -> torch.dtype:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode(), torch.device(device_type):
