@@ -346,6 +346,21 @@ def feeding_output(spec: NetSpec) -> set[str]:
     return seen
 
 
+def batch_problem(info: NetInfo, batch_size: int, mode: str = "train") -> str | None:
+    """Why the net cannot train at ``batch_size``, or None. Training-mode batch norm normalises
+    each channel over batch x height x width values and needs more than one: a batch of 1 on a
+    1x1 map (ResNet-18 at 32x32 after layer4) fails inside torch. Inference uses running statistics."""
+    if mode != "train":
+        return None
+    for layer in info.layers:
+        if layer.kind == "batchnorm2d":
+            h, w = layer.out_shape[1:]
+            if batch_size * h * w <= 1:
+                return (f"batch norm '{layer.id}' sees a {h}x{w} map, so training needs a batch of at least 2 "
+                        f"(it normalises each channel over the batch); use a batch size of 2 or more")
+    return None
+
+
 def analyze(spec: NetSpec, partial: bool = False) -> NetInfo:
     """Check a spec completely and measure every node on the meta device, in one pass.
 

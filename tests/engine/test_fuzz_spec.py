@@ -1,12 +1,18 @@
-"""Random and mutated specs: only SpecError (the project's own error type) ever comes out, and
+"""Random and mutated specs and malformed spec objects: only SpecError (the project's own error type) ever comes out, and
 analyze(partial=True) never raises and reports exactly the problems the strict call raises."""
 import copy
 import json
+import re
 
+import pytest
+import torch.nn as nn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import INPUT_FIELDS, InputSpec, NetSpec, Node, SpecError, analyze, kinds, load_preset, loads
+from engine import (INPUT_FIELDS, InputSpec, NetSpec, Node, SpecError, analyze, build_model, dumps, id_problem,
+                    kinds, load_preset, loads)
+from engine.net.model import LayerNet
+from engine.net.spec import check_structure
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 300) | st.floats(allow_nan=True) | st.text(max_size=6),
@@ -114,15 +120,6 @@ def test_partial_analysis_of_mutated_nets_never_raises_and_matches_the_strict_on
 
 
 # ---- malformed spec objects (issue 9, item 18) --------------------------------------------------
-
-import re  # noqa: E402
-
-import pytest  # noqa: E402
-import torch.nn as nn  # noqa: E402
-
-from engine import build_model, dumps, id_problem  # noqa: E402
-from engine.net.model import LayerNet  # noqa: E402
-from engine.net.spec import check_structure  # noqa: E402
 
 junk = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True), st.text(max_size=4),
                  st.lists(st.one_of(st.none(), st.integers(), st.text(max_size=2)), max_size=3),

@@ -231,3 +231,17 @@ def test_flops_per_sample_do_not_depend_on_the_measuring_batch():
     # lenet5's FLOPs as FlopCounterMode counts them at batch 1 (conv1 6x28x28 outputs x 25 MACs x 2)
     conv1 = analyze(load_preset("lenet5")).layer("conv1")
     assert conv1.flops == 6 * 28 * 28 * 25 * 2
+
+
+def test_batch_of_one_on_a_1x1_batchnorm_is_named_before_torch_fails():
+    from engine.net.analyze import batch_problem
+
+    info = analyze(resnet18_cifar())
+    msg = batch_problem(info, 1)
+    assert msg and "layer4_0_bn1" in msg and "at least 2" in msg and "Expected more than" not in msg
+    assert batch_problem(info, 2) is None and batch_problem(info, 1, "infer") is None
+    assert batch_problem(analyze(load_preset("resnet18")), 1) is None  # 224x224: 7x7 maps
+    # the claim holds in torch: a batch of one on that model really fails to train
+    model = build_model(resnet18_cifar(), info).train()
+    with pytest.raises(ValueError):
+        model(torch.randn(1, 3, 32, 32))
