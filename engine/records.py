@@ -22,6 +22,7 @@ class LayerRow:
     params: int
     flops: int  # forward FLOPs per sample
     act_bytes: int  # output bytes for the run's batch size and precision
+    bwd_flops: int | None = None  # backward FLOPs per sample (FlopCounterMode); None: not recorded
 
 
 @dataclass

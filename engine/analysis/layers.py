@@ -6,8 +6,9 @@ The inputs are per-node lists of per-step samples (``LayerSamples``), which a se
 and an export of its session compute every figure the same way from the same steps.
 
 Conventions: times are ms per step of the run's batch; achieved FLOP/s are taken at the median
-time (a slow outlier step does not drag the rate) from the forward FLOPs per sample PyTorch
-counted, training counting backward as 2x forward; the share is (mean forward + mean backward)
+time (a slow outlier step does not drag the rate) from the FLOPs per sample PyTorch counted
+(FlopCounterMode, forward and backward each: a layer fed by the net input computes no input
+gradient, so its backward is about 1x forward, not 2x); the share is (mean forward + mean backward)
 over the mean step time of the steady profiled steps.
 """
 from __future__ import annotations
@@ -16,7 +17,9 @@ from dataclasses import dataclass, field
 
 from engine.analysis.stats import batch_used, clean, layer_step_ms, percentile, sorted_percentile
 
-TRAIN_FLOP_FACTOR = 3.0  # forward + backward (~2x forward) per sample
+# forward + backward (~2x forward) per sample: only for sessions written before backward FLOPs
+# were recorded per layer (LayerRow.bwd_flops None), an estimate
+TRAIN_FLOP_FACTOR = 3.0
 
 
 @dataclass
@@ -74,14 +77,19 @@ def achieved_gflops(flops_per_sample: float | None, batch: int, ms: float | None
     return factor * flops_per_sample * batch / (ms / 1000.0) / 1e9
 
 
-def layer_gflops(flops_per_sample, batch: int, fwd_median_ms, bwd_median_ms, mode: str | None) -> tuple:
-    """(forward GFLOP/s, total GFLOP/s) at the median times. Total: training counts
-    ``TRAIN_FLOP_FACTOR`` x forward over forward + backward time; a forward-only layer's total is
-    its forward rate; None where a time is missing."""
+def layer_gflops(flops_per_sample, batch: int, fwd_median_ms, bwd_median_ms, mode: str | None,
+                 bwd_flops_per_sample: float | None = None) -> tuple:
+    """(forward GFLOP/s, total GFLOP/s) at the median times. Total: training counts forward +
+    backward FLOPs (``bwd_flops_per_sample``, as counted; when not recorded, the estimate
+    ``TRAIN_FLOP_FACTOR`` x forward) over forward + backward time; a forward-only layer's total
+    is its forward rate; None where a time is missing."""
     fwd = achieved_gflops(flops_per_sample, batch, fwd_median_ms)
     total = None
     if mode == "train" and flops_per_sample and fwd_median_ms and bwd_median_ms:
-        total = achieved_gflops(flops_per_sample, batch, fwd_median_ms + bwd_median_ms, TRAIN_FLOP_FACTOR)
+        if bwd_flops_per_sample is None:
+            total = achieved_gflops(flops_per_sample, batch, fwd_median_ms + bwd_median_ms, TRAIN_FLOP_FACTOR)
+        else:
+            total = achieved_gflops(flops_per_sample + bwd_flops_per_sample, batch, fwd_median_ms + bwd_median_ms)
     elif flops_per_sample and fwd_median_ms and not bwd_median_ms:
         total = fwd
     return fwd, total
@@ -90,7 +98,7 @@ def layer_gflops(flops_per_sample, batch: int, fwd_median_ms, bwd_median_ms, mod
 def layer_rows(layers: list, samples: LayerSamples, step_ms: float | None, batch: int, mode: str | None,
                j_per_sample: float | None = None, mem_bytes: dict | None = None) -> list[dict]:
     """One dict per node: the layers (``LayerRow``s, in net order) first, then nodes only the
-    samples know. Keys: id, kind, out_shape, params, flops (per sample), act_bytes, samples,
+    samples know. Keys: id, kind, out_shape, params, flops and bwd_flops (per sample), act_bytes, samples,
     fwd_/bwd_ mean/median/p95 _ms, share (of ``step_ms``), fwd_gflops, total_gflops, mem_bytes
     (median per step, or ``mem_bytes[node]`` when given), peak_bytes, energy_est_j_per_sample
     (``j_per_sample`` x share: an estimate, split by time)."""
@@ -102,7 +110,8 @@ def layer_rows(layers: list, samples: LayerSamples, step_ms: float | None, batch
         r = by_id.get(nid)
         f, b = time_stats(samples.fwd.get(nid, [])), time_stats(samples.bwd.get(nid, []))
         flops = r.flops if r else None
-        fwd_gf, total_gf = layer_gflops(flops, batch, f["median"], b["median"], mode)
+        bwd_flops = r.bwd_flops if r else None
+        fwd_gf, total_gf = layer_gflops(flops, batch, f["median"], b["median"], mode, bwd_flops)
         share = share_of_step(f["mean"], b["mean"], step_ms)
         if mem_bytes is not None:
             mem = mem_bytes.get(nid)
@@ -112,7 +121,7 @@ def layer_rows(layers: list, samples: LayerSamples, step_ms: float | None, batch
         rows.append({
             "id": nid, "kind": r.kind if r else None,
             "out_shape": list(r.out_shape) if r else None,
-            "params": r.params if r else None, "flops": flops,
+            "params": r.params if r else None, "flops": flops, "bwd_flops": bwd_flops,
             "act_bytes": r.act_bytes if r else None,
             "samples": f["samples"],
             "fwd_mean_ms": f["mean"], "fwd_median_ms": f["median"], "fwd_p95_ms": f["p95"],

@@ -41,11 +41,17 @@ def cmd_validate(args) -> int:
                "flops": li.flops} for li in info.layers]
     if args.json:
         print(json.dumps({"ok": True, "errors": [], "layers": layers, "params": info.params,
-                          "flops": info.flops}))
+                          "flops": info.flops, "warnings": [p.to_json() for p in info.warnings],
+                          "unused": [li.id for li in info.unused]}))
         return EXIT_OK
-    rows = [[li.id, li.kind, "x".join(map(str, li.out_shape)), fmt_int(li.params), fmt_flops(li.flops)]
-            for li in info.layers]
+    # the built nodes in run order, then those that do not feed the output, marked (not built or run)
+    unused = {li.id for li in info.unused}
+    rows = [[li.id + (" (unused)" if li.id in unused else ""), li.kind, "x".join(map(str, li.out_shape)),
+             fmt_int(li.params), fmt_flops(li.flops)]
+            for li in info.layers + info.unused]
     print_table(rows, ["node", "kind", "output", "params", "FLOPs"], right={3, 4})
+    for p in info.warnings:
+        print(f"warning: {p}")
     inp = spec.input
     print(f"\n{spec.name or args.net}: input {inp.channels}x{inp.height}x{inp.width}, {inp.classes} classes, "
           f"{len(info.layers)} nodes, {fmt_int(info.params)} parameters, "

@@ -5,10 +5,21 @@ without importing torch; builders import torch only when called.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 _MISSING = object()
+
+
+def show_value(value: Any, limit: int = 60) -> str:
+    """A user's value spelled as in the JSON net file (``true``, ``null``, ``"text"``), for
+    messages; ``repr`` for an object JSON cannot hold; cut to ``limit`` characters."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -32,27 +43,27 @@ class Param:
         t = self.type
         if t == "bool":
             if not isinstance(value, bool):
-                return f"'{self.name}' must be true or false, not {value!r}"
+                return f"'{self.name}' must be true or false, not {show_value(value)}"
             return None
         if t == "choice":
             if value not in self.choices:
-                return f"'{self.name}' must be one of {', '.join(map(str, self.choices))}, not {value!r}"
+                return f"'{self.name}' must be one of {', '.join(map(str, self.choices))}, not {show_value(value)}"
             return None
         if t == "int_or_choice" and isinstance(value, str):
             if value not in self.choices:
-                return f"'{self.name}' must be a whole number or one of {', '.join(self.choices)}, not {value!r}"
+                return f"'{self.name}' must be a whole number or one of {', '.join(self.choices)}, not {show_value(value)}"
             return None
         if t == "int_pair" and isinstance(value, list):
             if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-                return f"'{self.name}' must be a whole number or a pair of whole numbers, not {value!r}"
+                return f"'{self.name}' must be a whole number or a pair of whole numbers, not {show_value(value)}"
             vals = value
         elif t in ("int", "int_or_choice", "int_pair"):
             if isinstance(value, bool) or not isinstance(value, int):
-                return f"'{self.name}' must be a whole number, not {value!r}"
+                return f"'{self.name}' must be a whole number, not {show_value(value)}"
             vals = [value]
         elif t == "float":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-                return f"'{self.name}' must be a number, not {value!r}"
+                return f"'{self.name}' must be a number, not {show_value(value)}"
             vals = [value]
         else:  # pragma: no cover - schema bug
             raise ValueError(f"unknown param type {t}")

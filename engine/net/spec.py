@@ -6,6 +6,7 @@ node's to the net input); ``add`` and ``concat`` nodes merge branches.
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import re
 from dataclasses import dataclass, field
@@ -13,12 +14,12 @@ from pathlib import Path
 from typing import Any, Collection
 
 from engine.errors import Problem, SpecError
-from engine.net.registry import get_kind
+from engine.net.registry import get_kind, kinds, show_value
 
 FORMAT = "layerscope-net"
 VERSION = 1
 INPUT_ID = "input"
-_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # fullmatch: "$" would accept a trailing newline
 _TOP_KEYS = {"format", "version", "name", "description", "input", "nodes"}
 _NODE_KEYS = {"id", "kind", "params", "inputs"}
 # the net input's fields and their inclusive bounds (the editor's input form uses them too)
@@ -95,8 +96,15 @@ class NetSpec:
 
 
 def dumps(spec: NetSpec) -> str:
-    """The spec as canonical JSON text (what ``save`` writes)."""
-    return json.dumps(spec.to_dict(), indent=2) + "\n"
+    """The spec as canonical JSON text (what ``save`` writes); SpecError for a malformed spec
+    object (``check_objects``) or a parameter value JSON cannot hold."""
+    problems = check_objects(spec)
+    if problems:
+        raise SpecError(problems)
+    try:
+        return json.dumps(spec.to_dict(), indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError, RecursionError) as e:
+        raise SpecError(f"the net cannot be written as JSON: {e}") from None
 
 
 def save(spec: NetSpec, path: str | Path) -> None:
@@ -107,14 +115,43 @@ def save(spec: NetSpec, path: str | Path) -> None:
     tmp.replace(path)
 
 
+def _where(pairs: list) -> str:
+    # an object hook sees no position, so name the object by what it holds
+    for k, v in pairs:
+        if k == "id" and isinstance(v, str):
+            return f" of node '{v}'"
+    keys = {k for k, _ in pairs}
+    if "nodes" in keys or "format" in keys:
+        return " at the top level"
+    if keys & set(INPUT_FIELDS):
+        return " of 'input'"
+    return ""
+
+
 def loads(text: str) -> NetSpec:
-    """Parse and structurally check JSON text; raises SpecError listing every problem."""
+    """Parse and structurally check JSON text; raises SpecError listing every problem.
+
+    A key given twice in one JSON object is a problem naming the key (plain JSON parsing would
+    keep the last value silently, even of a second ``nodes``)."""
+    dups: list[Problem] = []
+
+    def pairs_hook(pairs: list) -> dict:
+        seen: set = set()
+        for k, _ in pairs:
+            if k in seen:
+                dups.append(Problem(None, f"the key '{k}' appears more than once{_where(pairs)}; "
+                                          f"a JSON object names each key once"))
+            seen.add(k)
+        return dict(pairs)
+
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=pairs_hook)
     except json.JSONDecodeError as e:
         raise SpecError(f"not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
     except (TypeError, ValueError, RecursionError) as e:
         raise SpecError(f"not valid JSON: {e}") from None
+    if dups:
+        raise SpecError(list(dict.fromkeys(dups)))
     return from_dict(data)
 
 
@@ -139,11 +176,11 @@ def from_dict(data: Any) -> NetSpec:
         raise SpecError(f"a net file must hold a JSON object, not {type(data).__name__}")
     fmt = data.get("format")
     if fmt != FORMAT:
-        problems.append(Problem(None, f"'format' must be \"{FORMAT}\", not {fmt!r}"))
+        problems.append(Problem(None, f"'format' must be \"{FORMAT}\", not {show_value(fmt)}"))
     ver = data.get("version")
     if ver != VERSION:
-        problems.append(Problem(None, f"unknown format version {ver!r}; this LayerScope reads version {VERSION}"))
-    for k in sorted(set(data) - _TOP_KEYS):
+        problems.append(Problem(None, f"unknown format version {show_value(ver)}; this LayerScope reads version {VERSION}"))
+    for k in sorted(set(data) - _TOP_KEYS, key=str):  # key=str: a dict built in code may mix key types
         problems.append(Problem(None, f"unknown top-level field '{k}'"))
     name = data.get("name", "")
     desc = data.get("description", "")
@@ -159,14 +196,14 @@ def from_dict(data: Any) -> NetSpec:
     if not isinstance(raw_in, dict):
         problems.append(Problem(INPUT_ID, "'input' must be an object with channels, height, width and classes"))
     else:
-        for k in sorted(set(raw_in) - set(INPUT_FIELDS)):
+        for k in sorted(set(raw_in) - set(INPUT_FIELDS), key=str):
             problems.append(Problem(INPUT_ID, f"unknown input field '{k}'"))
         for k, (lo, hi) in INPUT_FIELDS.items():
             v = raw_in.get(k)
             if v is None:
                 problems.append(Problem(INPUT_ID, f"missing '{k}'"))
             elif isinstance(v, bool) or not isinstance(v, int):
-                problems.append(Problem(INPUT_ID, f"'{k}' must be a whole number, not {v!r}"))
+                problems.append(Problem(INPUT_ID, f"'{k}' must be a whole number, not {show_value(v)}"))
             elif not lo <= v <= hi:
                 problems.append(Problem(INPUT_ID, f"'{k}' is {v}, outside {lo}..{hi}"))
             else:
@@ -186,7 +223,7 @@ def from_dict(data: Any) -> NetSpec:
         if not isinstance(nid, str) or not nid:
             problems.append(Problem(None, f"{where} has no text 'id'"))
             nid = f"#{i + 1}"
-        for k in sorted(set(rn) - _NODE_KEYS):
+        for k in sorted(set(rn) - _NODE_KEYS, key=str):
             problems.append(Problem(nid, f"unknown node field '{k}'"))
         kind = rn.get("kind")
         params = rn.get("params", {})
@@ -197,9 +234,9 @@ def from_dict(data: Any) -> NetSpec:
         if inputs is not None and (not isinstance(inputs, list) or not all(isinstance(x, str) for x in inputs)):
             problems.append(Problem(nid, "'inputs' must be a list of node ids"))
             inputs = None
-        nodes.append(Node(nid, kind if isinstance(kind, str) else repr(kind), params, inputs))
+        nodes.append(Node(nid, kind if isinstance(kind, str) else show_value(kind), params, inputs))
         if not isinstance(kind, str):
-            problems.append(Problem(nid, "missing 'kind'" if kind is None else f"'kind' must be text, not {kind!r}"))
+            problems.append(Problem(nid, "missing 'kind'" if kind is None else f"'kind' must be text, not {show_value(kind)}"))
     spec = NetSpec(inp, nodes, name, desc)
     problems += check_structure(spec)
     if problems:
@@ -210,22 +247,81 @@ def from_dict(data: Any) -> NetSpec:
 def id_problem(node_id: str, used: Collection[str] = ()) -> str | None:
     """Why ``node_id`` cannot name a node next to the ids in ``used``, or None when it can.
 
-    Checks the pattern (a letter or _, then letters, digits and _, at most 64), the reserved
-    ``'input'`` and ``used``. Ids that clash with the built module's attributes (``forward``)
-    are found by ``analyze``, which needs torch.
+    Checks the type (text), the pattern (an ASCII letter or _, then ASCII letters, digits and _,
+    at most 64), the reserved ``'input'`` and ``used``. Ids that clash with the built module's
+    attributes (``forward``, ``training``) are found by ``analyze``, which needs torch.
     """
+    if not isinstance(node_id, str):
+        return f"an id must be text, not {show_value(node_id)}"
     if node_id == INPUT_ID:
         return "'input' is reserved for the net input; choose another id"
-    if not _ID_RE.match(node_id):
-        return "an id must start with a letter or _ and hold only letters, digits and _ (at most 64)"
+    if not _ID_RE.fullmatch(node_id):
+        return ("an id must start with an ASCII letter (a-z, A-Z) or _ and hold only ASCII letters, "
+                "digits 0-9 and _ (at most 64)")
     if node_id in used:
         return f"'{node_id}' is already used"
     return None
 
 
-def check_structure(spec: NetSpec) -> list[Problem]:
-    """Every problem visible without running torch: ids, kinds, params, references, cycles."""
+def did_you_mean(kind: str) -> str:
+    """' (did you mean conv2d?)' for a kind that differs from a known one in case or by a typo, else ''."""
+    names = list(kinds())
+    lower = {n.lower(): n for n in names}
+    if kind.lower() in lower:
+        return f" (did you mean {lower[kind.lower()]}?)"
+    close = difflib.get_close_matches(kind.lower(), list(lower), n=1, cutoff=0.6)
+    return f" (did you mean {lower[close[0]]}?)" if close else ""
+
+
+def check_objects(spec: Any) -> list[Problem]:
+    """Problems with the Python objects of a spec built in code rather than loaded (``params``
+    None, ``nodes`` not a list, an id that is not text, ...): what ``from_dict`` rules out for a
+    file. Empty when every field has its declared type, so the other checks can read them."""
+    if not isinstance(spec, NetSpec):
+        return [Problem(None, f"a net must be a NetSpec, not {type(spec).__name__}")]
     problems: list[Problem] = []
+    for attr in ("name", "description"):
+        if not isinstance(getattr(spec, attr), str):
+            problems.append(Problem(None, f"'{attr}' must be text, not {show_value(getattr(spec, attr))}"))
+    inp = spec.input
+    if not isinstance(inp, InputSpec):
+        problems.append(Problem(INPUT_ID, f"'input' must be an InputSpec, not {type(inp).__name__}"))
+    else:
+        for k, (lo, hi) in INPUT_FIELDS.items():
+            v = getattr(inp, k)
+            if isinstance(v, bool) or not isinstance(v, int):
+                problems.append(Problem(INPUT_ID, f"'{k}' must be a whole number, not {show_value(v)}"))
+            elif not lo <= v <= hi:
+                problems.append(Problem(INPUT_ID, f"'{k}' is {v}, outside {lo}..{hi}"))
+    if not isinstance(spec.nodes, list):
+        problems.append(Problem(None, f"'nodes' must be a list of layers, not {type(spec.nodes).__name__}"))
+        return problems
+    for i, n in enumerate(spec.nodes):
+        where = f"node #{i + 1}"
+        if not isinstance(n, Node):
+            problems.append(Problem(None, f"{where} must be a Node, not {type(n).__name__}"))
+            continue
+        if not isinstance(n.id, str) or not n.id:
+            problems.append(Problem(None, f"{where} has no text 'id' ({show_value(n.id)})"))
+            continue
+        if not isinstance(n.kind, str):
+            problems.append(Problem(n.id, f"'kind' must be text, not {show_value(n.kind)}"))
+        if not isinstance(n.params, dict):
+            problems.append(Problem(n.id, f"'params' must be an object, not {show_value(n.params)}"))
+        elif not all(isinstance(k, str) for k in n.params):
+            problems.append(Problem(n.id, "'params' must be keyed by parameter names (text)"))
+        if n.inputs is not None and (not isinstance(n.inputs, list)
+                                     or not all(isinstance(x, str) for x in n.inputs)):
+            problems.append(Problem(n.id, f"'inputs' must be a list of node ids, not {show_value(n.inputs)}"))
+    return problems
+
+
+def check_structure(spec: NetSpec) -> list[Problem]:
+    """Every problem visible without running torch: the objects' types (``check_objects``),
+    ids, kinds, params, references, cycles."""
+    problems = check_objects(spec)
+    if problems:  # the checks below read the fields as their declared types
+        return problems
     if not spec.nodes:
         problems.append(Problem(None, "the net has no layers"))
         return problems
@@ -242,7 +338,7 @@ def check_structure(spec: NetSpec) -> list[Problem]:
     for i, n in enumerate(spec.nodes):
         k = get_kind(n.kind)
         if k is None:
-            problems.append(Problem(n.id, f"unknown kind '{n.kind}'"))
+            problems.append(Problem(n.id, f"unknown kind '{n.kind}'{did_you_mean(n.kind)}"))
         else:
             for pname in sorted(n.params):
                 if k.param(pname) is None:

@@ -95,7 +95,7 @@ def test_ids_clashing_with_the_module_are_reserved(node_id):
     spec.nodes[0].id = node_id
     spec.nodes[1].inputs = [node_id]
     info = analyze(spec, partial=True)
-    assert [str(p) for p in info.problems] == [f"{node_id}: '{node_id}' is a reserved name; choose another id"]
+    assert [str(p) for p in info.problems] == [f"{node_id}: '{node_id}' is a reserved name (an attribute of the built model); choose another id"]
 
 
 def test_reserved_names_cover_every_attribute_of_a_built_model():

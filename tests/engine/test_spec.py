@@ -1,7 +1,10 @@
 """Net spec: round-trip, validation messages for each kind of bad input, presets, shapes."""
 import json
+import re
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import engine
 from engine import SpecError, analyze, build_model, dumps, load_preset, loads, preset_names
@@ -204,3 +207,85 @@ def test_missing_file_and_folder(tmp_path):
         engine.load(tmp_path / "nope.json")
     with pytest.raises(SpecError, match="is a folder"):
         engine.load(tmp_path)
+
+
+# ---- messages (issue 9, item 19) ----------------------------------------------------------------
+
+@pytest.mark.parametrize("bad_id", ["café", "x\n", "Ω", "a-b", "1a", "a b"])
+def test_id_rule_says_ascii(bad_id):
+    msg = engine.id_problem(bad_id)
+    assert msg and "ASCII letter" in msg
+
+
+@pytest.mark.parametrize("kind,suggestion", [("Conv2d", "conv2d"), ("CONV2D", "conv2d"), ("conv2", "conv2d"),
+                                             ("ReLU", "relu"), ("maxpool", "maxpool2d"), ("linaer", "linear"),
+                                             ("BatchNorm2d", "batchnorm2d"), ("softmx", "softmax")])
+def test_unknown_kind_suggests_the_right_one(kind, suggestion):
+    msgs = _problems(_net([{"id": "a", "kind": kind}]))
+    assert ("a", f"unknown kind '{kind}' (did you mean {suggestion}?)") in msgs
+
+
+def test_unknown_kind_far_from_any_suggests_nothing():
+    assert ("a", "unknown kind 'warp'") in _problems(_net([{"id": "a", "kind": "warp"}]))
+
+
+PY_SPELLING = re.compile(r"\b(True|False|None)\b")
+json_leaves = st.one_of(st.none(), st.booleans(), st.lists(st.booleans(), max_size=2),
+                        st.dictionaries(st.just("k"), st.none(), max_size=1))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["conv2d", "maxpool2d", "linear", "dropout", "lrn", "leaky_relu", "concat", "adaptive_avgpool2d"]),
+       st.integers(0, 5), json_leaves, st.sampled_from(["param", "kind", "id", "inputs", "channels", "format",
+                                                          "version", "name", "params"]))
+def test_messages_spell_values_as_json(kind, which, value, where):
+    k = engine.kinds()[kind]
+    node = {"id": "a", "kind": kind, "params": {}}
+    if where == "param" and k.params:
+        node["params"][k.params[which % len(k.params)].name] = value
+    elif where in ("kind", "id", "inputs", "params"):
+        node[where] = value
+    data = _net([node, {"id": "flat", "kind": "flatten"}, {"id": "fc", "kind": "linear",
+                                                             "params": {"out_features": 10}}])
+    if where == "channels":
+        data["input"]["channels"] = value
+    elif where in ("format", "version", "name"):
+        data[where] = value
+    try:
+        analyze(loads(json.dumps(data)))
+    except SpecError as e:
+        for p in e.problems:
+            assert not PY_SPELLING.search(p.message), p.message
+
+
+def test_bool_and_null_in_messages():
+    msgs = _problems(_net([{"id": "a", "kind": "conv2d", "params": {"out_channels": True, "kernel": None}}]))
+    assert ("a", "'out_channels' must be a whole number, not true") in msgs
+    assert ("a", "'kernel' must be a whole number, not null") in msgs
+    msgs = _problems(_net([{"id": "a", "kind": "conv2d", "params": {"out_channels": 4, "kernel": 3, "bias": "yes"}}]))
+    assert ("a", "'bias' must be true or false, not \"yes\"") in msgs
+
+
+@pytest.mark.parametrize("text,key,where", [
+    ('{"format": "layerscope-net", "version": 1, "input": {"channels": 1, "height": 8, "width": 8, "classes": 3},'
+     ' "nodes": [{"id": "fc", "kind": "linear", "params": {"out_features": 3}}], "nodes": []}', "nodes", "top level"),
+    ('{"format": "layerscope-net", "version": 1, "input": {"channels": 1, "height": 8, "width": 8, "classes": 3},'
+     ' "nodes": [{"id": "fc", "kind": "linear", "kind": "relu"}]}', "kind", "node 'fc'"),
+    ('{"format": "layerscope-net", "version": 1, "input": {"channels": 1, "channels": 3, "height": 8, "width": 8,'
+     ' "classes": 3}, "nodes": []}', "channels", "'input'"),
+    ('{"format": "layerscope-net", "version": 1, "input": {"channels": 1, "height": 8, "width": 8, "classes": 3},'
+     ' "nodes": [{"id": "c", "kind": "conv2d", "params": {"out_channels": 4, "kernel": 3, "kernel": 5}}]}',
+     "kernel", ""),
+])
+def test_duplicate_keys_are_an_error_naming_the_key(text, key, where):
+    with pytest.raises(SpecError) as e:
+        loads(text)
+    msg = str(e.value)
+    assert f"the key '{key}' appears more than once" in msg and where in msg
+
+
+def test_duplicate_keys_in_a_net_file(tmp_path):
+    path = tmp_path / "dup.json"
+    path.write_text('{"format": "layerscope-net", "format": "layerscope-net", "version": 1, "input": {}, "nodes": []}')
+    with pytest.raises(SpecError, match="the key 'format' appears more than once at the top level"):
+        engine.load(path)
