@@ -197,7 +197,7 @@ class Run:
                 splits = load_splits(cfg)
                 # every figure (activations, GFLOP/s, OOM advice, summaries) uses the batch really used
                 info.config["batch_used"] = batch = used_batch(cfg, splits)
-                net_info = self._analyze(info, batch)
+                net_info = self._analyze(info, batch, device)
                 self.info = info
                 self._emit(info)
                 telemetry = self._start_telemetry(device)
@@ -285,15 +285,18 @@ class Run:
             info.device = {"id": str(device), "name": None, "memory_total": None}
         return device
 
-    def _analyze(self, info: RunInfo, batch: int):
-        from engine.net.model import analyze
+    def _analyze(self, info: RunInfo, batch: int, device):
+        from engine.net.analyze import analyze, batch_problem
 
         spec = self.cfg.net
         net_info = analyze(spec)
+        bad = batch_problem(net_info, batch, self.cfg.mode)  # e.g. batch norm on 1x1 maps at batch 1
+        if bad:
+            raise LayerScopeError(bad)
         b, prec = batch, self.cfg.precision
         info.layers = [LayerRow(i, layer.id, layer_name(spec.node(layer.id)), layer.kind,
                                 tuple(layer.out_shape), layer.params, layer.flops,
-                                layer.activation_bytes(b, prec))
+                                layer.activation_bytes(b, prec, device.type), layer.bwd_flops)
                        for i, layer in enumerate(net_info.layers)]
         return net_info
 
@@ -439,6 +442,12 @@ class Run:
         warm = step <= cfg.warmup
         t_compute = time.perf_counter()
         t_lt = t_compute - self._t0
+        # the step's slice is [t_begin, t_end]: the wait before compute counts as the batch wait
+        # (data_ms), and a step with no batch to wait for (benchmark) begins at its compute
+        if data_ms is None:
+            t_begin = t_compute
+        else:
+            data_ms = (t_compute - t_begin) * 1000.0
         if mem is not None and not profiled:
             mem.read()  # resets the allocator peak for this step (host side)
         if profiled:

@@ -269,7 +269,7 @@ def build_context(cfg: RunConfig, device, net_info, log: Log, restore: list[Call
         ctx.dataset_name = splits.info.name
 
     probe = Probe(model, device, feature_hz=cfg.feature_hz)
-    act = {layer.id: layer.activation_bytes(1, cfg.precision) for layer in net_info.layers}
+    act = {layer.id: layer.activation_bytes(1, cfg.precision, device.type) for layer in net_info.layers}
     probe.act_bytes_per_sample = [act[n] for n in probe.node_ids]
     if feature_node is not None:
         probe.set_feature_node(feature_node)

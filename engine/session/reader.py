@@ -75,8 +75,10 @@ class SessionReader:
                        start_time=self.meta.get("start_time") or 0.0, layers=self.layers())
 
     def layers(self) -> list[LayerRow]:
-        return [LayerRow(idx, node_id, name, kind, tuple(json.loads(shape or "[]")), params, flops, act)
-                for idx, node_id, name, kind, shape, params, flops, act
+        # a session written before bwd_flops was recorded has 8 columns: its rows get None
+        return [LayerRow(idx, node_id, name, kind, tuple(json.loads(shape or "[]")), params, flops, act,
+                         *rest[:1])
+                for idx, node_id, name, kind, shape, params, flops, act, *rest
                 in self._query("SELECT * FROM layers ORDER BY idx")]
 
     def steps(self, phase: str | None = None) -> list[StepRecord]:

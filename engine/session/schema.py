@@ -29,7 +29,8 @@ SCHEMA_SQL = f"""
 PRAGMA application_id = {APPLICATION_ID};
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE layers(idx INTEGER PRIMARY KEY, node_id TEXT NOT NULL, name TEXT, kind TEXT,
-                    out_shape TEXT, params INTEGER, flops INTEGER, act_bytes INTEGER);
+                    out_shape TEXT, params INTEGER, flops INTEGER, act_bytes INTEGER,
+                    bwd_flops INTEGER);
 CREATE TABLE steps(step INTEGER, t REAL, phase TEXT, loss REAL, accuracy REAL, step_ms REAL,
                    samples_per_s REAL, data_ms REAL, epoch INTEGER, warmup INTEGER,
                    profiled INTEGER, peak_mem_bytes INTEGER);

@@ -231,8 +231,9 @@ class SessionWriter:
                        host=info.host or socket.gethostname(), start_time=info.start_time,
                        end_time=None, status="running", error=None, message="", steps=0, extra={})
         self._con.execute("DELETE FROM layers")
-        self._con.executemany("INSERT INTO layers VALUES (?,?,?,?,?,?,?,?)", [
-            (r.idx, r.node_id, r.name, r.kind, shape_text(r.out_shape), r.params, r.flops, r.act_bytes)
+        self._con.executemany("INSERT INTO layers VALUES (?,?,?,?,?,?,?,?,?)", [
+            (r.idx, r.node_id, r.name, r.kind, shape_text(r.out_shape), r.params, r.flops, r.act_bytes,
+             r.bwd_flops)
             for r in info.layers])
         for r in info.layers:
             self._node(r.node_id)
