@@ -18,7 +18,7 @@ from collections import deque
 from pathlib import Path
 
 from engine.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord,
-                                TelemetryBatch)
+                                TelemetryBatch, TelemetryStatus)
 from engine.session.schema import (FORMAT_NAME, SCHEMA_SQL, SCHEMA_VERSION, SessionError, check_is_session,
                                    has_session_header, ns_from_ms, shape_text)
 
@@ -48,8 +48,9 @@ class SessionWriter:
 
     ``telemetry_probe(device_id) -> {source: {"available", "reason"}}``, when given, is called once
     on the writer's thread after ``RunInfo`` and its answer stored as meta ``telemetry``, so a
-    reader can say why a series is absent (the run passes ``engine.run.telemetry.telemetry_status``;
-    the session package itself knows nothing of telemetry sources).
+    reader can say why a series is absent (the session package itself knows nothing of telemetry
+    sources). A ``TelemetryStatus`` record (what a run sends: its own sampler's status, probed
+    once) is stored as meta ``telemetry`` too; the last one written wins.
     """
 
     def __init__(self, path, *, flush_interval: float = 0.5, feature_interval_s: float = 1.0,
@@ -192,6 +193,8 @@ class SessionWriter:
             self._write_held_feature_maps()
         elif isinstance(rec, _Meta):
             self._set_meta(**rec.values)
+        elif isinstance(rec, TelemetryStatus):  # the run's own sampler status, probed once
+            self._set_meta(telemetry=rec.status)
         elif isinstance(rec, TelemetryBatch):
             self._write_telemetry(rec)
         elif isinstance(rec, LayerTimes):
