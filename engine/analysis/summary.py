@@ -189,6 +189,9 @@ def run_summary(reader_or_records) -> dict:
         "gpu_mem_max_bytes": max(gpu_mem) if gpu_mem else None,
         "energy": energy,
         "energy_source": primary,
+        # the powercap zones the energy source sums, e.g. ["package-0 (intel-rapl:0)", "package-1 (intel-rapl:1)"]
+        "energy_domains": list(((telemetry_status(src) or {}).get("rapl") or {}).get("domains", {}).get(primary) or [])
+        if primary and primary.startswith("rapl") else [],
         "j_per_sample": energy[primary]["j_per_sample"] if primary else None,
         "power_note": power_note(src, energy),
         "elapsed_s": (ended.t if ended else (max((s.t for s in main), default=None))),

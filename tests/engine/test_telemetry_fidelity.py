@@ -8,6 +8,7 @@ import pytest
 from engine.analysis.summary import run_summary
 from engine.records import RunEnded, RunInfo, StepRecord, TelemetryBatch, TelemetryStatus
 from engine.run import telemetry as tm
+from engine.run.rapl import RaplSource
 from engine.run.telemetry import Telemetry
 from tests.engine.test_telemetry import FakeNvml, metrics
 
@@ -100,6 +101,7 @@ def test_two_socket_run_reports_the_sum_as_its_energy(tmp_path):
                    start_time=0.0)
     run = run_summary([info, TelemetryStatus(0.0, t.status()), *steps, *batches, RunEnded(3.0, "completed")])
     assert run["energy_source"] == "rapl:packages"
+    assert run["energy_domains"] == ["package-0 (intel-rapl:0)", "package-1 (intel-rapl:1)"]
     e = run["energy"]["rapl:packages"]
     assert e["avg_power_w"] == pytest.approx(90.0, rel=0.01)
     assert run["j_per_sample"] == pytest.approx(90.0 * 0.01 / 8, rel=0.01)
@@ -114,7 +116,7 @@ def test_rapl_zone_missing_a_tick_is_not_summed_then_caught_up(tmp_path, monkeyp
                   nvml=FakeNvml(missing_library=True))
     t._open()
     try:
-        src = next(s for s in t._sources if isinstance(s, tm._RaplSource))
+        src = next(s for s in t._sources if isinstance(s, RaplSource))
         z1 = next(z for z in src.zones if z.name == "package-1")
         got = []
         for i in range(4):
