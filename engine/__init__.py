@@ -36,7 +36,8 @@ _LAZY = {
     "download": "data.download", "is_downloaded": "data.download",
     "dataset_note": "data", "can_download": "data",
     **{name: "records" for name in ("EvalRecord", "FeatureMap", "LayerRow", "LayerTimes", "LogRecord",
-                                        "RunEnded", "StateChanged", "TelemetryBatch", "TelemetrySample")},
+                                        "RunEnded", "StateChanged", "TelemetryBatch", "TelemetrySample",
+                                        "TelemetryStatus")},
 }
 _MODULES = {"fmt"}  # names that are submodules themselves, not attributes of one
 
