@@ -251,27 +251,36 @@ PSUTIL_MIN_INTERVAL_S = 0.05
 class _PsutilSource:
     """CPU load and memory; one Process object, non-blocking cpu_percent (deltas since last call).
 
-    The load counters are primed when the source opens (at ``t_open``, run seconds) and read
-    only once at least ``PSUTIL_MIN_INTERVAL_S`` has passed since their previous call: a tick
-    that comes sooner (the sampler's first, right after start) has no load reading rather than
-    a made-up 0 %. Memory is read every tick."""
+    psutil keeps cpu_percent's previous reading per thread (psutil >= 6; module-wide before), and
+    its first call on a thread answers 0.0. So the load counters are primed by the first
+    ``read()`` on the thread that reads (the sampler's), and read only once at least
+    ``PSUTIL_MIN_INTERVAL_S`` has passed since their previous call: the sampler's first tick has
+    no load reading rather than a made-up 0 %. Memory is read every tick. Opening reads nothing
+    (a status probe must not disturb a sampler already running)."""
 
-    def __init__(self, psutil_module, per_core_period: float, prime: bool = True, t_open: float = 0.0):
+    def __init__(self, psutil_module, per_core_period: float):
         self.ps = psutil_module
         self.proc = psutil_module.Process()
         self.per_core_period = per_core_period
-        self._last_load = t_open
-        self._last_cores = t_open
-        self._next_cores = t_open + PSUTIL_MIN_INTERVAL_S
-        if prime:
-            # (a status probe must not prime: psutil keeps one module-wide "last reading",
-            # shared with a sampler already running)
-            psutil_module.cpu_percent(interval=None)
-            psutil_module.cpu_percent(interval=None, percpu=True)
+        self._primed_on: int | None = None  # thread ident whose psutil state is primed
+        self._last_load = self._last_cores = self._next_cores = 0.0
+
+    def _prime(self, t: float) -> None:
+        ps = self.ps
+        ps.cpu_percent(interval=None)
+        ps.cpu_percent(interval=None, percpu=True)
+        try:
             self.proc.cpu_percent(interval=None)
+        except ps.Error:
+            pass
+        self._primed_on = threading.get_ident()
+        self._last_load = self._last_cores = t
+        self._next_cores = t + PSUTIL_MIN_INTERVAL_S
 
     def read(self, t: float, out: list) -> None:
         ps = self.ps
+        if self._primed_on != threading.get_ident():
+            self._prime(t)
         load = t - self._last_load >= PSUTIL_MIN_INTERVAL_S
         if load:
             self._last_load = t
@@ -329,7 +338,7 @@ class Telemetry:
         self.sink_error: str | None = None
 
     # -- sources ---------------------------------------------------------------------------
-    def _open(self, probe: bool = False) -> None:
+    def _open(self) -> None:
         status, sources = {}, []
         self._nvml_src = None
         index = _cuda_index(self.device_id)
@@ -356,8 +365,7 @@ class Telemetry:
             status["psutil"] = _unavailable("psutil not available: the psutil package is not installed")
         else:
             try:
-                sources.append(_PsutilSource(ps, self.per_core_period, prime=not probe,
-                                             t_open=self.clock() - self.t0))
+                sources.append(_PsutilSource(ps, self.per_core_period))
                 status["psutil"] = _available("CPU %, per-core CPU %, process RSS, system memory")
             except Exception as e:  # e.g. /proc not mounted in a container
                 status["psutil"] = _unavailable(f"psutil not available: {e}")
@@ -385,7 +393,7 @@ class Telemetry:
         source's reason lists the absent ones. RAPL adds ``"domains": {source: [zone, ...]}``:
         which powercap zones each recorded ``rapl:*`` source sums."""
         if self._status is None:
-            self._open(probe=True)
+            self._open()
             self._close()
         out = {k: dict(v) for k, v in self._status.items()}
         src = self._nvml_src

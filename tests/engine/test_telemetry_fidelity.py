@@ -1,6 +1,7 @@
 """Telemetry figures that can be trusted: every RAPL package summed (DRAM apart), NVML metrics
 probed once with a reason per absent metric (kept after stop, stored in the session, shown by
 summary/HTML), and no made-up 0 % as the first CPU-load sample."""
+import threading
 import time
 
 import pytest
@@ -204,7 +205,8 @@ def test_transient_errors_skip_ticks_then_give_up(tmp_path):
 # -- psutil: no made-up first sample -------------------------------------------------------------
 
 class FakePsutil:
-    """cpu_percent as psutil computes it: the load since the previous call, 0.0 when no time passed."""
+    """cpu_percent as psutil 7 computes it: the load since the previous call *on the same thread*,
+    0.0 for a thread's first call or when no time passed."""
 
     class Error(Exception):
         pass
@@ -214,6 +216,7 @@ class FakePsutil:
         self.last = {}
 
     def _since(self, key):
+        key = (key, threading.get_ident()) if key != "proc" else key  # Process keeps its own, any thread
         t, last = self.clock(), self.last.get(key)
         self.last[key] = t
         return 0.0 if last is None or t - last < 0.01 else 42.0
@@ -243,7 +246,7 @@ def test_first_cpu_load_sample_is_not_a_made_up_zero(tmp_path):
     ps = FakePsutil(lambda: now[0])
     t = Telemetry("cpu", psutil_module=ps, powercap_root=tmp_path / "none", nvml=FakeNvml(missing_library=True),
                   clock=lambda: now[0], t0=0.0)
-    t._open()  # primes at 0.0
+    t._open()
     try:
         now[0] = 0.0001  # the sampler's first tick, right after start
         first = metrics(t.sample(), "psutil")
@@ -258,16 +261,34 @@ def test_first_cpu_load_sample_is_not_a_made_up_zero(tmp_path):
     assert second["cpu_pct:0"] == 42.0 and second["cpu_pct:1"] == 42.0
 
 
+def test_first_cpu_load_sample_of_the_sampler_thread(tmp_path):
+    # the sampler reads on its own thread, not the one that opened it (psutil keeps state per thread)
+    got, lock = [], threading.Lock()
+
+    def sink(b):
+        with lock:
+            got.extend(s for s in b.samples if s.metric in ("cpu_pct", "cpu_pct:0", "process_cpu_pct"))
+
+    ps = FakePsutil(time.perf_counter)
+    t = Telemetry("cpu", hz=50.0, sink=sink, psutil_module=ps, powercap_root=tmp_path / "none",
+                  nvml=FakeNvml(missing_library=True)).start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len({s.metric for s in got}) < 3:
+        time.sleep(0.01)
+    t.stop()
+    firsts = {m: next(s.value for s in got if s.metric == m) for m in ("cpu_pct", "cpu_pct:0", "process_cpu_pct")}
+    assert firsts == {"cpu_pct": 42.0, "cpu_pct:0": 42.0, "process_cpu_pct": 42.0}
+
+
 def test_first_cpu_load_sample_real_psutil(tmp_path):
-    t = Telemetry("cpu", powercap_root=tmp_path / "none", nvml=FakeNvml(missing_library=True))
-    t._open()
-    try:
-        first = metrics(t.sample(), "psutil")
-        end = time.perf_counter() + 0.2
-        while time.perf_counter() < end:  # this process keeps a core busy
-            pass
-        later = metrics(t.sample(), "psutil")
-    finally:
-        t._close()
-    assert "cpu_pct" not in first and "process_cpu_pct" not in first
-    assert later["cpu_pct"] > 0.0 and later["process_cpu_pct"] > 0.0
+    got = []
+    t = Telemetry("cpu", hz=20.0, sink=got.append, powercap_root=tmp_path / "none",
+                  nvml=FakeNvml(missing_library=True)).start()
+    end = time.perf_counter() + 0.4
+    while time.perf_counter() < end:  # this process keeps a core busy
+        pass
+    t.stop()
+    load = [s for b in got for s in b.samples if s.metric in ("cpu_pct", "process_cpu_pct")]
+    assert got and "cpu_pct" not in metrics(got[0], "psutil")  # the first tick: no reading
+    first = {m: next(s.value for s in load if s.metric == m) for m in ("cpu_pct", "process_cpu_pct")}
+    assert first["cpu_pct"] > 0.0 and first["process_cpu_pct"] > 0.0
