@@ -37,7 +37,8 @@ _LAZY = {
     "dataset_note": "data", "can_download": "data",
     "memory_estimate": "run.limits", "fit_problem": "run.limits",
     **{name: "records" for name in ("EvalRecord", "FeatureMap", "LayerRow", "LayerTimes", "LogRecord",
-                                        "RunEnded", "StateChanged", "TelemetryBatch", "TelemetrySample")},
+                                        "RunEnded", "StateChanged", "TelemetryBatch", "TelemetrySample",
+                                        "TelemetryStatus")},
 }
 _MODULES = {"fmt"}  # names that are submodules themselves, not attributes of one
 

@@ -156,7 +156,18 @@ class StateChanged:
     phase: str = ""
 
 
+@dataclass
+class TelemetryStatus:
+    """Which telemetry the run's sampler reads and why the rest is absent, as probed once when it
+    started (``Telemetry.status()``: {source: {"available", "reason", "metrics"?, "domains"?}});
+    sent again after it stopped when a metric was dropped while sampling. A session stores the
+    last one as meta ``telemetry``."""
+
+    t: float
+    status: dict
+
+
 RUN_STATES = ("idle", "running", "paused", "evaluating", "saving", "completed", "stopped", "failed")
 
 Record = (RunInfo | StepRecord | LayerTimes | TelemetryBatch | FeatureMap | EvalRecord | LogRecord
-          | StateChanged | RunEnded)
+          | StateChanged | RunEnded | TelemetryStatus)

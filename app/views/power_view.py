@@ -76,6 +76,12 @@ class PowerView(MonitorView):
             return st["reason"]
         return ""
 
+    def _metric_reason(self, source: str, metric: str) -> str:
+        """Why one metric of a source is absent (the status's per-metric reason), else the source's."""
+        st = self._status.get(source)
+        ms = ((st.get("metrics") or {}).get(metric) if isinstance(st, dict) else None) or {}
+        return ms.get("reason", "") if not ms.get("available", True) else self._reason(source)
+
     def clear(self) -> None:
         for key, curves in self.curves.items():
             for c in curves.values():
@@ -138,6 +144,9 @@ class PowerView(MonitorView):
         rapl_why = self._reason("rapl")
         if rapl_why and not any(src.startswith("rapl") for (src, _m) in tel):
             notes.append(f"CPU package power: {rapl_why}.")
+        gpu_energy_why = self._metric_reason("nvml", "energy_j") if nvml else ""
+        if gpu_energy_why and (gpu_src, "energy_j") not in tel:
+            notes.append(f"{gpu_energy_why}.")
 
         def gpu_metric(metric):
             arr = tel.get((gpu_src, metric))
@@ -152,7 +161,8 @@ class PowerView(MonitorView):
             self._note("power", "")
         else:
             self._note("power", "not available<br>" + (gpu_why + (", no RAPL" if rapl_why else "")
-                                                        if gpu_why else "no power source was readable"))
+                                                        if gpu_why else self._metric_reason("nvml", "power_w")
+                                                        or "no power source was readable"))
 
         energy_series = {}
         self.energy_figures = {}
@@ -175,7 +185,8 @@ class PowerView(MonitorView):
         elif any(tel.get((s, "energy_j")) is not None for s, _ in counters):
             self._note("energy", "waiting for a window of at least 1 s")
         else:
-            self._note("energy", "not available<br>no energy counter was recorded")
+            self._note("energy", "not available<br>" + ((self._metric_reason("nvml", "energy_j") if on_gpu else rapl_why)
+                                                         or "no energy counter was recorded"))
 
         for key, metric in (("util", "gpu_util_pct"), ("temp", "temp_c"), ("clock", "sm_clock_mhz")):
             series = gpu_metric(metric) if gpu_src else {}
@@ -183,7 +194,8 @@ class PowerView(MonitorView):
             if series:
                 self._note(key, "")
             elif gpu_src:
-                self._note(key, "not available<br>this GPU does not report it through NVML")
+                self._note(key, "not available<br>" + (self._metric_reason("nvml", metric)
+                                                       or "this GPU does not report it through NVML"))
             else:
                 self._note(key, "not available<br>" + (gpu_why or "no GPU telemetry"))
 

@@ -113,34 +113,99 @@ def run_energy(counters: dict, steps: list) -> dict:
 
 
 def primary_energy_source(energy: dict, device_id: str | None) -> str | None:
-    """The energy source that belongs to the run's device: the GPU's counter for a CUDA run,
-    the CPU package for a CPU run (else the first by name); None when ``energy`` is empty."""
+    """The energy source that belongs to the run's device: the GPU's NVML counter for a CUDA run
+    (None when that GPU has none: a CPU package counter is not the GPU's energy), the CPU for any
+    other run - ``rapl:packages`` (every package summed) where the machine has several, else the
+    package zone, else the first source by name; None when ``energy`` is empty."""
     if not energy:
         return None
     dev = str(device_id or "")
     if dev.startswith("cuda"):
         idx = dev.split(":")[1] if ":" in dev else "0"
-        for key in (f"nvml:{idx}", *sorted(k for k in energy if k.startswith("nvml"))):
-            if key in energy:
-                return key
+        return f"nvml:{idx}" if f"nvml:{idx}" in energy else None
+    if "rapl:packages" in energy:
+        return "rapl:packages"
     for key in sorted(energy):
-        if key.startswith("rapl") and "package" in key:
+        if key.startswith("rapl:package"):
             return key
     return sorted(energy)[0]
 
 
-def power_note(series: list[tuple[str, str]], telemetry_status: dict | None) -> str | None:
-    """Why no power series is in a run (None when there is one). ``series``: the (source, metric)
-    pairs recorded; ``telemetry_status``: the engine's ``telemetry_status()`` dict of the run,
-    whose NVML/RAPL reasons are quoted."""
-    if any(m == "power_w" for _, m in series):
+def availability_rows(status: dict | None) -> list[dict]:
+    """A stored telemetry status (``Telemetry.status()``) as rows for a table: one per source
+    ("nvml", "psutil", "rapl") and one per NVML metric and per RAPL recorded source, each
+    {"source", "metric" ("" for the source itself), "available": bool, "reason"}. Empty when
+    the session stored no status (older sessions)."""
+    rows = []
+    if not isinstance(status, dict):
+        return rows
+    for name, st in status.items():
+        if not isinstance(st, dict):
+            continue
+        rows.append({"source": name, "metric": "", "available": bool(st.get("available")),
+                     "reason": str(st.get("reason") or "")})
+        for metric, ms in (st.get("metrics") or {}).items():
+            if isinstance(ms, dict):
+                rows.append({"source": name, "metric": metric, "available": bool(ms.get("available")),
+                             "reason": str(ms.get("reason") or "")})
+        for series, zones in (st.get("domains") or {}).items():
+            rows.append({"source": name, "metric": f"{series} energy_j, power_w", "available": True,
+                         "reason": "sum of " + " + ".join(map(str, zones)) if len(zones) > 1 else " + ".join(map(str, zones))})
+    return rows
+
+
+def _absent_reasons(status: dict, source: str, metrics: tuple) -> list[str]:
+    """The reasons ``status`` (``Telemetry.status()``) gives for ``source`` or its ``metrics`` being absent."""
+    st = status.get(source) if isinstance(status, dict) else None
+    if not isinstance(st, dict):
+        return []
+    if not st.get("available"):
+        return [st["reason"]] if st.get("reason") else []
+    out = []
+    for m in metrics:
+        ms = (st.get("metrics") or {}).get(m)
+        if isinstance(ms, dict) and not ms.get("available") and ms.get("reason") and ms["reason"] not in out:
+            out.append(ms["reason"])
+    return out
+
+
+def power_note(series: list[tuple[str, str]], telemetry_status: dict | None,
+               device_id: str | None = None) -> str | None:
+    """Why the run has no energy figure for its device, in one line; None when it has one.
+
+    ``series``: the (source, metric) pairs recorded; ``telemetry_status``: the run's stored
+    ``Telemetry.status()``, whose reasons are quoted per metric, e.g. "GPU energy counter not
+    supported by <GPU> (NVML: Not Supported)"; ``device_id``: the run's device. A CUDA run
+    needs its GPU's NVML ``energy_j``; any other run a RAPL package counter. Without a device,
+    any power series will do (older callers)."""
+    recorded = set(series)
+    status = telemetry_status if isinstance(telemetry_status, dict) else {}
+    dev = str(device_id or "")
+    if dev.startswith("cuda"):
+        src = f"nvml:{dev.split(':')[1] if ':' in dev else '0'}"
+        if (src, "energy_j") in recorded:
+            return None
+        reasons = _absent_reasons(status, "nvml", ("energy_j", "power_w"))
+        if not reasons and "nvml" in status:
+            reasons = ["the GPU energy counter (NVML) was not recorded"]
+        power = (src, "power_w") in recorded
+        head = "GPU energy was not measured" if power else "Power was not recorded"
+        tail = "; GPU power was recorded (see the power series)" if power else ""
+        if reasons:
+            return f"{head}: " + "; ".join(reasons) + tail + "."
+    elif dev:
+        if any(s.startswith("rapl:package") and m == "energy_j" for s, m in recorded):
+            return None
+        reasons = _absent_reasons(status, "rapl", ())
+        if reasons:
+            return "Power was not recorded: " + "; ".join(reasons) + "."
+    elif any(m == "power_w" for _, m in series):
         return None
     reasons = []
-    if isinstance(telemetry_status, dict):
-        for name in ("nvml", "rapl"):
-            st = telemetry_status.get(name)
-            if isinstance(st, dict) and not st.get("available") and st.get("reason"):
-                reasons.append(st["reason"])
+    for name in ("nvml", "rapl"):
+        for r in _absent_reasons(status, name, ("energy_j", "power_w")):
+            if r not in reasons:
+                reasons.append(r)
     if reasons:
         return "Power was not recorded: " + "; ".join(reasons) + "."
     if not series:

@@ -15,7 +15,7 @@ from engine.analysis import layers as _layers
 from engine.analysis.energy import ENERGY_COUNTERS, power_note as _power_note, primary_energy_source, run_energy as _run_energy
 from engine.analysis.layers import TRAIN_FLOP_FACTOR, batch_size  # noqa: F401  (TRAIN_FLOP_FACTOR: public here too)
 from engine.analysis.stats import batch_requested, main_steps, percentile, steady_steps as _steady, step_time_stats
-from engine.records import LayerTimes, RunEnded, RunInfo, StepRecord, TelemetryBatch, EvalRecord
+from engine.records import LayerTimes, RunEnded, RunInfo, StepRecord, TelemetryBatch, TelemetryStatus, EvalRecord
 
 
 class _Records:
@@ -25,6 +25,7 @@ class _Records:
         self.info: RunInfo | None = None
         self._steps, self._lts, self._tel, self._evals = [], [], [], []
         self._ended = None
+        telemetry = None
         for r in records:
             if isinstance(r, RunInfo):
                 self.info = r
@@ -38,7 +39,11 @@ class _Records:
                 self._evals.append(r)
             elif isinstance(r, RunEnded):
                 self._ended = r
+            elif isinstance(r, TelemetryStatus):
+                telemetry = r.status
         self.meta = {"status": self._ended.status if self._ended else "running"}
+        if telemetry is not None:  # as a session stores it
+            self.meta["telemetry"] = telemetry
         if self.info is None:
             self.info = RunInfo(config={}, device={}, versions={}, host="", start_time=0.0)
 
@@ -112,11 +117,30 @@ def run_energy(src) -> dict:
     return _run_energy(_counters(src), steady_steps(src))
 
 
-def power_note(src) -> str | None:
-    """Why no power/energy series is in this session (None when there is one)."""
+def telemetry_status(src) -> dict | None:
+    """The telemetry status stored with the run (``Telemetry.status()`` of its sampler: per source
+    and per metric, available or why not); None when the session has none."""
     src = as_source(src)
     tel = ((src.info.device or {}).get("telemetry") or (getattr(src, "meta", None) or {}).get("telemetry"))
-    return _power_note(src.telemetry_series(), tel)
+    return tel if isinstance(tel, dict) else None
+
+
+def power_note(src, energy: dict | None = None) -> str | None:
+    """Why this run has no energy figure for its device, with the reasons its telemetry status
+    gave per metric (``engine.analysis.energy.power_note``); None when it has one. ``energy``:
+    ``run_energy(src)`` when already computed."""
+    src = as_source(src)
+    tel = telemetry_status(src)
+    device = (src.info.device or {}).get("id") or (src.info.config or {}).get("device")
+    energy = run_energy(src) if energy is None else energy
+    if primary_energy_source(energy, device) is not None:
+        return None
+    series = src.telemetry_series()
+    note = _power_note(series, tel, device)
+    if note is None and device:
+        return ("Energy was not measured: the energy counter was recorded, but the steady steps "
+                "did not span a window of at least 1 s.")
+    return note
 
 
 def run_summary(reader_or_records) -> dict:
@@ -169,8 +193,11 @@ def run_summary(reader_or_records) -> dict:
         "gpu_mem_max_bytes": max(gpu_mem) if gpu_mem else None,
         "energy": energy,
         "energy_source": primary,
+        # the powercap zones the energy source sums, e.g. ["package-0 (intel-rapl:0)", "package-1 (intel-rapl:1)"]
+        "energy_domains": list(((telemetry_status(src) or {}).get("rapl") or {}).get("domains", {}).get(primary) or [])
+        if primary and primary.startswith("rapl") else [],
         "j_per_sample": energy[primary]["j_per_sample"] if primary else None,
-        "power_note": power_note(src),
+        "power_note": power_note(src, energy),
         "elapsed_s": (ended.t if ended else (max((s.t for s in main), default=None))),
     }
 

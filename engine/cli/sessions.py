@@ -130,8 +130,11 @@ def _print_summary(s: dict, info) -> None:
     print(f"throughput: {fmt_num(run['samples_per_s'])} samples/s")
     if run["j_per_sample"] is not None:
         e = run["energy"][run["energy_source"]]
+        summed = run.get("energy_domains") or []
+        domains = f" = {' + '.join(summed)}" if len(summed) > 1 else ""  # e.g. both CPU packages
         print(f"energy: {fmt_num(run['j_per_sample'])} J/sample, {fmt_num(e['j_per_step'])} J/step, "
-              f"{fmt_num(e['avg_power_w'])} W average ({run['energy_source']}, {fmt_num(e['seconds'])} s of steady steps)")
+              f"{fmt_num(e['avg_power_w'])} W average ({run['energy_source']}{domains}, "
+              f"{fmt_num(e['seconds'])} s of steady steps)")
     else:
         print(f"energy: not measured. {run['power_note'] or ''}".rstrip())
     mem = [f"peak allocated {fmt_bytes(run['peak_mem_bytes'])}" if run["peak_mem_bytes"] else None,

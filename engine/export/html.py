@@ -8,7 +8,8 @@ import json
 import time
 from pathlib import Path
 
-from engine.analysis.summary import as_source, summary
+from engine.analysis.energy import availability_rows
+from engine.analysis.summary import as_source, summary, telemetry_status
 from engine.export.charts import esc as _esc, svg_hbars, svg_lines
 from engine.export.common import title as _title, write_text as _write_text
 from engine.fmt import fmt_bytes as _fmt_bytes, fmt_num as _fmt, fmt_pct as _fmt_pct
@@ -81,8 +82,15 @@ def html_report(reader) -> str:
             parts.append(f"<p>{_esc(name)}: {_fmt(e['j_per_sample'])} J per sample, {_fmt(e['j_per_step'])} J per step, "
                          f"average {_fmt(e['avg_power_w'])} W over {_fmt(e['seconds'])} s of steady steps "
                          f"({e['windows']} windows of at least 1 s).</p>")
-    else:
+    if run["power_note"]:
         parts.append(f"<p class='note'>{_esc(run['power_note'])}</p>")
+    avail = availability_rows(telemetry_status(src))
+    if avail:
+        parts.append("<details><summary>Telemetry: what was read, and why not</summary><table><tr><th>source</th>"
+                     "<th>metric</th><th>available</th><th>reason</th></tr>"
+                     + "".join(f"<tr><td>{_esc(r['source'])}</td><td>{_esc(r['metric'])}</td>"
+                               f"<td>{'yes' if r['available'] else 'no'}</td><td>{_esc(r['reason'])}</td></tr>"
+                               for r in avail) + "</table></details>")
     steps = [x for x in src.steps() if x.phase != "test"]
     loss = [(x.step, x.loss) for x in steps if x.loss is not None]
     parts.append("<h2>Loss and accuracy</h2>")

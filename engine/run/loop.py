@@ -25,7 +25,7 @@ from typing import Callable
 from engine.errors import LayerScopeError
 from engine.run.config import MODES, OPTIMIZERS, PRECISIONS, RunConfig, RunResult
 from engine.records import (EvalRecord, LayerRow, LogRecord, RunEnded, RunInfo, StateChanged, StepRecord,
-                                TelemetryBatch, TelemetrySample)
+                                TelemetryBatch, TelemetrySample, TelemetryStatus)
 from engine.run.setup import (Failed, RunContext, build_context, first_line, is_oom, layer_name, load_splits,
                               oom_message, used_batch, versions)
 
@@ -60,6 +60,7 @@ class Run:
         self._t0 = time.perf_counter()
         self._phase = "setup"
         self._last_alloc_t = -1.0
+        self._telemetry_status: dict | None = None  # last one sent as a TelemetryStatus record
         self.info: RunInfo | None = None
         self.session_path: str | None = None
 
@@ -226,6 +227,7 @@ class Run:
             if telemetry is not None:
                 try:
                     telemetry.stop()
+                    self._emit_telemetry_status(telemetry.status())  # a metric dropped while sampling
                 except Exception as e:
                     self._log("warning", f"telemetry did not stop cleanly: {first_line(e)}")
             self._release(device)
@@ -256,14 +258,13 @@ class Run:
 
     def _open_writer(self):
         """The session writer for ``cfg.out``, joined to the sinks before the first record."""
-        from engine.run.telemetry import telemetry_status
         from engine.session import SessionWriter
 
         cfg = self.cfg
         if cfg.out is None:
             return None
         try:
-            writer = SessionWriter(cfg.out, telemetry_probe=telemetry_status)
+            writer = SessionWriter(cfg.out)  # the telemetry status comes as a TelemetryStatus record
         except LayerScopeError:
             raise
         except OSError as e:
@@ -301,17 +302,27 @@ class Run:
         return net_info
 
     def _start_telemetry(self, device):
-        from engine.run.telemetry import Telemetry
+        """The run's sampler, started, and its status (probed once) sent as a TelemetryStatus."""
+        from engine.run.telemetry import Telemetry, off_status
 
         hz = self.cfg.telemetry_hz
         if not hz:
+            self._emit_telemetry_status(off_status("telemetry was off for this run (telemetry rate 0 Hz)"))
             return None
         dev_id = f"cuda:{device.index or 0}" if device.type == "cuda" else device.type
         try:
-            return Telemetry(dev_id, hz=hz, sink=self._emit, t0=self._t0).start()
+            telemetry = Telemetry(dev_id, hz=hz, sink=self._emit, t0=self._t0).start()
         except Exception as e:  # telemetry is an extra: the run goes on without it
             self._log("warning", f"telemetry is off: {type(e).__name__}: {first_line(e)}")
+            self._emit_telemetry_status(off_status(f"telemetry failed to start: {type(e).__name__}: {first_line(e)}"))
             return None
+        self._emit_telemetry_status(telemetry.status())
+        return telemetry
+
+    def _emit_telemetry_status(self, status: dict) -> None:
+        if status != self._telemetry_status:
+            self._telemetry_status = status
+            self._emit(TelemetryStatus(self._t(), status))
 
     def _release(self, device) -> None:
         """Drop the model, optimizer and batches and hand cached GPU memory back."""

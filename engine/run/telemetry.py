@@ -1,9 +1,11 @@
-"""Telemetry: a sampler thread reading NVML (GPU), psutil (CPU, memory) and Intel RAPL (CPU
-package energy) at a fixed rate and sending ``TelemetryBatch`` records to a sink.
+"""Telemetry: a sampler thread reading NVML (GPU), psutil (CPU, memory) and RAPL (CPU package
+and DRAM energy, ``engine.run.rapl``) at a fixed rate and sending ``TelemetryBatch`` records to
+a sink.
 
-A source that cannot be read here (no NVIDIA driver, no RAPL, no permission) is absent - never
-a series of zeros - and ``status()`` / ``telemetry_status()`` say why in one sentence.
-Also here: energy per step / per sample from energy-counter deltas over windows of >= 1 s.
+A source or metric that cannot be read here (no NVIDIA driver, a GPU without the energy counter,
+no RAPL, no permission) is absent - never a series of zeros - and ``status()`` /
+``telemetry_status()`` say why in one sentence, per NVML metric. Every metric is probed once
+when the sampler opens; one found unsupported is not queried again.
 
 Metrics (``TelemetrySample.source`` / ``.metric``):
   nvml:N   power_w, energy_j (since the sampler started, from the GPU's total-energy counter),
@@ -11,7 +13,9 @@ Metrics (``TelemetrySample.source`` / ``.metric``):
            throttle_reasons (NVML clocks-event bitmask as a number)
   psutil   cpu_pct (all cores), cpu_pct:K (core K, at ``per_core_hz``), process_cpu_pct
            (this process, 100 = one core), rss_bytes, sys_mem_used_bytes
-  rapl:Z   energy_j (since the sampler started, wrap-corrected), power_w (from the energy delta)
+  rapl:*   energy_j (since the sampler started, wrap-corrected), power_w (from the energy delta):
+           rapl:packages (every package summed, when there are several), rapl:package-N,
+           rapl:dram (DRAM sub-zones summed), rapl:psys (see ``engine.run.rapl.RaplSource``)
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import time
 from pathlib import Path
 
 from engine.records import TelemetryBatch, TelemetrySample
+from engine.run.rapl import RaplAbsent, RaplSource
 
 POWERCAP_ROOT = Path("/sys/class/powercap")
 
@@ -56,14 +61,32 @@ def _cuda_index(device_id: str) -> int | None:
     return int(m.group(1) or 0)
 
 
+# NVML metrics: (reader key, label in reasons, metrics it yields). One reader may yield several.
+_NVML_READERS = (
+    ("power_w", "GPU power", ("power_w",)),
+    ("energy_j", "GPU energy counter", ("energy_j",)),
+    ("mem", "GPU memory", ("mem_used_bytes", "mem_total_bytes")),
+    ("util", "GPU utilisation", ("gpu_util_pct", "mem_util_pct")),
+    ("temp_c", "GPU temperature", ("temp_c",)),
+    ("sm_clock_mhz", "SM clock", ("sm_clock_mhz",)),
+    ("throttle_reasons", "clock throttle reasons", ("throttle_reasons",)),
+)
+# consecutive failures (other than "not supported") after which a reader is given up for the run
+NVML_MAX_FAILURES = 10
+
+
 class _NvmlSource:
-    """One GPU through NVML: the handle is found once; a metric the GPU does not support is
-    dropped after its first ``NotSupported`` (with the reason kept), other errors skip a tick."""
+    """One GPU through NVML. The handle is found once and every metric probed once at open: a
+    metric the GPU or driver does not have (NOT_SUPPORTED, FUNCTION_NOT_FOUND, NO_PERMISSION, or
+    a call this pynvml lacks) is absent for the run, with its reason, and never called again.
+    Other errors skip a tick; ``NVML_MAX_FAILURES`` in a row drop the metric with that error.
+
+    ``metrics`` maps every metric name to {"available": bool, "reason": str}; it is the live
+    dict the sampler's status shows, so it keeps its answer after the source is closed."""
 
     def __init__(self, nvml, cuda_index: int):
         self.nvml = nvml
         self.source = f"nvml:{cuda_index}"
-        self.unsupported: dict[str, str] = {}
         self._energy0 = None
         nvml.nvmlInit()
         self._inited = True
@@ -77,21 +100,65 @@ class _NvmlSource:
         except BaseException:
             self.close()
             raise
-        NS = getattr(nvml, "NVMLError_NotSupported", ())
-        self._not_supported = NS
-        throttle = (getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
-                    or getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None))
-        h = self.handle
-        self._readers = [
-            ("power_w", lambda: nvml.nvmlDeviceGetPowerUsage(h) / 1000.0),
-            ("energy_j", self._energy),
-            ("mem", lambda: nvml.nvmlDeviceGetMemoryInfo(h)),
-            ("util", lambda: nvml.nvmlDeviceGetUtilizationRates(h)),
-            ("temp_c", lambda: float(nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU))),
-            ("sm_clock_mhz", lambda: float(nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM))),
-        ]
-        if throttle is not None:
-            self._readers.append(("throttle_reasons", lambda: float(throttle(h))))
+        self._permanent = tuple(c for c in (getattr(nvml, n, None) for n in (
+            "NVMLError_NotSupported", "NVMLError_FunctionNotFound", "NVMLError_NoPermission"))
+            if isinstance(c, type))
+        self.metrics: dict[str, dict] = {}
+        self._readers: list = []
+        self._failures: dict[str, int] = {}
+        self._pending: set[str] = set()  # probed with a transient error, not read yet
+        self._labels = {key: (label, names) for key, label, names in _NVML_READERS}
+        raw = self._raw_readers()
+        for key, label, names in _NVML_READERS:
+            fn = raw.get(key)
+            if fn is None:
+                self._absent(key, f"{label} not available: this pynvml has no call for it")
+                continue
+            try:
+                fn()
+            except self._permanent as e:
+                self._absent(key, self._unsupported_text(label, e))
+                continue
+            except nvml.NVMLError as e:  # a transient error at the probe: keep trying, say so until read
+                self._set(key, True, f"{label}: NVML {_nvml_error_text(e)} at the first reading")
+                self._pending.add(key)
+            else:
+                self._set(key, True, f"{label}: read through NVML")
+            self._readers.append((key, self._energy if key == "energy_j" else fn))
+
+    def _raw_readers(self) -> dict:
+        nvml, h = self.nvml, self.handle
+
+        def call(name, *args, scale=None):
+            fn = getattr(nvml, name, None)
+            if fn is None:
+                return None
+            if scale is None:
+                return lambda: fn(h, *args)
+            return lambda: scale(fn(h, *args))
+
+        throttle = ("nvmlDeviceGetCurrentClocksEventReasons" if hasattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons")
+                    else "nvmlDeviceGetCurrentClocksThrottleReasons")
+        return {
+            "power_w": call("nvmlDeviceGetPowerUsage", scale=lambda mw: mw / 1000.0),
+            "energy_j": call("nvmlDeviceGetTotalEnergyConsumption"),  # mJ since driver load
+            "mem": call("nvmlDeviceGetMemoryInfo"),
+            "util": call("nvmlDeviceGetUtilizationRates"),
+            "temp_c": call("nvmlDeviceGetTemperature", getattr(nvml, "NVML_TEMPERATURE_GPU", 0), scale=float),
+            "sm_clock_mhz": call("nvmlDeviceGetClockInfo", getattr(nvml, "NVML_CLOCK_SM", 1), scale=float),
+            "throttle_reasons": call(throttle, scale=float),
+        }
+
+    def _unsupported_text(self, label: str, e: BaseException) -> str:
+        return f"{label} not supported by {self.name} (NVML: {_nvml_error_text(e)})"
+
+    def _set(self, key: str, available: bool, reason: str) -> None:
+        for name in self._labels[key][1]:
+            self.metrics[name] = {"available": available, "reason": reason}
+
+    def _absent(self, key: str, reason: str) -> None:
+        self._set(key, False, reason)
+        self._readers = [r for r in self._readers if r[0] != key]
 
     @staticmethod
     def _str(v) -> str:
@@ -125,32 +192,45 @@ class _NvmlSource:
 
     def read(self, t: float, out: list) -> None:
         src = self.source
-        for name, fn in self._readers:
-            if name in self.unsupported:
-                continue
+        for key, fn in list(self._readers):
             try:
                 v = fn()
-            except self._not_supported as e:
-                self.unsupported[name] = _nvml_error_text(e)
+            except self._permanent as e:  # supported at the probe, then not (driver change): drop it
+                self._absent(key, self._unsupported_text(self._labels[key][0], e))
                 continue
-            except self.nvml.NVMLError:  # e.g. GPU busy/lost for a moment: no reading this tick
+            except self.nvml.NVMLError as e:  # e.g. GPU busy/lost for a moment: no reading this tick
+                n = self._failures[key] = self._failures.get(key, 0) + 1
+                if n >= NVML_MAX_FAILURES:
+                    self._absent(key, f"{self._labels[key][0]} not readable on {self.name}: NVML "
+                                      f"{_nvml_error_text(e)} {n} times in a row")
                 continue
-            if name == "mem":
+            if self._failures.get(key):
+                self._failures[key] = 0
+            if key in self._pending:
+                self._pending.discard(key)
+                self._set(key, True, f"{self._labels[key][0]}: read through NVML")
+            if key == "mem":
                 out.append(TelemetrySample(t, src, "mem_used_bytes", float(v.used)))
                 out.append(TelemetrySample(t, src, "mem_total_bytes", float(v.total)))
-            elif name == "util":
+            elif key == "util":
                 out.append(TelemetrySample(t, src, "gpu_util_pct", float(v.gpu)))
                 out.append(TelemetrySample(t, src, "mem_util_pct", float(v.memory)))
             else:
-                out.append(TelemetrySample(t, src, name, float(v)))
+                out.append(TelemetrySample(t, src, key, float(v)))
+
+    def absent_text(self) -> str:
+        """The absent metrics' reasons, one per reader, joined with "; " ("" when none)."""
+        seen = []
+        for st in self.metrics.values():
+            if not st["available"] and st["reason"] not in seen:
+                seen.append(st["reason"])
+        return "; ".join(seen)
 
     def describe(self) -> str:
         parts = [self.name]
         if self.driver:
             parts.append(f"driver {self.driver}")
-        missing = ", ".join(f"{k} ({v})" for k, v in self.unsupported.items())
-        text = ", ".join(parts)
-        return f"{text}; not supported: {missing}" if missing else text
+        return ", ".join(parts)
 
     def close(self) -> None:
         if self._inited:
@@ -163,30 +243,56 @@ class _NvmlSource:
 
 # -- psutil -----------------------------------------------------------------------------------
 
-class _PsutilSource:
-    """CPU load and memory; one Process object, non-blocking cpu_percent (deltas since last call)."""
+# psutil's cpu_percent(interval=None) is the load since its previous call: over less than this
+# it is noise (cpu_times tick at 10 ms per core) and right after priming it is exactly 0.0
+PSUTIL_MIN_INTERVAL_S = 0.05
 
-    def __init__(self, psutil_module, per_core_period: float, prime: bool = True):
+
+class _PsutilSource:
+    """CPU load and memory; one Process object, non-blocking cpu_percent (deltas since last call).
+
+    psutil keeps cpu_percent's previous reading per thread (psutil >= 6; module-wide before), and
+    its first call on a thread answers 0.0. So the load counters are primed by the first
+    ``read()`` on the thread that reads (the sampler's), and read only once at least
+    ``PSUTIL_MIN_INTERVAL_S`` has passed since their previous call: the sampler's first tick has
+    no load reading rather than a made-up 0 %. Memory is read every tick. Opening reads nothing
+    (a status probe must not disturb a sampler already running)."""
+
+    def __init__(self, psutil_module, per_core_period: float):
         self.ps = psutil_module
         self.proc = psutil_module.Process()
         self.per_core_period = per_core_period
-        self._next_cores = 0.0
-        if prime:
-            # the first real reading covers start -> first tick. (A status probe must not prime:
-            # psutil keeps one module-wide "last reading", shared with a sampler already running.)
-            psutil_module.cpu_percent(interval=None)
-            psutil_module.cpu_percent(interval=None, percpu=True)
+        self._primed_on: int | None = None  # thread ident whose psutil state is primed
+        self._last_load = self._last_cores = self._next_cores = 0.0
+
+    def _prime(self, t: float) -> None:
+        ps = self.ps
+        ps.cpu_percent(interval=None)
+        ps.cpu_percent(interval=None, percpu=True)
+        try:
             self.proc.cpu_percent(interval=None)
+        except ps.Error:
+            pass
+        self._primed_on = threading.get_ident()
+        self._last_load = self._last_cores = t
+        self._next_cores = t + PSUTIL_MIN_INTERVAL_S
 
     def read(self, t: float, out: list) -> None:
         ps = self.ps
-        out.append(TelemetrySample(t, "psutil", "cpu_pct", float(ps.cpu_percent(interval=None))))
-        if t >= self._next_cores:
+        if self._primed_on != threading.get_ident():
+            self._prime(t)
+        load = t - self._last_load >= PSUTIL_MIN_INTERVAL_S
+        if load:
+            self._last_load = t
+            out.append(TelemetrySample(t, "psutil", "cpu_pct", float(ps.cpu_percent(interval=None))))
+        if t >= self._next_cores and t - self._last_cores >= PSUTIL_MIN_INTERVAL_S:
+            self._last_cores = t
             self._next_cores = t + self.per_core_period
             for k, v in enumerate(ps.cpu_percent(interval=None, percpu=True)):
                 out.append(TelemetrySample(t, "psutil", f"cpu_pct:{k}", float(v)))
         try:
-            out.append(TelemetrySample(t, "psutil", "process_cpu_pct", float(self.proc.cpu_percent(interval=None))))
+            if load:
+                out.append(TelemetrySample(t, "psutil", "process_cpu_pct", float(self.proc.cpu_percent(interval=None))))
             out.append(TelemetrySample(t, "psutil", "rss_bytes", float(self.proc.memory_info().rss)))
         except ps.Error:
             pass
@@ -194,101 +300,6 @@ class _PsutilSource:
 
     def close(self) -> None:
         pass
-
-
-# -- RAPL -------------------------------------------------------------------------------------
-
-class _RaplZone:
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.name = (folder / "name").read_text().strip() if (folder / "name").exists() else folder.name
-        self.max_uj = None
-        try:
-            self.max_uj = int((folder / "max_energy_range_uj").read_text().strip())
-        except (OSError, ValueError):
-            pass
-        self.fd = os.open(folder / "energy_uj", os.O_RDONLY)
-        self.last = self._raw()
-        self.total_uj = 0
-        self.last_t = None
-
-    def _raw(self) -> int:
-        # pread at offset 0 re-reads the sysfs attribute without reopening it each tick
-        return int(os.pread(self.fd, 64, 0).decode().strip())
-
-    def read(self, t: float) -> tuple[float, float | None]:
-        raw = self._raw()
-        delta = raw - self.last
-        if delta < 0:  # the counter wrapped at max_energy_range_uj
-            delta += (self.max_uj + 1) if self.max_uj else 0
-            if delta < 0:
-                delta = 0  # unknown range: lose this interval rather than invent energy
-        self.last = raw
-        self.total_uj += delta
-        power = None
-        if self.last_t is not None and t > self.last_t:
-            power = delta / 1e6 / (t - self.last_t)
-        self.last_t = t
-        return self.total_uj / 1e6, power
-
-    def close(self) -> None:
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
-
-
-class _RaplSource:
-    """Package (and psys) energy counters from /sys/class/powercap/intel-rapl:N."""
-
-    def __init__(self, root: Path):
-        self.zones: list[_RaplZone] = []
-        if not root.is_dir():
-            raise _Absent(f"RAPL not available: no {root} on this machine (Linux on Intel/AMD CPUs only)")
-        folders = sorted(p for p in root.glob("intel-rapl:*") if p.name.count(":") == 1)
-        if not folders:
-            raise _Absent(f"RAPL not available: no intel-rapl zones in {root}")
-        denied = []
-        for f in folders:
-            try:
-                z = _RaplZone(f)
-            except PermissionError:
-                denied.append(str(f / "energy_uj"))
-                continue
-            except (OSError, ValueError):
-                continue
-            z.last_t = None
-            self.zones.append(z)
-        if not self.zones:
-            if denied:
-                raise _Absent(f"RAPL not readable: permission denied for {denied[0]} (root only since "
-                              "Linux 5.10; run as root or make energy_uj readable)")
-            raise _Absent(f"RAPL not available: no readable energy counter in {root}")
-        names = [z.name for z in self.zones]
-        dup = {n for n in names if names.count(n) > 1}
-        for z in self.zones:  # two sockets both named package-N is impossible, but be safe
-            z.source = f"rapl:{z.name}" + (f"@{z.folder.name}" if z.name in dup else "")
-
-    def read(self, t: float, out: list) -> None:
-        for z in self.zones:
-            try:
-                energy, power = z.read(t)
-            except (OSError, ValueError):
-                continue
-            out.append(TelemetrySample(t, z.source, "energy_j", energy))
-            if power is not None:
-                out.append(TelemetrySample(t, z.source, "power_w", power))
-
-    def describe(self) -> str:
-        return ", ".join(z.name for z in self.zones)
-
-    def close(self) -> None:
-        for z in self.zones:
-            z.close()
-
-
-class _Absent(Exception):
-    """A telemetry source that is not there; the message is the reason shown to the user."""
 
 
 # -- sampler ----------------------------------------------------------------------------------
@@ -318,6 +329,7 @@ class Telemetry:
         self.per_core_period = 1.0 / per_core_hz if per_core_hz and per_core_hz > 0 else float("inf")
         self._sources: list = []
         self._status: dict | None = None
+        self._nvml_src: _NvmlSource | None = None  # kept after stop(): its per-metric status
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.ticks = 0
@@ -326,8 +338,9 @@ class Telemetry:
         self.sink_error: str | None = None
 
     # -- sources ---------------------------------------------------------------------------
-    def _open(self, probe: bool = False) -> None:
+    def _open(self) -> None:
         status, sources = {}, []
+        self._nvml_src = None
         index = _cuda_index(self.device_id)
         nvml = self._nvml_module if self._nvml_module is not None else _import_pynvml()
         if nvml is None:
@@ -338,7 +351,8 @@ class Telemetry:
             try:
                 src = _NvmlSource(nvml, index)
                 sources.append(src)
-                status["nvml"] = _available(f"{src.source}: {src.name}")
+                self._nvml_src = src
+                status["nvml"] = _available(f"{src.source}: {src.describe()}")
             except nvml.NVMLError as e:
                 status["nvml"] = _unavailable(f"NVML not available: {_nvml_error_text(e)}")
         ps = self._psutil_module
@@ -351,15 +365,15 @@ class Telemetry:
             status["psutil"] = _unavailable("psutil not available: the psutil package is not installed")
         else:
             try:
-                sources.append(_PsutilSource(ps, self.per_core_period, prime=not probe))
+                sources.append(_PsutilSource(ps, self.per_core_period))
                 status["psutil"] = _available("CPU %, per-core CPU %, process RSS, system memory")
             except Exception as e:  # e.g. /proc not mounted in a container
                 status["psutil"] = _unavailable(f"psutil not available: {e}")
         try:
-            src = _RaplSource(self.powercap_root)
+            src = RaplSource(self.powercap_root)
             sources.append(src)
-            status["rapl"] = _available(f"package energy: {src.describe()}")
-        except _Absent as e:
+            status["rapl"] = dict(_available(src.describe()), domains=src.domains)
+        except RaplAbsent as e:
             status["rapl"] = _unavailable(str(e))
         self._sources, self._status = sources, status
 
@@ -369,14 +383,26 @@ class Telemetry:
         self._sources = []
 
     def status(self) -> dict:
-        """{source: {"available": bool, "reason": str}} for "nvml", "psutil", "rapl"."""
+        """Which sources and metrics this sampler reads, probed once when it starts (or, before
+        ``start()``, by opening and closing the sources now); the same answer after ``stop()``.
+
+        ``{"nvml"|"psutil"|"rapl": {"available": bool, "reason": str, ...}}``. NVML adds
+        ``"metrics": {metric: {"available": bool, "reason": str}}`` per metric (power_w,
+        energy_j, mem_used_bytes, gpu_util_pct, temp_c, sm_clock_mhz, ...), an absent one with
+        why, e.g. "GPU energy counter not supported by <GPU> (NVML: Not Supported)", and the
+        source's reason lists the absent ones. RAPL adds ``"domains": {source: [zone, ...]}``:
+        which powercap zones each recorded ``rapl:*`` source sums."""
         if self._status is None:
-            self._open(probe=True)
+            self._open()
             self._close()
         out = {k: dict(v) for k, v in self._status.items()}
-        for s in self._sources:  # after start: mention metrics the GPU turned out not to support
-            if isinstance(s, _NvmlSource) and s.unsupported:
-                out["nvml"]["reason"] = f"{s.source}: {s.describe()}"
+        src = self._nvml_src
+        if src is not None:  # the live per-metric answer: a metric may be dropped while sampling
+            out["nvml"]["metrics"] = {k: dict(v) for k, v in src.metrics.items()}
+            missing = src.absent_text()
+            out["nvml"]["reason"] = f"{src.source}: {src.describe()}" + (f"; {missing}" if missing else "")
+        if "domains" in out.get("rapl", {}):
+            out["rapl"]["domains"] = {k: list(v) for k, v in out["rapl"]["domains"].items()}
         return out
 
     # -- sampling --------------------------------------------------------------------------
@@ -443,6 +469,11 @@ class Telemetry:
     def cpu_fraction(self) -> float | None:
         """Share of one core the sampler used so far (target < 0.01 at 10 Hz)."""
         return self.cpu_seconds / self.wall_seconds if self.wall_seconds > 0 else None
+
+
+def off_status(reason: str) -> dict:
+    """A status in which every source is absent for one reason (telemetry off, failed to start)."""
+    return {name: _unavailable(reason) for name in ("nvml", "psutil", "rapl")}
 
 
 def telemetry_status(device_id: str | None = None, **providers) -> dict:

@@ -13,25 +13,17 @@ import sqlite3
 import threading
 import time
 import zlib
-from typing import Callable
 from collections import deque
 from pathlib import Path
 
 from engine.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord,
-                                TelemetryBatch)
+                                TelemetryBatch, TelemetryStatus)
 from engine.session.schema import (FORMAT_NAME, SCHEMA_SQL, SCHEMA_VERSION, SessionError, check_is_session,
                                    has_session_header, ns_from_ms, shape_text)
 
 
 def _at(seq, i):
     return seq[i] if i < len(seq) else None
-
-
-class _Meta:
-    """Queue item: meta keys to set (written by the writer itself, not by a run record)."""
-
-    def __init__(self, values: dict):
-        self.values = values
 
 
 _HELD_MAPS = object()  # queue marker: store the feature maps held back by the rate limit
@@ -46,14 +38,12 @@ class SessionWriter:
     (the last one of the run is always kept) and zlib-compressed, so long runs stay small.
     Call ``close()`` when done (also a context manager).
 
-    ``telemetry_probe(device_id) -> {source: {"available", "reason"}}``, when given, is called once
-    on the writer's thread after ``RunInfo`` and its answer stored as meta ``telemetry``, so a
-    reader can say why a series is absent (the run passes ``engine.run.telemetry.telemetry_status``;
-    the session package itself knows nothing of telemetry sources).
+    A ``TelemetryStatus`` record (the run's own sampler status, probed once: which sources and
+    metrics were read and why the others were absent) is stored as meta ``telemetry``; the last
+    one written wins.
     """
 
-    def __init__(self, path, *, flush_interval: float = 0.5, feature_interval_s: float = 1.0,
-                 telemetry_probe: Callable[[str], dict] | None = None):
+    def __init__(self, path, *, flush_interval: float = 0.5, feature_interval_s: float = 1.0):
         self.path = Path(path)
         self.flush_interval = float(flush_interval)
         self.feature_interval_s = float(feature_interval_s)
@@ -70,10 +60,6 @@ class SessionWriter:
         self._fm_last_t: dict[str, float] = {}
         self._fm_held: dict[str, FeatureMap] = {}  # newest map not stored yet, per node
         self._start_time: float | None = None
-        # which telemetry this machine offers for the run's device (and why not), probed off the
-        # run's thread so a reader can say why a series is absent
-        self._probe_device: str | None = None
-        self._telemetry_probe = telemetry_probe
         self._con = self._create()
         self._thread = threading.Thread(target=self._loop, name="layerscope-session-writer", daemon=True)
         self._thread.start()
@@ -115,25 +101,12 @@ class SessionWriter:
         if self._closed or self.error:
             return
         self._queue.append(record)
-        if isinstance(record, RunInfo) and self._telemetry_probe is not None:
-            self._probe_device = str((record.device or {}).get("id") or (record.config or {}).get("device") or "cpu")
         if isinstance(record, (RunInfo, RunEnded)):
             self.flush()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.flush_interval):
-            self._probe_telemetry()
             self.flush()
-
-    def _probe_telemetry(self) -> None:
-        dev, self._probe_device = self._probe_device, None
-        if dev is None:
-            return
-        try:
-            status = self._telemetry_probe(dev)
-        except Exception as e:  # never let a probe break the recording
-            status = {"error": f"{type(e).__name__}: {e}"}
-        self._queue.append(_Meta({"telemetry": status}))
 
     def flush(self) -> None:
         """Write everything queued so far in one transaction."""
@@ -165,7 +138,6 @@ class SessionWriter:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
-        self._probe_telemetry()
         self._queue.append(_HELD_MAPS)
         self.flush()
         with self._db_lock:
@@ -190,8 +162,8 @@ class SessionWriter:
     def _write(self, rec) -> None:
         if rec is _HELD_MAPS:
             self._write_held_feature_maps()
-        elif isinstance(rec, _Meta):
-            self._set_meta(**rec.values)
+        elif isinstance(rec, TelemetryStatus):  # the run's own sampler status, probed once
+            self._set_meta(telemetry=rec.status)
         elif isinstance(rec, TelemetryBatch):
             self._write_telemetry(rec)
         elif isinstance(rec, LayerTimes):

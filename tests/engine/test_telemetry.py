@@ -13,7 +13,10 @@ from engine.run.telemetry import Telemetry, telemetry_status
 
 
 class FakeNvml:
-    """Enough of pynvml for one GPU; ``energy=False`` makes the energy counter unsupported (old GPU)."""
+    """Enough of pynvml for one GPU. ``energy=False`` makes the energy counter unsupported (old
+    GPU); ``unsupported`` names further calls that answer NOT_SUPPORTED, ``missing`` calls the
+    driver lacks (FUNCTION_NOT_FOUND), ``failing`` calls that fail with another error every time.
+    ``counts[call]`` counts every device query made."""
 
     class NVMLError(Exception):
         pass
@@ -22,6 +25,10 @@ class FakeNvml:
         def __str__(self):
             return "Not Supported"
 
+    class NVMLError_FunctionNotFound(NVMLError):
+        def __str__(self):
+            return "Function Not Found"
+
     class NVMLError_LibraryNotFound(NVMLError):
         def __str__(self):
             return "NVML Shared Library Not Found"
@@ -29,12 +36,25 @@ class FakeNvml:
     NVML_TEMPERATURE_GPU = 0
     NVML_CLOCK_SM = 1
 
-    def __init__(self, energy=True, missing_library=False):
+    def __init__(self, energy=True, missing_library=False, unsupported=(), missing=(), failing=()):
         self.energy = energy
         self.missing_library = missing_library
+        self.unsupported = set(unsupported) | (set() if energy else {"nvmlDeviceGetTotalEnergyConsumption"})
+        self.missing = set(missing)
+        self.failing = set(failing)
         self.inits = 0
         self.mj = 5_000_000  # counter since driver load: not zero at start
         self.calls = 0
+        self.counts: dict[str, int] = {}
+
+    def _query(self, call):
+        self.counts[call] = self.counts.get(call, 0) + 1
+        if call in self.unsupported:
+            raise self.NVMLError_NotSupported()
+        if call in self.missing:
+            raise self.NVMLError_FunctionNotFound()
+        if call in self.failing:
+            raise self.NVMLError("Unknown Error")
 
     def nvmlInit(self):
         if self.missing_library:
@@ -62,28 +82,33 @@ class FakeNvml:
         return "999.1"
 
     def nvmlDeviceGetPowerUsage(self, h):
+        self._query("nvmlDeviceGetPowerUsage")
         return 123_456  # mW
 
     def nvmlDeviceGetTotalEnergyConsumption(self, h):
-        if not self.energy:
-            raise self.NVMLError_NotSupported()
+        self._query("nvmlDeviceGetTotalEnergyConsumption")
         self.calls += 1
         self.mj += 2_500  # 2.5 J per reading
         return self.mj
 
     def nvmlDeviceGetMemoryInfo(self, h):
+        self._query("nvmlDeviceGetMemoryInfo")
         return type("M", (), {"used": 1 << 30, "total": 8 << 30, "free": 7 << 30})()
 
     def nvmlDeviceGetUtilizationRates(self, h):
+        self._query("nvmlDeviceGetUtilizationRates")
         return type("U", (), {"gpu": 97, "memory": 40})()
 
     def nvmlDeviceGetTemperature(self, h, kind):
+        self._query("nvmlDeviceGetTemperature")
         return 66
 
     def nvmlDeviceGetClockInfo(self, h, kind):
+        self._query("nvmlDeviceGetClockInfo")
         return 1980
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, h):
+        self._query("nvmlDeviceGetCurrentClocksEventReasons")
         return 0x4 | 0x20
 
 
@@ -110,7 +135,11 @@ def test_nvml_metrics_through_fake(tmp_path):
     assert first["mem_used_bytes"] == 1 << 30 and first["mem_total_bytes"] == 8 << 30
     assert first["gpu_util_pct"] == 97 and first["mem_util_pct"] == 40
     assert first["temp_c"] == 66 and first["sm_clock_mhz"] == 1980 and first["throttle_reasons"] == 0x24
-    assert t.status()["nvml"] == {"available": True, "reason": "nvml:0: Fake GPU 9000"}
+    st = t.status()["nvml"]
+    assert st["available"] is True and st["reason"] == "nvml:0: Fake GPU 9000, driver 999.1"
+    assert set(st["metrics"]) == {"power_w", "energy_j", "mem_used_bytes", "mem_total_bytes", "gpu_util_pct",
+                                  "mem_util_pct", "temp_c", "sm_clock_mhz", "throttle_reasons"}
+    assert all(m["available"] for m in st["metrics"].values())
 
 
 def test_unsupported_energy_counter_is_absent_not_zero(tmp_path):
@@ -125,7 +154,10 @@ def test_unsupported_energy_counter_is_absent_not_zero(tmp_path):
     for b in batches:
         m = metrics(b, "nvml:0")
         assert "energy_j" not in m and m["power_w"] > 0
-    assert "energy_j (Not Supported)" in status["nvml"]["reason"]
+    why = "GPU energy counter not supported by Fake GPU 9000 (NVML: Not Supported)"
+    assert why in status["nvml"]["reason"]
+    assert status["nvml"]["metrics"]["energy_j"] == {"available": False, "reason": why}
+    assert status["nvml"]["metrics"]["power_w"]["available"] is True
 
 
 def test_nvml_library_missing_gives_reason(tmp_path):
@@ -181,7 +213,9 @@ def test_rapl_energy_with_counter_wrap(tmp_path):
                   psutil_module=None, nvml=FakeNvml(missing_library=True))
     t._open()
     try:
-        assert t.status()["rapl"] == {"available": True, "reason": "package energy: package-0"}
+        assert t.status()["rapl"] == {"available": True,
+                                      "reason": "CPU package energy: package-0 (intel-rapl:0) as rapl:package-0",
+                                      "domains": {"rapl:package-0": ["package-0 (intel-rapl:0)"]}}
         first = metrics(t.sample(), "rapl:package-0")
         (z / "energy_uj").write_text("1900000\n")  # +0.4 J
         second = metrics(t.sample(), "rapl:package-0")
@@ -219,13 +253,14 @@ def test_psutil_metrics_real():
     t = Telemetry("cpu", powercap_root="/nonexistent-powercap", nvml=FakeNvml(missing_library=True))
     t._open()
     try:
-        time.sleep(0.05)
+        t.sample()  # primes the load counters on this thread
+        time.sleep(0.1)
         m = metrics(t.sample(), "psutil")
     finally:
         t._close()
     assert m["rss_bytes"] > 1e6 and m["sys_mem_used_bytes"] > 1e6
     assert 0.0 <= m["cpu_pct"] <= 100.0
-    assert any(k.startswith("cpu_pct:") for k in m)  # per-core on the first tick
+    assert any(k.startswith("cpu_pct:") for k in m)  # per-core on the first tick that reads load
 
 
 def test_sampler_thread_rate_and_stop():
