@@ -124,6 +124,8 @@ class PowerView(MonitorView):
         return {k: any(c.isVisible() for c in self.curves[k].values()) for k, _, _ in PANELS}
 
     def update_snapshot(self, snap) -> None:
+        if snap.telemetry_status is not None:  # a live run's own sampler status (TelemetryStatus)
+            self._status = dict(snap.telemetry_status)
         tel = snap.telemetry
         info = snap.info
         dev = str(((info.device or {}).get("id") if info else "") or "")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StateChanged,
-                                StepRecord, TelemetryBatch)
+                                StepRecord, TelemetryBatch, TelemetryStatus)
 
 STEP_COLUMNS = ("step", "t", "loss", "accuracy", "step_ms", "samples_per_s", "data_ms",
                 "peak_mem_bytes", "warmup", "epoch")
@@ -84,6 +84,7 @@ class LiveSnapshot:
     logs: tuple[LogRecord, ...] = ()
     progress: tuple[int, int] = (0, 0)  # (steps done, steps planned), warm-up included; total 0 while setting up
     phase: str = ""  # StateChanged.phase of the latest change
+    telemetry_status: dict | None = None  # the run's own sampler status (TelemetryStatus), None before it
 
     def series(self, source: str, metric: str) -> np.ndarray | None:
         """(t, value) rows of one telemetry series, None when it was never reported."""
@@ -136,6 +137,7 @@ class LiveFeed:
         self._logs: deque = deque(maxlen=self.max_logs)
         self._state: StateChanged | None = None
         self._done = 0
+        self._telemetry_status: dict | None = None
 
     @property
     def version(self) -> int:
@@ -186,6 +188,8 @@ class LiveFeed:
             elif isinstance(rec, StateChanged):
                 self._state = rec
                 self._done = rec.done
+            elif isinstance(rec, TelemetryStatus):
+                self._telemetry_status = rec.status
             elif isinstance(rec, RunEnded):
                 self._ended = rec
                 self._done = rec.steps
@@ -252,7 +256,8 @@ class LiveFeed:
                 heat_fwd=_frozen(np.ascontiguousarray(heat_f)), heat_bwd=_frozen(np.ascontiguousarray(heat_b)),
                 telemetry={k: r.array() for k, r in self._telemetry.items()}, feature=self._feature,
                 evals=tuple(self._evals), logs=tuple(self._logs), progress=(self._done, total),
-                phase=self._state.phase if self._state is not None else "")
+                phase=self._state.phase if self._state is not None else "",
+                telemetry_status=self._telemetry_status)
             self._cache = snap
             return snap
 

@@ -33,3 +33,25 @@ def test_power_view_shows_per_metric_reasons(qtbot):
     assert WHY in v.notes["energy"].toPlainText()
     assert "SM clock not supported by Fake GPU 9000" in v.notes["clock"].toPlainText()
     assert WHY in v.notice.text()
+
+
+def test_a_live_run_shows_its_own_sampler_status(qtbot):
+    """During a live run the per-metric reasons come from the run's TelemetryStatus record, not
+    from a machine-wide probe taken at start-up."""
+    import engine
+    from app.views.power_view import PowerView
+
+    feed = engine.LiveFeed(window=10)
+    info = engine.RunInfo(config={"device": "cpu", "batch_size": 4}, device={"id": "cpu"}, versions={},
+                          host="h", start_time=0.0)
+    reason = "telemetry was off for this run (telemetry rate 0 Hz)"
+    off = {src: {"available": False, "reason": reason} for src in ("nvml", "psutil", "rapl")}
+    for rec in (info, engine.TelemetryStatus(0.0, off)):
+        feed(rec)
+    view = PowerView()
+    qtbot.addWidget(view)
+    view.set_telemetry_status({"rapl": {"available": True, "reason": "machine-wide"}})
+    snap = feed.snapshot()
+    assert snap.telemetry_status == off
+    view.update_snapshot(snap)
+    assert view._reason("rapl") == reason
