@@ -38,6 +38,7 @@ class DatasetInfo:
     location: str | None = None  # the folder read, when the data came from files
     class_names: list[str] = field(default_factory=list)
     costly: bool = False  # fitting is expensive per sample (big upscale, image decoding)
+    skipped: int = 0  # image files left out because they cannot be decoded (skip_bad_images)
 
     def summary(self) -> str:
         steps = "; ".join(self.preprocessing) or "none"
@@ -49,7 +50,8 @@ class DatasetInfo:
         return {"name": self.name, "source": self.source, "classes": self.classes,
                 "train_size": self.train_size, "test_size": self.test_size,
                 "preprocessing": list(self.preprocessing), "format": self.format,
-                "location": self.location, "class_names": list(self.class_names)}
+                "location": self.location, "class_names": list(self.class_names),
+                "skipped": self.skipped}
 
 
 @dataclass
@@ -96,12 +98,15 @@ def dataset_dir(name: str, root=None) -> Path:
 
 
 def get_dataset(name: str, input_spec, *, seed: int = 0, root=None, synthetic_size: int = 512,
-                test_fraction: float = 0.2) -> DatasetSplits:
+                test_fraction: float = 0.2, skip_bad_images: bool = False) -> DatasetSplits:
     """The dataset ``name`` (a built-in or cached name, or a folder path) fitted to ``input_spec``.
 
     Raises DatasetError with a one-sentence reason when the data is missing, malformed, or has
-    more classes than the net outputs. ``seed`` drives the split where the format has no
-    standard one (``test_fraction`` of the samples are held out).
+    more classes than the net outputs; every file is read (image folders: every image decoded)
+    before this returns, so a bad file fails here, not mid-run. ``skip_bad_images`` leaves image
+    files that cannot be decoded out (counted in ``info.skipped``) instead of failing. ``seed``
+    drives the split where the format has no standard one (``test_fraction`` of the samples are
+    held out).
     """
     canon = canonical_name(str(name))
     if canon == "synthetic":
@@ -112,6 +117,17 @@ def get_dataset(name: str, input_spec, *, seed: int = 0, root=None, synthetic_si
         return builtin.digits(input_spec, seed=seed, test_fraction=test_fraction)
     from engine.data import formats
 
+    try:
+        splits = _open_files(formats, name, canon, input_spec, seed=seed, root=root, test_fraction=test_fraction,
+                             skip_bad_images=skip_bad_images)
+    except OSError as e:  # a read the readers did not expect to fail (permissions, I/O errors)
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        raise DatasetError(f"cannot read the dataset {name}: {where}{e.strerror or e}") from None
+    check_classes(splits.info.classes, input_spec)
+    return splits
+
+
+def _open_files(formats, name, canon, input_spec, *, seed, root, test_fraction, skip_bad_images) -> DatasetSplits:
     if canon in DOWNLOADABLE:
         splits = formats.load_cached(canon, input_spec, root=root, seed=seed, test_fraction=test_fraction)
     else:
@@ -121,8 +137,8 @@ def get_dataset(name: str, input_spec, *, seed: int = 0, root=None, synthetic_si
                 raise DatasetError(f"no such folder: {name}")
             raise DatasetError(f"unknown dataset '{name}'; built in: {', '.join(BUILTIN)}; "
                                f"downloadable: {', '.join(DOWNLOADABLE)}; or give a folder path")
-        splits = formats.load_path(path, input_spec, seed=seed, test_fraction=test_fraction, name=str(name))
-    check_classes(splits.info.classes, input_spec)
+        splits = formats.load_path(path, input_spec, seed=seed, test_fraction=test_fraction, name=str(name),
+                                   skip_bad_images=skip_bad_images)
     return splits
 
 
