@@ -2,6 +2,7 @@
 image fails before the first step, naming the file; with ``skip_bad_images`` it is left out and
 counted; class folders without images are refused, naming them."""
 import errno
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -148,11 +149,14 @@ def test_check_is_the_same_with_threads_and_decodes_once_per_file(tmp_path, monk
     good = tmp_path / "g"
     write_image_folder(good, per_class=4)
     d = get_dataset(str(good), SPEC)
-    first = len(calls)
-    assert first == 12 + len(d.train)  # every file checked, then the training images measured
+    n_train = len(d.train)
+    assert len(calls) == 12 + n_train  # every file checked, then the training images measured
     calls.clear()
+    assert get_dataset(str(good), SPEC) is d and not calls  # still held: the same splits
+    del d
+    gc.collect()
     get_dataset(str(good), SPEC)
-    assert len(calls) == len(d.train)
+    assert len(calls) == n_train  # no longer held: opened again, but no file is checked twice
     # a file changed since is checked again
     _truncate(good / "cat" / "000.png")
     with pytest.raises(DatasetError, match="cat/000.png"):

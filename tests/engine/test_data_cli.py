@@ -209,3 +209,40 @@ def test_skip_bad_images_flag(tmp_path, capsys):
     cfg.skip_bad_images = False
     with pytest.raises(Exception, match="dog/001.png"):
         _open_dataset(cfg)
+
+
+def test_the_run_reuses_the_dataset_the_check_opened(tmp_path, capsys, monkeypatch):
+    """profile opens the dataset before the run and holds it; the run does not read it all again."""
+    import engine.data as data
+
+    folder = write_image_folder(tmp_path / "f", per_class=3, size=(28, 28))
+    opened = []
+    real = data._open_files
+    monkeypatch.setattr(data, "_open_files", lambda *a, **k: opened.append(a[1]) or real(*a, **k))
+    rc, _ = _profile(str(folder), tmp_path)
+    assert rc == 0, capsys.readouterr().err
+    assert opened == [str(folder)]
+
+
+def test_an_opened_dataset_is_reused_only_while_held_and_unchanged(tmp_path, monkeypatch):
+    import gc
+
+    import engine
+    import engine.data as data
+
+    spec = engine.InputSpec(1, 28, 28, 10)
+    write_mnist(tmp_path / "m", n_train=20, n_test=10)
+    opened = []
+    real = data._open_files
+    monkeypatch.setattr(data, "_open_files", lambda *a, **k: opened.append(a[1]) or real(*a, **k))
+    a = data.get_dataset(str(tmp_path / "m"), spec)
+    assert data.get_dataset(str(tmp_path / "m"), spec) is a and len(opened) == 1
+    assert data.get_dataset(str(tmp_path / "m"), spec, seed=1) is not a  # other arguments: opened again
+    assert len(opened) == 2
+    write_mnist(tmp_path / "m", n_train=20, n_test=11)  # the files replaced
+    b = data.get_dataset(str(tmp_path / "m"), spec)
+    assert b is not a and b.info.test_size == 11 and len(opened) == 3
+    del a, b
+    gc.collect()
+    data.get_dataset(str(tmp_path / "m"), spec)  # nobody held it: read again
+    assert len(opened) == 4
