@@ -107,7 +107,12 @@ def _scan(folder: Path, root: Path):
         imgs = _images(sub)
         if not imgs:
             others = sorted({p.suffix.lower() or p.name for p in _files(sub)})
-            holds = f"holds only {', '.join(others[:4])} files" if others else "is empty"
+            if others:
+                holds = f"holds only {', '.join(others[:4])} files"
+            elif _subdirs(sub):
+                holds = "holds only sub-folders (a class folder holds its images directly)"
+            else:
+                holds = "is empty"
             empty.append(f"{_rel(sub, root)}/ {holds}")
         for p in imgs:
             paths.append(p)

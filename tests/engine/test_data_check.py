@@ -123,12 +123,18 @@ def test_unreadable_file_permission(tmp_path, monkeypatch):
 @pytest.mark.parametrize("contents, words", [
     ({}, "eel/ is empty"),
     ({"notes.txt": b"x", "data.csv": b"y"}, "eel/ holds only .csv, .txt files"),
+    ({"2019/a.png": None}, "eel/ holds only sub-folders"),
 ])
 def test_class_folder_without_images_is_named(tmp_path, contents, words):
     write_image_folder(tmp_path / "f", classes=("cat", "dog"), per_class=2)
     (tmp_path / "f" / "eel").mkdir()
     for name, data in contents.items():
-        (tmp_path / "f" / "eel" / name).write_bytes(data)
+        p = tmp_path / "f" / "eel" / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if data is None:
+            Image.new("L", (4, 4)).save(p)
+        else:
+            p.write_bytes(data)
     with pytest.raises(DatasetError) as e:
         get_dataset(str(tmp_path / "f"), SPEC)
     assert "class folders without images" in str(e.value) and words in str(e.value), str(e.value)
