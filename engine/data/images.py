@@ -2,10 +2,10 @@
 
 Every Pillow mode is brought to 8-bit grey or RGB by a rule that keeps its meaning:
 
-- ``1``, ``L``, ``P``, ``RGB``, ``CMYK``, ``YCbCr``, ``HSV``, ``RGBX``: Pillow's own conversion;
+- ``1``, ``L``, ``P``, ``RGB``, ``CMYK``, ``YCbCr``, ``HSV``, ``LAB``, ``RGBX``: Pillow's own conversion;
 - 16-bit grey (``I;16``, ``I;16L``, ``I;16B``, ``I;16N``) and 32-bit integer ``I`` (what older
   Pillow gives for 16-bit PNGs): 0..65535 scaled to 0..255 (``round(v * 255 / 65535)``); an
-  ``I`` pixel outside 0..65535 or a signed ``I;16S`` image is refused, naming the file;
+  ``I`` pixel outside 0..65535 is refused, naming the file;
 - 32-bit float ``F``: 0.0..1.0 scaled to 0..255; values outside that (or NaN) are refused;
 - alpha (``LA``, ``RGBA``, ``PA``, ``La``, ``RGBa``, ``P``/``L``/``RGB`` with a ``transparency``
   key): composited over black (each channel times alpha / 255), so pixels a viewer cannot see
@@ -86,8 +86,6 @@ def to_8bit(im):
                            "are read as 16-bit (0..65535)")
         a = (a.astype(np.uint32) * 255 + 32767) // 65535
         return Image.fromarray(a.astype(np.uint8), "L")
-    if m == "I;16S":
-        raise BadImage("signed 16-bit pixels have no 0..255 meaning")
     if m == "F":
         a = np.asarray(im, dtype=np.float32)
         if a.size and not (np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0):

@@ -30,7 +30,7 @@ def _palette(transparent: bool):
 
 
 def _grey16(mode):
-    a = np.array([LEVELS16], dtype=">u2" if mode == "I;16B" else "<u2")
+    a = np.array([LEVELS16], dtype={"I;16B": ">u2", "I;16N": "=u2"}.get(mode, "<u2"))
     return Image.frombytes(mode, (4, 1), a.tobytes())
 
 
@@ -94,8 +94,19 @@ def test_in_memory_modes_without_a_file_format():
     pa.putpalette([200, 100, 50] * 256)
     pa.putdata([(0, 255), (0, 0)])
     assert np.asarray(to_8bit(pa)).tolist() == [[[200, 100, 50], [0, 0, 0]]]
+    hsv = Image.frombytes("HSV", (2, 1), bytes([0, 255, 255, 85, 255, 255]))  # pure red, pure green
+    assert np.asarray(to_8bit(hsv)).tolist() == [[[255, 0, 0], [0, 255, 0]]]
+    ycc = Image.frombytes("YCbCr", (1, 1), bytes([128, 128, 128]))  # mid grey
+    assert np.asarray(to_8bit(ycc)).tolist() == [[[128, 128, 128]]]
+    rgbx = Image.frombytes("RGBX", (1, 1), bytes([1, 2, 3, 99]))
+    assert np.asarray(to_8bit(rgbx)).tolist() == [[[1, 2, 3]]]
+    # CIE L*a*b* (a, b signed): white, black, and sRGB red (L* 53, a* 80, b* 67), within 12 levels
+    lab = Image.frombytes("LAB", (3, 1), bytes([255, 0, 0, 0, 0, 0, 136, 80, 67]))
+    got = np.asarray(to_8bit(lab)).astype(int)
+    assert np.abs(got - np.array([[[255, 255, 255], [0, 0, 0], [255, 0, 0]]])).max() <= 12, got.tolist()
     for mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        assert np.asarray(to_8bit(_grey16(mode) if mode != "I;16N" else _grey16("I;16"))).tolist() == [LEVELS8]
+        im = _grey16(mode)
+        assert im.mode == mode and np.asarray(to_8bit(im)).tolist() == [LEVELS8]
 
 
 @pytest.mark.parametrize("mode, values, words", [
