@@ -44,11 +44,27 @@ def _check_out(path: Path) -> None:
 def _check_dataset(name: str) -> None:
     from engine.data import BUILTIN, DOWNLOADABLE, canonical_name
 
-    if canonical_name(name) is None and not Path(name).expanduser().exists():
+    try:
+        there = Path(name).expanduser().exists()
+    except OSError as e:  # e.g. a folder above it that may not be entered
+        raise LayerScopeError(f"--dataset: cannot reach {name}: {e.strerror or e}") from None
+    if canonical_name(name) is None and not there:
         if any(sep in name for sep in ("/", "\\", "~")) or name.startswith("."):
             raise LayerScopeError(f"--dataset: no such folder or file: {name}")
         raise LayerScopeError(f"--dataset: unknown dataset '{name}'; built in: {', '.join(BUILTIN)}; "
                               f"downloadable: {', '.join(DOWNLOADABLE)}; or give a folder path")
+
+
+def _open_dataset(cfg: RunConfig):
+    """Open the run's dataset now (every file read, every image decoded), so that a bad one is bad
+    input - one line, exit 2 - before the run starts rather than a failed run. The caller holds the
+    splits through the run: while they are held, the run's own ``get_dataset`` reuses them."""
+    if cfg.mode == "benchmark":  # one random batch; no dataset is read
+        return None
+    from engine.data import get_dataset
+
+    return get_dataset(cfg.dataset, cfg.net.input, seed=cfg.seed, root=cfg.data_root,
+                       skip_bad_images=cfg.skip_bad_images)  # DatasetError -> exit 2
 
 
 def _download(name: str, root) -> None:
@@ -90,6 +106,7 @@ def cmd_profile(args) -> int:
     _check_dataset(args.dataset)
     if args.download:
         _download(args.dataset, args.data_root)
+    dataset = _open_dataset(cfg)  # noqa: F841  (held until the run has opened it too)
     if args.load_checkpoint and not Path(args.load_checkpoint).expanduser().exists():
         raise LayerScopeError(f"--load-checkpoint: no such file or folder: {args.load_checkpoint}")
     from engine.run.devices import resolve_device

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class DatasetInfo:
     location: str | None = None  # the folder read, when the data came from files
     class_names: list[str] = field(default_factory=list)
     costly: bool = False  # fitting is expensive per sample (big upscale, image decoding)
+    skipped: int = 0  # image files left out because they cannot be decoded (skip_bad_images)
 
     def summary(self) -> str:
         steps = "; ".join(self.preprocessing) or "none"
@@ -49,7 +51,8 @@ class DatasetInfo:
         return {"name": self.name, "source": self.source, "classes": self.classes,
                 "train_size": self.train_size, "test_size": self.test_size,
                 "preprocessing": list(self.preprocessing), "format": self.format,
-                "location": self.location, "class_names": list(self.class_names)}
+                "location": self.location, "class_names": list(self.class_names),
+                "skipped": self.skipped}
 
 
 @dataclass
@@ -96,12 +99,15 @@ def dataset_dir(name: str, root=None) -> Path:
 
 
 def get_dataset(name: str, input_spec, *, seed: int = 0, root=None, synthetic_size: int = 512,
-                test_fraction: float = 0.2) -> DatasetSplits:
+                test_fraction: float = 0.2, skip_bad_images: bool = False) -> DatasetSplits:
     """The dataset ``name`` (a built-in or cached name, or a folder path) fitted to ``input_spec``.
 
     Raises DatasetError with a one-sentence reason when the data is missing, malformed, or has
-    more classes than the net outputs. ``seed`` drives the split where the format has no
-    standard one (``test_fraction`` of the samples are held out).
+    more classes than the net outputs; every file is read (image folders: every image decoded)
+    before this returns, so a bad file fails here, not mid-run. ``skip_bad_images`` leaves image
+    files that cannot be decoded out (counted in ``info.skipped``) instead of failing. ``seed``
+    drives the split where the format has no standard one (``test_fraction`` of the samples are
+    held out).
     """
     canon = canonical_name(str(name))
     if canon == "synthetic":
@@ -112,6 +118,60 @@ def get_dataset(name: str, input_spec, *, seed: int = 0, root=None, synthetic_si
         return builtin.digits(input_spec, seed=seed, test_fraction=test_fraction)
     from engine.data import formats
 
+    key = _open_key(name, canon, root, input_spec, seed, test_fraction, skip_bad_images)
+    splits = _opened.get(key) if key is not None else None
+    if splits is not None:
+        return splits
+    try:
+        splits = _open_files(formats, name, canon, input_spec, seed=seed, root=root, test_fraction=test_fraction,
+                             skip_bad_images=skip_bad_images)
+    except OSError as e:  # a read the readers did not expect to fail (permissions, I/O errors)
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        raise DatasetError(f"cannot read the dataset {name}: {where}{e.strerror or e}") from None
+    check_classes(splits.info.classes, input_spec)
+    if key is not None:
+        _opened[key] = splits
+    return splits
+
+
+# Splits opened from files, while someone still holds them: ``layerscope profile`` opens the dataset
+# to check it before the run and keeps it, so the run's own get_dataset does not read it all again
+# (MNIST: about 1-2 s; an image folder: its statistics).
+_opened: "weakref.WeakValueDictionary[tuple, DatasetSplits]" = weakref.WeakValueDictionary()
+
+
+def _open_key(name, canon, root, input_spec, seed, test_fraction, skip_bad_images) -> tuple | None:
+    """What identifies one opening: the arguments, and the path, size, inode and times of every file
+    and folder in the dataset folder, three levels down (a file replaced, changed in size or
+    touched gives a new key); None when something cannot be read (then nothing is reused)."""
+    if canon in DOWNLOADABLE:
+        folders = [dataset_dir(canon, root)] + ([Path(root).expanduser()] if root is not None else [])
+    else:
+        folders = [Path(str(name)).expanduser()]
+    stamp: list = []
+
+    def walk(path: str, depth: int) -> None:
+        with os.scandir(path) as it:
+            for e in sorted(it, key=lambda e: e.name):
+                st = e.stat()
+                stamp.append((e.path, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+                if depth and e.is_dir():
+                    walk(e.path, depth - 1)
+
+    try:
+        for base in folders:
+            if base.is_dir():
+                walk(os.fspath(base), 2)
+            elif base.exists():
+                st = base.stat()
+                stamp.append((os.fspath(base), st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+    except OSError:
+        return None
+    return (str(name), canon, os.fspath(root) if root is not None else None, tuple(input_spec.shape),
+            input_spec.classes, seed, test_fraction, skip_bad_images, tuple(stamp))
+
+
+def _open_files(formats, name, canon, input_spec, *, seed, root, test_fraction, skip_bad_images) -> DatasetSplits:
     if canon in DOWNLOADABLE:
         splits = formats.load_cached(canon, input_spec, root=root, seed=seed, test_fraction=test_fraction)
     else:
@@ -121,8 +181,8 @@ def get_dataset(name: str, input_spec, *, seed: int = 0, root=None, synthetic_si
                 raise DatasetError(f"no such folder: {name}")
             raise DatasetError(f"unknown dataset '{name}'; built in: {', '.join(BUILTIN)}; "
                                f"downloadable: {', '.join(DOWNLOADABLE)}; or give a folder path")
-        splits = formats.load_path(path, input_spec, seed=seed, test_fraction=test_fraction, name=str(name))
-    check_classes(splits.info.classes, input_spec)
+        splits = formats.load_path(path, input_spec, seed=seed, test_fraction=test_fraction, name=str(name),
+                                   skip_bad_images=skip_bad_images)
     return splits
 
 

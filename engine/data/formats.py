@@ -39,6 +39,13 @@ def _files(folder: Path) -> list[str]:
         raise DatasetError(f"cannot read the folder {folder}: {e.strerror or e}") from None
 
 
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as e:
+        raise DatasetError(f"cannot read the folder {folder}: {e.strerror or e}") from None
+
+
 def detect(folder: Path) -> tuple[str, Path] | None:
     """(format, folder holding the files) for a dataset folder, or None if nothing is recognised."""
     from engine.data import folder as image_folder
@@ -61,20 +68,30 @@ def detect(folder: Path) -> tuple[str, Path] | None:
     return None
 
 
+def _dataset_file(name: str) -> bool:
+    """Whether a file of this name belongs to a format whose folder it stands for."""
+    return bool(_IDX_RE.match(name) or _CIFAR_TRAIN_RE.match(name)) or name in (CIFAR_TEST, "batches.meta.txt")
+
+
 def load_path(path: Path, input_spec, *, seed: int = 0, test_fraction: float = 0.2, name: str | None = None,
-              title: str | None = None) -> DatasetSplits:
-    """The dataset in a folder (or the folder of a dataset file), format detected."""
+              title: str | None = None, skip_bad_images: bool = False) -> DatasetSplits:
+    """The dataset in a folder (or the folder of an IDX / CIFAR-10 file), format detected."""
     path = Path(path).expanduser().resolve()
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise DatasetError(f"{path} is neither a folder nor a file")
     folder = path.parent if path.is_file() else path
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".zip", ".tar")):
         raise DatasetError(f"{path.name} is an archive; unpack it and give the folder it unpacks to")
+    if path.is_file() and not _dataset_file(path.name):
+        raise DatasetError(f"{path} is a file, not a dataset folder; give the folder that holds the dataset "
+                           "(MNIST-format IDX files, CIFAR-10 binary batches or one sub-folder of images per class)")
     found = detect(folder)
     if found is None:
-        if not _files(folder) and not any(p.is_dir() for p in folder.iterdir()):
+        if not _files(folder) and not any(p.is_dir() for p in _entries(folder)):
             raise DatasetError(f"the folder {folder} is empty")
         raise DatasetError(f"no dataset found in {folder}: expected MNIST-format IDX files "
                            "(train-images-idx3-ubyte[.gz] ...), CIFAR-10 binary batches (data_batch_1.bin ... "
-                           "test_batch.bin) or one sub-folder of PNG/JPEG images per class")
+                           "test_batch.bin) or one sub-folder of images per class")
     fmt, where = found
     name = name or str(path)
     if fmt == "idx":
@@ -82,7 +99,8 @@ def load_path(path: Path, input_spec, *, seed: int = 0, test_fraction: float = 0
     if fmt == "cifar10-binary":
         return load_cifar(where, input_spec, name=name, title=title)
     from engine.data import folder as image_folder
-    return image_folder.load(where, input_spec, seed=seed, test_fraction=test_fraction, name=name)
+    return image_folder.load(where, input_spec, seed=seed, test_fraction=test_fraction, name=name,
+                             skip_bad_images=skip_bad_images)
 
 
 def load_cached(canon: str, input_spec, *, root=None, seed: int = 0, test_fraction: float = 0.2) -> DatasetSplits:

@@ -123,6 +123,8 @@ class RunConfig:
                                             optional=True, flag="--checkpoint-every", metavar="N")
     load_checkpoint: str | None = _setting(None, PATH, "start from these weights (a file, or a folder's latest)",
                                            optional=True, flag="--load-checkpoint", metavar="PATH")
+    skip_bad_images: bool = _setting(False, BOOL, "leave out (and count) image files that cannot be decoded, "
+                                     "instead of refusing the folder", flag="--skip-bad-images")
 
     @classmethod
     def settings(cls) -> tuple[Setting, ...]:

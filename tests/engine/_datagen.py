@@ -103,3 +103,21 @@ def write_image_folder(folder: Path, classes=("cat", "dog", "eel"), per_class: i
             im = Image.fromarray(a, "RGB").convert(mode)
             im.save(sub / f"{i:03d}.{'png' if fmt == 'PNG' else 'jpg'}", fmt)
     return folder
+
+
+def png16(array: np.ndarray, color_type: int) -> bytes:
+    """A 16-bit PNG written byte by byte (Pillow cannot write 16-bit colour): ``array`` is
+    H x W (grey, colour type 0) or H x W x C (4: grey + alpha, 2: RGB, 6: RGBA) of uint16."""
+    import struct
+    import zlib
+
+    a = np.asarray(array, dtype=np.uint16)
+    h, w = a.shape[:2]
+    raw = b"".join(b"\x00" + a[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))

@@ -269,7 +269,7 @@ def test_download_flag_uses_the_cache_when_present(tmp_path, monkeypatch, capsys
     rc = main(["profile", "lenet5", "--dataset", "mnist", "--download", "--steps", "1",
                "--data-root", str(tmp_path), "--out", str(tmp_path / "x.lsession")])
     assert calls == []  # already there: nothing fetched
-    assert rc == 1  # the (empty) cache folder then fails the run with get_dataset's one-liner
+    assert rc == 2  # the (empty) cache folder is then bad input: get_dataset's one-liner, before the run
     assert "MNIST" in capsys.readouterr().err
 
 

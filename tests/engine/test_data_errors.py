@@ -85,14 +85,14 @@ def test_more_classes_than_the_net_outputs(tmp_path):
 def test_empty_image_folder(tmp_path):
     for c in ("cats", "dogs"):
         (tmp_path / "f" / c).mkdir(parents=True)
-    fails(tmp_path / "f", "has no PNG/JPEG images in its class sub-folders")
+    fails(tmp_path / "f", "has no images in its class sub-folders")
 
 
 def test_unreadable_image(tmp_path):
     write_image_folder(tmp_path / "f", per_class=3)
     (tmp_path / "f" / "dog" / "001.png").write_bytes(b"this is not a png at all")
-    msg = fails(tmp_path / "f", "is not a readable image", spec=engine.InputSpec(3, 16, 16, 10))
-    assert "dog/001.png" in msg
+    msg = fails(tmp_path / "f", "dog/001.png is not an image Pillow can identify", spec=engine.InputSpec(3, 16, 16, 10))
+    assert "--skip-bad-images" in msg
 
 
 def test_image_damaged_after_opening_fails_clearly_on_access(tmp_path):
