@@ -169,7 +169,8 @@ def load_splits(cfg: RunConfig):
         return None
     from engine.data import get_dataset
 
-    return get_dataset(cfg.dataset, cfg.net.input, seed=cfg.seed, root=cfg.data_root)
+    return get_dataset(cfg.dataset, cfg.net.input, seed=cfg.seed, root=cfg.data_root,
+                       skip_bad_images=cfg.skip_bad_images)
 
 
 def used_batch(cfg: RunConfig, splits) -> int:

@@ -246,3 +246,19 @@ def test_an_opened_dataset_is_reused_only_while_held_and_unchanged(tmp_path, mon
     gc.collect()
     data.get_dataset(str(tmp_path / "m"), spec)  # nobody held it: read again
     assert len(opened) == 4
+
+
+def test_skip_bad_images_end_to_end(tmp_path, capsys):
+    """An unreadable image stops the run before its first step (exit 2, no session) unless
+    --skip-bad-images is given; then the run completes and says what it left out."""
+    from tests.engine._datagen import write_image_folder
+
+    folder = write_image_folder(tmp_path / "f", per_class=3, size=(28, 28))
+    (folder / "dog" / "001.png").write_bytes(b"junk")
+    out = tmp_path / "run.lsession"
+    argv = ["profile", "lenet5", "--dataset", str(folder), "--steps", "1", "--warmup", "0", "--device", "cpu",
+            "--threads", "1", "--telemetry-hz", "0", "--out", str(out)]
+    assert main([*argv, "-q"]) == 2 and not out.exists()
+    capsys.readouterr()
+    assert main([*argv, "--skip-bad-images"]) == 0
+    assert "skipped 1 unreadable of 9 images: dog/001.png" in capsys.readouterr().out
