@@ -199,6 +199,9 @@ class RunPanel(QWidget):
             w.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             w.setMinimumContentsLength(6)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        # no horizontal scrolling, so the panel may not get narrower than its form: a squeezed dock
+        # cut labels to "rofile every" and this keeps the main window from doing that
+        scroll.setMinimumWidth(inner.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
         for w in (self.batch, self.length, self.profile_every):
             w.valueChanged.connect(self._on_option)
         self._on_dataset()
