@@ -5,7 +5,7 @@ a saved one that clips is dropped at start-up."""
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QLabel, QWidget
 
 from app.main_window import squeezed_widgets
@@ -134,3 +134,72 @@ def test_a_clipping_layout_is_not_saved_and_a_clipping_saved_one_is_dropped(qtbo
     _settle(qtbot, 200)
     assert squeezed_widgets(second) == []
     second.shutdown()
+
+
+@pytest.fixture
+def canvas_of(qtbot):
+    from app.editor import CanvasView, EditorModel
+
+    def make(spec, size):
+        model = EditorModel(spec)
+        canvas = CanvasView(model)
+        qtbot.addWidget(canvas)
+        canvas.resize(*size)
+        canvas.show()
+        qtbot.waitExposed(canvas)
+        model.validation()
+        canvas.fit_view()
+        _settle(qtbot)
+        return model, canvas
+    return make
+
+
+def _viewport_rect(canvas):
+    return canvas.viewport().geometry()
+
+
+def test_a_big_net_stays_readable_with_a_minimap_and_legends_beside_the_nodes(qtbot, canvas_of):
+    import engine
+    from app.editor.canvas import READABLE_SCALE
+
+    # the canvas of the main window at 1280x800 is about 700x290
+    model, canvas = canvas_of(engine.load_preset("resnet18"), (700, 290))
+    assert canvas.transform().m11() >= READABLE_SCALE  # node names stay readable
+    assert not canvas.net_fits() and canvas._minimap.isVisible()
+    canvas.set_node_metrics({nid: {"time_ms": float(i + 1)} for i, nid in
+                             enumerate(n.id for n in model.spec_view().nodes)}, color_by="time")
+    _settle(qtbot)
+    vp = _viewport_rect(canvas)
+    for overlay in (canvas._legend, canvas._minimap):
+        assert overlay.isVisible() and not overlay.geometry().intersects(vp)  # beside the nodes, not on them
+    # a double-click on the minimap zooms to the nearest node at 100 % and selects it
+    last = model.spec_view().nodes[-1].id
+    centre = canvas.node_item(last).sceneBoundingRect().center()
+    s, ox, oy = canvas._minimap._transform()
+    qtbot.mouseDClick(canvas._minimap, Qt.LeftButton, pos=QPoint(int(centre.x() * s + ox), int(centre.y() * s + oy)))
+    _settle(qtbot)
+    assert canvas.transform().m11() == 1.0 and model.selected() == last
+    seen = canvas.mapToScene(canvas.viewport().rect()).boundingRect()
+    assert seen.contains(canvas.node_item(last).sceneBoundingRect())
+
+
+def test_small_net_fits_whole_without_minimap(qtbot, canvas_of):
+    import engine
+
+    _model, canvas = canvas_of(engine.load_preset("lenet5"), (700, 400))
+    assert canvas.net_fits() and not canvas._minimap.isVisible()
+
+
+def test_empty_net_hint_is_below_the_input_node(qtbot, canvas_of):
+    from engine import INPUT_ID
+
+    model, canvas = canvas_of(None, (700, 290))
+    if model.spec_view().nodes:
+        model.remove_nodes([n.id for n in model.spec_view().nodes])
+    _settle(qtbot)
+    assert canvas._hint.isVisible()
+    item = canvas.node_item(INPUT_ID)
+    node = canvas.mapFromScene(item.sceneBoundingRect()).boundingRect().translated(_viewport_rect(canvas).topLeft())
+    assert not canvas._hint.geometry().intersects(node)
+    text = canvas._hint.fontMetrics().boundingRect(canvas._hint.text().splitlines()[0])
+    assert canvas._hint.geometry().height() >= text.height()
