@@ -14,7 +14,7 @@ waiting for ``ready`` finds every view built.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QLayout, QMainWindow, QMenu, QPushButton,
                                QScrollArea, QStackedWidget, QVBoxLayout, QWidget)
@@ -80,7 +80,9 @@ def squeezed_widgets(root: QWidget) -> list[str]:
         if (not isinstance(w, QDockWidget) and w is not root and not scrolled
                 and not _in_layout(parent and parent.layout(), w)):
             continue
-        hint = w.minimumSizeHint().expandedTo(w.minimumSize())
+        # as Qt's layouts do: an explicit minimum size overrides the hint in that direction
+        hint = w.minimumSizeHint()
+        hint = QSize(w.minimumWidth() or hint.width(), w.minimumHeight() or hint.height())
         size = w.size()
         if size.width() < hint.width() or size.height() < hint.height():
             dock = w if isinstance(w, QDockWidget) else None

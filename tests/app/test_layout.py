@@ -203,3 +203,40 @@ def test_empty_net_hint_is_below_the_input_node(qtbot, canvas_of):
     assert not canvas._hint.geometry().intersects(node)
     text = canvas._hint.fontMetrics().boundingRect(canvas._hint.text().splitlines()[0])
     assert canvas._hint.geometry().height() >= text.height()
+
+
+def test_properties_panel_fits_a_narrow_dock_for_every_kind_and_names_the_net(qtbot):
+    import engine
+    from app.editor import EditorModel, PropertyPanel
+
+    spec = engine.load_preset("resnet18")
+    extra = engine.load_preset("alexnet")
+    model = EditorModel(spec)
+    panel = PropertyPanel(model)
+    qtbot.addWidget(panel)
+    panel.resize(230, 420)  # the Properties dock's width in the default layout at 1280x800
+    panel.show()
+    qtbot.waitExposed(panel)
+    kinds = {}
+    for net in (spec, extra):
+        for n in net.nodes:
+            kinds.setdefault(n.kind, n.id)
+    scroll = panel.findChild(QWidget, "qt_scrollarea_viewport")
+    for kind, nid in kinds.items():
+        if model.node(nid) is None:  # an alexnet-only kind: add one to this net
+            nid = model.add_node(kind)
+        model.select(nid)
+        _settle(qtbot, 30)
+        assert squeezed_widgets(panel) == [], kind
+        inner = scroll.findChild(QWidget)
+        assert inner.width() <= scroll.width(), kind  # nothing runs off the right edge
+    # with nothing selected the panel names the net: the spec's "name", one undo step
+    model.select("")
+    _settle(qtbot, 30)
+    assert panel.name_edit.isVisible() and panel.name_edit.text() == spec.name
+    panel.name_edit.setText("my resnet")
+    panel.name_edit.editingFinished.emit()
+    assert model.spec_view().name == "my resnet"
+    model.undo()
+    assert model.spec_view().name == spec.name
+    assert panel.name_edit.text() == spec.name
