@@ -89,8 +89,9 @@ def test_every_view_fits_at_ordinary_sizes_after_a_run(qtbot, window, size):
         assert table.columnViewportPosition(c) + table.columnWidth(c) <= table.viewport().width(), title
 
 
-def test_user_squeezed_docks_keep_their_minimum_sizes(qtbot, window):
-    window.resize(1280, 800)
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
+def test_user_squeezed_docks_keep_their_minimum_sizes(qtbot, window, size):
+    window.resize(*size)
     _settle(qtbot, 200)
     _run(qtbot, window)
     d = window.docks
@@ -101,6 +102,31 @@ def test_user_squeezed_docks_keep_their_minimum_sizes(qtbot, window):
     problems = _problems_with_each_dock_in_front(qtbot, window)
     assert all(not p for p in problems.values()), problems
     assert d["features"].width() >= 240
+
+
+def test_opening_and_closing_a_session_leaves_the_run_dock_whole(qtbot, window):
+    window.resize(1280, 800)
+    _settle(qtbot, 200)
+    _run(qtbot, window)
+    width = window.docks["run"].width()
+    assert window.open_session(str(window.sessions.last_session))
+    _settle(qtbot, 200)
+    assert window.layout_problems() == []
+    window.close_session()
+    _settle(qtbot, 200)
+    assert window.layout_problems() == []
+    assert window.docks["run"].width() >= min(width, window.run_panel.minimumSizeHint().width())
+
+
+def test_the_window_fits_the_screen(qtbot, window):
+    from app.main_window import DEFAULT_SIZE, MainWindow
+
+    free = window.screen().availableGeometry()
+    fresh = MainWindow(window.settings)
+    qtbot.addWidget(fresh)
+    assert fresh.width() <= min(DEFAULT_SIZE[0], free.width())
+    assert fresh.height() <= min(DEFAULT_SIZE[1], free.height())
+    fresh.shutdown()
 
 
 def test_a_clipping_layout_is_not_saved_and_a_clipping_saved_one_is_dropped(qtbot, window, monkeypatch):
