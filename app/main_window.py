@@ -14,7 +14,7 @@ waiting for ``ready`` finds every view built.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QLayout, QMainWindow, QMenu, QPushButton,
                                QScrollArea, QStackedWidget, QVBoxLayout, QWidget)
@@ -44,8 +44,8 @@ DOCKS = (  # name, title, area; the plot views and the editor replace their plac
 )
 COLOR_BY = (("", "&None"), ("time", "&Time"), ("memory", "&Memory"), ("flops", "&FLOP/s"))
 DOWNLOAD_WAIT_S = 10.0  # at close, how long to wait for a dataset download (it cannot be interrupted)
-DEFAULT_SIZE = (1600, 1000)
-FEATURES_MIN_W = 240  # the first window, shrunk to the screen's free area when that is smaller
+DEFAULT_SIZE = (1600, 1000)  # the first window, shrunk to the screen's free area when that is smaller
+FEATURES_MIN_W = 240  # px: the Feature maps dock's chooser and thumbnails; narrower, the maps shrank to specks
 
 
 def _in_layout(layout: QLayout | None, widget: QWidget) -> bool:
@@ -91,7 +91,9 @@ def squeezed_widgets(root: QWidget) -> list[str]:
                 dock = p if isinstance(p, QDockWidget) else None
                 p = p.parentWidget()
             where = f" in {dock.windowTitle().replace('&&', '&')}" if dock is not None else ""
-            text = w.text() if hasattr(w, "text") and isinstance(getattr(w, "text")(), str) else ""
+            text = getattr(w, "text", None)  # a label's or button's text names it in the report
+            text = text() if callable(text) else ""
+            text = text if isinstance(text, str) else ""
             label = f"{type(w).__name__} {w.objectName() or text[:30]!r}{where}"
             out.append(f"{label}: {size.width()}x{size.height()} < minimum {hint.width()}x{hint.height()}")
     return out
@@ -197,7 +199,6 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["power"], self.docks["log"])
         for first in ("time", "training"):
             self.docks[first].raise_()
-        # thumbnails and the layer chooser need this much; narrower, the maps shrank to specks
         self.docks["features"].setMinimumWidth(FEATURES_MIN_W)
         self._default_state = None
 
@@ -376,7 +377,9 @@ class MainWindow(QMainWindow):
             self._default_sizes()
 
     def layout_problems(self) -> list[str]:
-        """``squeezed_widgets`` of the whole window as it is laid out now (empty: nothing clipped)."""
+        """``squeezed_widgets`` of the whole window as it is laid out now (empty: nothing clipped).
+        Pending layout passes run first: a label whose text just changed is not yet re-laid out."""
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
         return squeezed_widgets(self)
 
     def _check_restored_layout(self) -> None:
