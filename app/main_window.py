@@ -14,10 +14,10 @@ waiting for ``ready`` finds every view built.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, Qt, QTimer, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QMainWindow, QMenu, QPushButton, QStackedWidget,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QLayout, QMainWindow, QMenu, QPushButton,
+                               QScrollArea, QStackedWidget, QVBoxLayout, QWidget)
 
 import engine
 from app.bridge import BackgroundCall, RunBridge, join_background
@@ -44,6 +44,59 @@ DOCKS = (  # name, title, area; the plot views and the editor replace their plac
 )
 COLOR_BY = (("", "&None"), ("time", "&Time"), ("memory", "&Memory"), ("flops", "&FLOP/s"))
 DOWNLOAD_WAIT_S = 10.0  # at close, how long to wait for a dataset download (it cannot be interrupted)
+DEFAULT_SIZE = (1600, 1000)  # the first window, shrunk to the screen's free area when that is smaller
+FEATURES_MIN_W = 240  # px: the Feature maps dock's chooser and thumbnails; narrower, the maps shrank to specks
+
+
+def _in_layout(layout: QLayout | None, widget: QWidget) -> bool:
+    if layout is None:
+        return False
+    for i in range(layout.count()):
+        item = layout.itemAt(i)
+        if item.widget() is widget or (item.layout() is not None and _in_layout(item.layout(), widget)):
+            return True
+    return False
+
+
+def squeezed_widgets(root: QWidget) -> list[str]:
+    """Visible widgets under ``root`` (``root`` included) that a layout gave less room than their
+    ``minimumSizeHint`` (or ``minimumSize``): the clipped labels, cut-off buttons and overlapping
+    docks a too-small window or a bad saved dock state produce. One line per widget:
+    ``"Class 'objectName' in <dock title>: WxH < minimum WxH"``; empty when the layout holds.
+
+    Only widgets placed by a layout (or docks, placed by the main window) count: Qt's internal
+    children (a spin box's line edit, a table's header) size themselves by other rules."""
+    out = []
+    # a dock in a background tab stays "visible" to Qt but shows nothing: its insides are not judged
+    hidden = [d for d in root.findChildren(QDockWidget) if d.isVisible() and d.visibleRegion().isEmpty()]
+    for w in [root, *root.findChildren(QWidget)]:
+        if not w.isVisible() or w.isWindow() and w is not root:
+            continue
+        if any(d is w or d.isAncestorOf(w) for d in hidden):
+            continue
+        parent = w.parentWidget()
+        area = parent.parentWidget() if parent is not None else None
+        scrolled = isinstance(area, QScrollArea) and area.widget() is w  # sized by its scroll area
+        if (not isinstance(w, QDockWidget) and w is not root and not scrolled
+                and not _in_layout(parent and parent.layout(), w)):
+            continue
+        # as Qt's layouts do: an explicit minimum size overrides the hint in that direction
+        hint = w.minimumSizeHint()
+        hint = QSize(w.minimumWidth() or hint.width(), w.minimumHeight() or hint.height())
+        size = w.size()
+        if size.width() < hint.width() or size.height() < hint.height():
+            dock = w if isinstance(w, QDockWidget) else None
+            p = parent
+            while dock is None and p is not None:
+                dock = p if isinstance(p, QDockWidget) else None
+                p = p.parentWidget()
+            where = f" in {dock.windowTitle().replace('&&', '&')}" if dock is not None else ""
+            text = getattr(w, "text", None)  # a label's or button's text names it in the report
+            text = text() if callable(text) else ""
+            text = text if isinstance(text, str) else ""
+            label = f"{type(w).__name__} {w.objectName() or text[:30]!r}{where}"
+            out.append(f"{label}: {size.width()}x{size.height()} < minimum {hint.width()}x{hint.height()}")
+    return out
 
 
 def _preload() -> dict:
@@ -146,6 +199,7 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["power"], self.docks["log"])
         for first in ("time", "training"):
             self.docks[first].raise_()
+        self.docks["features"].setMinimumWidth(FEATURES_MIN_W)
         self._default_state = None
 
         self._build_status_bar()
@@ -298,8 +352,14 @@ class MainWindow(QMainWindow):
                          Qt.Vertical)
 
     def _restore_window(self) -> None:
-        self.resize(1600, 1000)
+        screen = self.screen().availableGeometry() if self.screen() is not None else None
+        width, height = DEFAULT_SIZE
+        if screen is not None and screen.width() > 0 and screen.height() > 0:
+            width, height = min(width, screen.width()), min(height, screen.height())
+        self.resize(width, height)
         self._default_sizes()
+        # the dock arrangement before any saved state: reset_layout and a rejected saved state go back to it
+        self._default_state = self.saveState()
         self._restored = False
         geo = self.settings.window_geometry()
         if geo is not None:
@@ -316,6 +376,24 @@ class MainWindow(QMainWindow):
                     dock.show()
             self._default_sizes()
 
+    def layout_problems(self) -> list[str]:
+        """``squeezed_widgets`` of the whole window as it is laid out now (empty: nothing clipped).
+        Pending layout passes run first: a label whose text just changed is not yet re-laid out."""
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
+        return squeezed_widgets(self)
+
+    def _check_restored_layout(self) -> None:
+        """A saved dock state that squeezes a widget below its minimum (saved by an older version,
+        on a bigger screen, or before a view grew) is dropped for the default layout."""
+        if not self._restored or self._closing:
+            return
+        problems = self.layout_problems()
+        if problems:
+            self.log_view.append("app", "the saved window layout clipped "
+                                 f"{len(problems)} widget(s) ({problems[0]}); using the default layout")
+            self._restored = False
+            self.reset_layout()
+
     @property
     def views(self) -> list:
         """The monitor views that take snapshots (the log only, until the plot views are built)."""
@@ -328,7 +406,6 @@ class MainWindow(QMainWindow):
             self._shown_once = True
             if not self._restored:  # dock sizes only hold once the window has its real size
                 QTimer.singleShot(0, self._default_sizes)
-            QTimer.singleShot(0, lambda: setattr(self, "_default_state", self._default_state or self.saveState()))
             # after the first paint, or soon in any case (a platform may never paint a hidden window)
             QTimer.singleShot(300, self._after_first_paint)
 
@@ -414,6 +491,9 @@ class MainWindow(QMainWindow):
             self._fill_export_menu()
         self._build_editor()
         self.statusBar().showMessage("Ready", 3000)
+        # every view is built now, so their minimum sizes are the real ones the saved layout must hold
+        self.layout().activate()
+        self._check_restored_layout()
         self.is_ready = True
         self.ready.emit()
 
@@ -560,7 +640,8 @@ class MainWindow(QMainWindow):
         self._closing = True
         self._join_background()
         self.player.close()
-        self.settings.save_window(self.saveGeometry(), self.saveState())
+        # a layout that clips a widget is not kept: the next start opens with the default docks
+        self.settings.save_window(self.saveGeometry(), None if self.layout_problems() else self.saveState())
         self.settings.set_run_options(self.run_panel.options())
         self.settings.sync()
         event.accept()

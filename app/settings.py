@@ -91,9 +91,14 @@ class Settings:
         v = self._q.value("window/state")
         return v if isinstance(v, QByteArray) and not v.isEmpty() else None
 
-    def save_window(self, geometry: QByteArray, state: QByteArray) -> None:
+    def save_window(self, geometry: QByteArray, state: QByteArray | None) -> None:
+        """Keep the window geometry and dock state; ``state`` None (a layout the window found
+        clipped) forgets any saved state, so the next start uses the default docks."""
         self._q.setValue("window/geometry", geometry)
-        self._q.setValue("window/state", state)
+        if state is None:
+            self._q.remove("window/state")
+        else:
+            self._q.setValue("window/state", state)
 
     # -- recent files ------------------------------------------------------------------------------
     def recent_files(self) -> list[str]:

@@ -22,10 +22,13 @@ from .edits import structure
 from .items import EdgeItem, NodeItem
 from .layout import NODE_H, NODE_W
 from .model import EditorModel
-from .overlays import METRIC_KEYS, METRIC_TITLES, DropHint, MetricLegend, draw_dot_grid, metric_text
+from .overlays import METRIC_KEYS, METRIC_TITLES, DropHint, MetricLegend, Minimap, draw_dot_grid, metric_text
 from .validation import Validation
 
 KIND_MIME = "application/x-layerscope-kind"
+READABLE_SCALE = 0.55  # "fit" zooms out no further: 9.5 pt node ids stay >= 7 px tall
+SIDE_W = 160           # the strip beside the viewport holding the metric legend and the minimap
+SIDE_GAP = 8
 
 
 class CanvasView(QGraphicsView):
@@ -62,8 +65,12 @@ class CanvasView(QGraphicsView):
         self._pan_from = None
         self._space = False
         self._fit_pending = True
-        # overlays are children of the view, not of the viewport, so scrolling does not move them
+        # overlays are children of the view, not of the viewport, so scrolling does not move them;
+        # the legend and the minimap sit in a strip beside the viewport (viewport margins), so
+        # they never cover a node; the drop hint is placed below the Input node
         self._legend = MetricLegend(self)
+        self._legend.resize(SIDE_W, 46)
+        self._minimap = Minimap(self)
         self._hint = DropHint(self, self.colors.muted)
         self._actions = self._make_actions()
         self.scene().selectionChanged.connect(self._on_scene_selection)
@@ -120,24 +127,55 @@ class CanvasView(QGraphicsView):
         self._apply_metrics()
 
     def fit_view(self) -> None:
-        """Zoom and centre so the whole net is visible (never larger than 100 %)."""
+        """Zoom and centre so the whole net is visible, between READABLE_SCALE and 100 %. A net too
+        big to show whole at a readable size (ResNet-18 in a small window) is shown from its start
+        at READABLE_SCALE, and the minimap beside the view shows all of it."""
         rect = self.scene().itemsBoundingRect()
         if rect.isEmpty():
             return
         rect = rect.adjusted(-24, -24, 24, 24)
+        self._place_overlays(fits=True)  # measure the fit with the side strip the fit itself needs
         self.fitInView(rect, Qt.KeepAspectRatio)
         if self.transform().m11() > 1.0:
             self.resetTransform()
             self.centerOn(rect.center())
+        elif self.transform().m11() < READABLE_SCALE:
+            self._place_overlays(fits=False)
+            self.resetTransform()
+            self.scale(READABLE_SCALE, READABLE_SCALE)
+            vp = self.viewport().rect()
+            self.centerOn(rect.left() + vp.width() / READABLE_SCALE / 2, rect.top() + vp.height() / READABLE_SCALE / 2)
         self._fit_pending = False
+        self._place_overlays()
+
+    def zoom_to_node(self, node_id: str) -> None:
+        """Show ``node_id`` at 100 % in the middle of the view and select it (the minimap's double-click)."""
+        item = self._nodes.get(node_id)
+        if item is None:
+            return
+        self.resetTransform()
+        self.centerOn(item.sceneBoundingRect().center())
+        if node_id != INPUT_ID:
+            self.model.select(node_id)
+        self._place_overlays()
+
+    def node_items(self) -> list[NodeItem]:
+        return list(self._nodes.values())
+
+    def net_fits(self) -> bool:
+        """Whether the whole net is inside the viewport now (else the minimap is shown)."""
+        seen = self.mapToScene(self.viewport().rect()).boundingRect()
+        return seen.contains(self.scene().itemsBoundingRect())
 
     def zoom_by(self, factor: float) -> None:
         s = self.transform().m11()
         factor = max(0.08 / s, min(3.0 / s, factor))
         self.scale(factor, factor)
+        self._place_overlays()
 
     def zoom_reset(self) -> None:
         self.resetTransform()
+        self._place_overlays()
 
     def relayout(self) -> None:
         self.model.relayout(self._view_size())
@@ -257,6 +295,7 @@ class CanvasView(QGraphicsView):
             # colours run from zero to the largest value, so the scale starts at 0
             self._legend.set_scale(METRIC_TITLES[self._color_by], "0", metric_text(key, hi))
         self._legend.setVisible(bool(values))
+        self._place_overlays()
 
     # -- selection ---------------------------------------------------------------------------------
     def _on_scene_selection(self) -> None:
@@ -293,11 +332,46 @@ class CanvasView(QGraphicsView):
         vp = self.viewport()
         return (float(vp.width()), float(vp.height()))
 
-    def _place_overlays(self) -> None:
-        g = self.viewport().geometry()
-        self._legend.move(g.left() + 12, g.bottom() - self._legend.height() - 12)
-        self._hint.setGeometry(g)
-        self._legend.raise_()
+    def _place_overlays(self, fits: bool | None = None) -> None:
+        """Open the side strip (a right viewport margin) while the legend or the minimap is shown,
+        and place them in it: the legend at the bottom, the minimap above it. ``fits``: whether the
+        net fits the view (measured now when None)."""
+        if getattr(self, "_placing", False):
+            return
+        self._placing = True
+        try:
+            spec_nodes = len(self._nodes) > 1
+            if fits is None:
+                fits = not spec_nodes or self.net_fits()
+            show_map = spec_nodes and not fits
+            strip = SIDE_W + 2 * SIDE_GAP if (show_map or self._legend.isVisibleTo(self)) else 0
+            if self.viewportMargins().right() != strip:
+                self.setViewportMargins(0, 0, strip, 0)
+            g = self.viewport().geometry()
+            x = g.right() + 1 + SIDE_GAP
+            self._legend.move(x, g.bottom() - self._legend.height() - SIDE_GAP)
+            map_bottom = (self._legend.y() - SIDE_GAP) if self._legend.isVisibleTo(self) else g.bottom() - SIDE_GAP
+            self._minimap.setGeometry(x, g.top() + SIDE_GAP, SIDE_W, max(40, map_bottom - g.top() - SIDE_GAP))
+            self._minimap.setVisible(show_map)
+            if show_map:
+                self._minimap.update()
+            self._place_hint(g)
+        finally:
+            self._placing = False
+
+    def _place_hint(self, g) -> None:
+        """The empty-net hint goes below the Input node, never over it."""
+        item = self._nodes.get(INPUT_ID)
+        top = g.top()
+        if item is not None:
+            top = max(top, self.mapFromScene(item.sceneBoundingRect().bottomLeft()).y() + g.top() + 16)
+        self._hint.setGeometry(g.left(), top, g.width(), max(60, g.bottom() - top))
+        self._hint.setAlignment(Qt.AlignHCenter | Qt.AlignTop)
+
+    def scrollContentsBy(self, dx: int, dy: int) -> None:
+        super().scrollContentsBy(dx, dy)
+        if self._minimap.isVisible():
+            self._minimap.update()
 
     def viewportEvent(self, event) -> bool:
         if event.type() == QEvent.Resize:
@@ -311,6 +385,7 @@ class CanvasView(QGraphicsView):
             self.model.layout_view = self._view_size()
         if self._fit_pending and self.isVisible():
             self._fit_new_net()
+        self._place_overlays()
 
     def showEvent(self, event) -> None:
         super().showEvent(event)

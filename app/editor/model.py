@@ -303,6 +303,15 @@ class EditorModel(QObject):
             return
         self._commit("Set input", spec, merge_key=("input", tuple(sorted(fields))))
 
+    def set_net_name(self, name: str) -> None:
+        """Name the net (the spec's ``name``: the window title, the file and checkpoint names); one undo step."""
+        name = name.strip()
+        if name == self._spec.name:
+            return
+        spec = self._spec.copy()
+        spec.name = name
+        self._commit("Rename net", spec, merge_key=("net-name",))
+
     def move_nodes(self, moves: dict[str, tuple[float, float]]) -> None:
         """Record where nodes were dragged to; from then on the layout is manual until re-laid out."""
         pos = dict(self._pos)

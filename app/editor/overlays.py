@@ -95,3 +95,80 @@ def draw_dot_grid(painter: QPainter, rect: QRectF, color: QColor, step: int = 24
         y += step
     if len(pts) < 20000:
         painter.drawPoints(pts)
+
+
+class Minimap(QWidget):
+    """The whole net in miniature, beside the view (in the canvas's side strip, never over nodes):
+    the part the view shows is outlined; a click or drag there moves the view, a double-click zooms
+    to the nearest node at 100 % and selects it. Shown when the net does not fit the view."""
+
+    def __init__(self, canvas):
+        super().__init__(canvas)
+        self.canvas = canvas
+        self.setToolTip("Overview: click or drag to move the view, double-click a node to zoom to it")
+        self.setCursor(Qt.PointingHandCursor)
+        self.hide()
+
+    def _net_rect(self) -> QRectF:
+        return self.canvas.scene().itemsBoundingRect().adjusted(-12, -12, 12, 12)
+
+    def _transform(self):
+        """(scale, x offset, y offset) from scene to this widget, the net centred and aspect kept."""
+        r = self._net_rect()
+        if r.isEmpty():
+            return None
+        s = min((self.width() - 8) / r.width(), (self.height() - 8) / r.height())
+        ox = (self.width() - r.width() * s) / 2 - r.left() * s
+        oy = (self.height() - r.height() * s) / 2 - r.top() * s
+        return s, ox, oy
+
+    def to_scene(self, pos) -> QPointF | None:
+        t = self._transform()
+        if t is None:
+            return None
+        s, ox, oy = t
+        return QPointF((pos.x() - ox) / s, (pos.y() - oy) / s)
+
+    def paintEvent(self, event) -> None:
+        p = QPainter(self)
+        pal = self.palette()
+        bg = QColor(pal.color(pal.ColorRole.Base))
+        p.setPen(QPen(pal.color(pal.ColorRole.Mid), 1))
+        p.setBrush(bg)
+        p.drawRoundedRect(QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5), 6, 6)
+        t = self._transform()
+        if t is None:
+            return
+        s, ox, oy = t
+        p.setPen(Qt.NoPen)
+        for item in self.canvas.node_items():
+            r = item.sceneBoundingRect()
+            colour = item.fill if item.fill is not None else QColor(self.canvas.colors.muted)
+            p.setBrush(colour)
+            p.drawRect(QRectF(r.left() * s + ox, r.top() * s + oy, max(2.0, r.width() * s), max(2.0, r.height() * s)))
+        seen = self.canvas.mapToScene(self.canvas.viewport().rect()).boundingRect()
+        p.setPen(QPen(pal.color(pal.ColorRole.Highlight), 1.5))
+        p.setBrush(Qt.NoBrush)
+        p.drawRect(QRectF(seen.left() * s + ox, seen.top() * s + oy, seen.width() * s, seen.height() * s))
+
+    def mousePressEvent(self, event) -> None:
+        self._move_to(event.position())
+
+    def mouseMoveEvent(self, event) -> None:
+        if event.buttons() & Qt.LeftButton:
+            self._move_to(event.position())
+
+    def mouseDoubleClickEvent(self, event) -> None:
+        at = self.to_scene(event.position())
+        if at is None:
+            return
+        nearest = min(self.canvas.node_items(), default=None,
+                      key=lambda i: (i.sceneBoundingRect().center() - at).manhattanLength())
+        if nearest is not None:
+            self.canvas.zoom_to_node(nearest.node_id)
+
+    def _move_to(self, pos) -> None:
+        at = self.to_scene(pos)
+        if at is not None:
+            self.canvas.centerOn(at)
+            self.update()

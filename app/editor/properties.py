@@ -245,13 +245,12 @@ class PropertyPanel(QWidget):
         f.setPointSizeF(f.pointSizeF() * 1.15)
         self.title.setFont(f)
         self.kind_label = QLabel(self)
-        self.kind_label.setStyleSheet("color: palette(mid);")
+        self.kind_label.setStyleSheet("color: palette(placeholder-text);")
+        self.kind_label.setWordWrap(True)
         head = QHBoxLayout()
         head.setSpacing(8)
         head.addWidget(self.icon)
-        head.addWidget(self.title)
-        head.addStretch(1)
-        head.addWidget(self.kind_label)
+        head.addWidget(self.title, 1)
         self.help = QLabel(self)
         self.help.setWordWrap(True)
         self.help.setStyleSheet("color: palette(placeholder-text);")
@@ -260,6 +259,8 @@ class PropertyPanel(QWidget):
         self.form.setContentsMargins(0, 4, 0, 4)
         self.form.setLabelAlignment(Qt.AlignRight | Qt.AlignVCenter)
         self.form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        # in a narrow dock a field goes under its label instead of being cut off at the right edge
+        self.form.setRowWrapPolicy(QFormLayout.WrapLongRows)
         self.facts = QLabel(self)
         self.facts.setWordWrap(True)
         self.facts.setTextFormat(Qt.RichText)
@@ -274,12 +275,29 @@ class PropertyPanel(QWidget):
         self.empty.setWordWrap(True)
         self.empty.setAlignment(Qt.AlignCenter)
         self.empty.setStyleSheet("color: palette(placeholder-text);")
+        # with nothing selected the panel edits the net itself: its name names the window title,
+        # the saved file and the checkpoints (an unnamed net is "untitled")
+        self.net_box = QWidget(self)
+        net_form = QFormLayout(self.net_box)
+        net_form.setContentsMargins(0, 0, 0, 8)
+        net_form.setRowWrapPolicy(QFormLayout.WrapLongRows)
+        self.name_edit = QLineEdit(self.net_box)
+        self.name_edit.setPlaceholderText("untitled")
+        self.name_edit.setToolTip("the net's name: saved in the net file ('name'), used for the window title, "
+                                  "the file name offered on save and the checkpoints of its runs")
+        self.name_edit.editingFinished.connect(lambda: self.model.set_net_name(self.name_edit.text()))
+        net_title = QLabel("Net", self.net_box)
+        net_title.setFont(f)
+        net_form.addRow(net_title)
+        net_form.addRow("name", self.name_edit)
 
         inner = QWidget(self)
         col = QVBoxLayout(inner)
         col.setContentsMargins(10, 8, 10, 8)
         col.setSpacing(6)
+        col.addWidget(self.net_box)
         col.addLayout(head)
+        col.addWidget(self.kind_label)
         col.addWidget(self.help)
         line = QFrame(inner)
         line.setFrameShape(QFrame.HLine)
@@ -332,6 +350,9 @@ class PropertyPanel(QWidget):
         for w in (self.icon, self.title, self.kind_label, self.help, self.form_host, self.facts, self.problems):
             w.setVisible(has)
         self.empty.setVisible(not has)
+        self.net_box.setVisible(not has)
+        if not has:
+            self.name_edit.setText(self.model.spec_view().name)
         if node_id == INPUT_ID:
             self._build_input()
         elif node is not None:
@@ -392,6 +413,8 @@ class PropertyPanel(QWidget):
     def _on_spec_changed(self) -> None:
         nid = self._node_id
         if nid is None:
+            if not self.name_edit.hasFocus():
+                self.name_edit.setText(self.model.spec_view().name)
             return
         if nid == INPUT_ID:
             inp = self.model.spec_view().input

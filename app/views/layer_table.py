@@ -14,18 +14,20 @@ import engine
 from app.views.base import MonitorView, notice_label
 from engine import fmt
 
-COLUMNS = (  # key, title, formatter
+COLUMNS = (  # key, title, formatter; the measured times come right after the name, so a narrow
+    # dock shows what was measured first and the static facts (kind, shape, params) scroll in after
     ("id", "Layer", str),
-    ("kind", "Kind", str),
-    ("shape", "Output shape", lambda s: "×".join(str(d) for d in s) if s else "–"),
-    ("params", "Params", fmt.fmt_count),
-    ("flops", "FLOPs/sample", fmt.fmt_count),
     ("fwd_ms", "Fwd ms", fmt.fmt_ms),
     ("bwd_ms", "Bwd ms", fmt.fmt_ms),
     ("share", "Share", fmt.fmt_pct),
     ("gflops", "GFLOP/s", lambda v: fmt.fmt_num(float(v))),
+    ("kind", "Kind", str),
+    ("shape", "Output shape", lambda s: "×".join(str(d) for d in s) if s else "–"),
+    ("params", "Params", fmt.fmt_count),
+    ("flops", "FLOPs/sample", fmt.fmt_count),
     ("act_bytes", "Activations", fmt.fmt_bytes),
 )
+TEXT_COLUMNS = ("id", "kind", "shape")  # left-aligned; numbers align right
 SORT_ROLE = Qt.UserRole + 1
 
 
@@ -74,7 +76,8 @@ class LayerTableModel(QAbstractTableModel):
                 return float(np.prod(v)) if v else -1.0
             return -1.0 if v is None else float(v)
         if role == Qt.TextAlignmentRole:
-            return int(Qt.AlignLeft | Qt.AlignVCenter) if index.column() < 3 else int(Qt.AlignRight | Qt.AlignVCenter)
+            left = COLUMNS[index.column()][0] in TEXT_COLUMNS
+            return int((Qt.AlignLeft if left else Qt.AlignRight) | Qt.AlignVCenter)
         return None
 
     def set_rows(self, rows: list[dict]) -> None:
@@ -114,6 +117,7 @@ class LayerTableView(MonitorView):
         # at each refresh costs tens of milliseconds on the GUI thread)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setMinimumSize(240, 120)
         self.table.installEventFilter(self)
         self.notice = notice_label("Per-layer facts appear when a run starts; times after its first profiled step. "
                                    "Ctrl+C copies rows as tab-separated text.")

@@ -11,7 +11,8 @@ import sys
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtWidgets import QVBoxLayout
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel, QVBoxLayout
 
 import engine
 from app import style
@@ -45,7 +46,11 @@ class MemoryView(MonitorView):
         self.time_plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.time_plot.setClipToView(True)
         self.time_plot.setDownsampling(mode="peak")
-        self.legend = self.time_plot.addLegend(offset=(8, 8), labelTextColor=style.TEXT, brush="#15171ACC")
+        # the legend is a line above the plots, not a box inside one: inside, it covered the curves
+        self.legend = QLabel("")
+        self.legend.setWordWrap(True)
+        self.legend.setTextFormat(Qt.RichText)
+        self.legend.setContentsMargins(6, 0, 6, 0)
         self.curves = {}
         for key, label, colour in self.SERIES:
             c = self.time_plot.plot([], [], pen=pg.mkPen(colour, width=2), name=label)
@@ -57,19 +62,42 @@ class MemoryView(MonitorView):
         self.layer_plot.getAxis("left").setWidth(64)
         self.bars = pg.BarGraphItem(x0=[0], y=[0], height=0.7, width=[0], brush=style.SERIES[5], pen=None)
         self.layer_plot.addItem(self.bars)
+        # side by side needs about 2 x 240 px; a narrower dock stacks the two plots
+        self.glw.setMinimumSize(240, 260)
+        self._vertical = False
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.notice)
+        lay.addWidget(self.legend)
         lay.addWidget(self.glw, 1)
         self._ids = ()
         self.clear()
+
+    def _arrange(self, vertical: bool) -> None:
+        self._vertical = vertical
+        ci = self.glw.ci
+        ci.removeItem(self.time_plot)
+        ci.removeItem(self.layer_plot)
+        ci.addItem(self.time_plot, row=0, col=0)
+        ci.addItem(self.layer_plot, row=1 if vertical else 0, col=0 if vertical else 1)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        vertical = self.width() < 560
+        if vertical != self._vertical:
+            self._arrange(vertical)
+
+    def _show_legend(self) -> None:
+        self.legend.setText(" &nbsp; ".join(f"<span style='color:{colour}'>&#9473;</span> {label}"
+                                            for key, label, colour in self.SERIES if key in self._legend_keys))
+        self.legend.setVisible(bool(self._legend_keys))
 
     def clear(self) -> None:
         for c in self.curves.values():
             c.setData([], [])
             c.setVisible(False)
-            self.legend.removeItem(c)
         self._legend_keys = set()
+        self._show_legend()
         self.bars.setVisible(False)
         self.layer_plot.getAxis("left").setTicks([[]])
         self._ids = ()
@@ -81,11 +109,11 @@ class MemoryView(MonitorView):
         if ok:
             c.setData(x, y, connect="finite")
             if key not in self._legend_keys:
-                self.legend.addItem(c, dict((k, lbl) for k, lbl, _ in self.SERIES)[key])
                 self._legend_keys.add(key)
+                self._show_legend()
         elif key in self._legend_keys:
-            self.legend.removeItem(c)
             self._legend_keys.discard(key)
+            self._show_legend()
         c.setVisible(ok)
         return ok
 

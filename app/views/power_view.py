@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QVBoxLayout
+from PySide6.QtWidgets import QFrame, QScrollArea, QVBoxLayout
 
 import engine
 from app import style
@@ -29,6 +29,8 @@ PANELS = (  # key, title, unit
     ("clock", "SM clock", "MHz"),
     ("cpu", "CPU load per core", "%"),
 )
+PANEL_MIN_W = 230  # px a panel needs to show its title, axis and a readable curve
+PANEL_MIN_H = 150
 
 
 class PowerView(MonitorView):
@@ -58,11 +60,41 @@ class PowerView(MonitorView):
             p.vb.sigResized.connect(lambda vb, n=note: n.setPos(vb.width() / 2, vb.height() / 2))
             p.getAxis("left").setWidth(44)
             p.getAxis("bottom").enableAutoSIPrefix(False)
+        # six panels reflow to the dock's width (3, 2 or 1 per row) and scroll vertically when the
+        # rows need more height than the dock has, so no panel is ever cut off out of reach
+        self._cols = 3
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.scroll.setWidget(self.glw)
+        self.scroll.setMinimumSize(PANEL_MIN_W, PANEL_MIN_H)
+        self.glw.setMinimumHeight(2 * PANEL_MIN_H)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.notice)
-        lay.addWidget(self.glw, 1)
+        lay.addWidget(self.scroll, 1)
         self.clear()
+
+    def columns(self) -> int:
+        """Panels per row now (3 in a wide dock, down to 1 in a narrow one)."""
+        return self._cols
+
+    def _arrange(self, cols: int) -> None:
+        self._cols = cols
+        ci = self.glw.ci
+        for key, _t, _u in PANELS:
+            ci.removeItem(self.plots[key])
+        for i, (key, _t, _u) in enumerate(PANELS):
+            ci.addItem(self.plots[key], row=i // cols, col=i % cols)
+        rows = -(-len(PANELS) // cols)
+        self.glw.setMinimumHeight(rows * PANEL_MIN_H)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        cols = max(1, min(3, self.scroll.viewport().width() // PANEL_MIN_W))
+        if cols != self._cols:
+            self._arrange(cols)
 
     def set_telemetry_status(self, status: dict | None) -> None:
         """The engine's ``telemetry_status()`` (or a session's recorded one): reasons for absent sources."""

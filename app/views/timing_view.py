@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QToolTip, QVBoxLay
 
 import engine
 from app import style
-from app.views.base import MonitorView, notice_label
+from app.views.base import ElidedLabel, MonitorView, notice_label
 from engine import fmt
 
 SORTS = ("Net order", "Total time", "Forward", "Backward")
@@ -38,7 +38,7 @@ class LayerTimeView(MonitorView):
         self.sort_combo.setToolTip("Order of the rows (the heat strip follows)")
         self.sort_combo.currentIndexChanged.connect(lambda _: self.refresh_now())
         top.addWidget(self.sort_combo)
-        self.summary = QLabel("")
+        self.summary = ElidedLabel("")
         self.summary.setObjectName("summary")
         top.addStretch(1)
         legend = QLabel(f"<span style='color:{style.FWD}'>&#9632;</span> forward &nbsp; "
@@ -72,6 +72,7 @@ class LayerTimeView(MonitorView):
         self.heat_plot.addItem(self.heat_img)
         self.bars_plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
 
+        self.glw.setMinimumSize(260, 160)  # the bars with their names and a strip of the heat map
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout
 
 import engine
 from app import style
-from app.views.base import MonitorView, notice_label
+from app.views.base import ElidedLabel, MonitorView, notice_label
 from engine import fmt
 
 
@@ -22,7 +22,7 @@ class TrainingView(MonitorView):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.notice = notice_label("")
-        self.stats = QLabel("")
+        self.stats = ElidedLabel("")  # elided, not widened: a long header must not push over Feature maps
         self.stats.setObjectName("summary")
         self.glw = pg.GraphicsLayoutWidget()
         self.loss_plot = self.glw.addPlot(row=0, col=0, enableMenu=False)
@@ -55,6 +55,7 @@ class TrainingView(MonitorView):
         top.addWidget(self.stats, 1)
         top.addWidget(QLabel(f"<span style='color:{style.SERIES[0]}'>&#9473;</span> train &nbsp; "
                              f"<span style='color:{style.TEST}'>&#9679;</span> test"))
+        self.glw.setMinimumSize(220, 240)  # three readable plots, stacked (see _arrange)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)

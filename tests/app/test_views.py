@@ -116,14 +116,17 @@ def test_table_sorts_numbers_and_copies_tsv(views, qtbot):
 
     v = views["LayerTableView"]
     v.push(snapshot([run_info(), *steps_and_times()]), force=True)
-    v.table.sortByColumn(3, Qt.DescendingOrder)  # params
+    from app.views.layer_table import COLUMNS
+
+    v.table.sortByColumn([c[0] for c in COLUMNS].index("params"), Qt.DescendingOrder)
     text = v.as_tsv(selected_only=False).splitlines()
-    assert text[0].startswith("Layer\tKind\tOutput shape\tParams")
+    # the measured times come right after the name (a narrow dock shows them without scrolling)
+    assert text[0].startswith("Layer\tFwd ms\tBwd ms\tShare\tGFLOP/s\tKind\tOutput shape\tParams")
     assert [ln.split("\t")[0] for ln in text[1:]] == ["c", "a", "b"]
     v.table.selectRow(0)
     qtbot.keyClick(v.table, Qt.Key_C, Qt.ControlModifier)
     clip = QGuiApplication.clipboard().text().splitlines()
-    assert len(clip) == 2 and clip[1].startswith("c\tlinear\t10")
+    assert len(clip) == 2 and clip[1].startswith("c\t3.00\t") and "\tlinear\t10\t" in clip[1]
 
 
 def test_power_view_never_draws_absent_series(views):
