@@ -12,7 +12,10 @@ executes anything stored in it.
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 
 from engine.errors import LayerScopeError
@@ -93,12 +96,23 @@ def has_session_header(path) -> bool:
 
 
 def _header_problem(p: Path) -> str | None:
-    """A reason the file cannot be a whole SQLite database, from its 100-byte header and size."""
+    """A reason the file cannot be a whole SQLite database, from its 100-byte header and size.
+
+    A non-empty ``NAME-wal`` beside the file may hold pages (even the first) the main file does
+    not have yet (a writer that was killed, or stopped by a full disk): then only a wrong magic
+    is a sure sign, and SQLite itself judges the rest when it replays the WAL.
+    """
     size = p.stat().st_size
-    if size == 0:
+    wal = Path(f"{p}-wal")
+    has_wal = wal.is_file() and wal.stat().st_size > 0
+    if size == 0 and not has_wal:
         return f"{p} is empty, not a LayerScope session"
     with open(p, "rb") as f:
         head = f.read(100)
+    if head and not _SQLITE_MAGIC.startswith(head[:16]):
+        return f"{p} is not a LayerScope session (not an SQLite database)"
+    if has_wal:
+        return None
     if not head.startswith(_SQLITE_MAGIC):
         return f"{p} is not a LayerScope session (not an SQLite database)"
     if len(head) < 100:
@@ -113,13 +127,128 @@ def _header_problem(p: Path) -> str | None:
     return None
 
 
-def _connect(p: Path) -> sqlite3.Connection:
-    # read-write so a WAL left by a killed writer is recovered; mode=rw never creates a file
-    uri = "file:" + p.resolve().as_posix().replace("?", "%3f").replace("#", "%23")
+class _Connection(sqlite3.Connection):
+    """A connection that may read a private copy of the session; the copy goes when it closes."""
+
+    copy_dir: str | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self.copy_dir:
+            shutil.rmtree(self.copy_dir, ignore_errors=True)
+            self.copy_dir = None
+
+    def __del__(self):
+        if self.copy_dir:
+            shutil.rmtree(self.copy_dir, ignore_errors=True)
+
+
+def _uri(p: Path) -> str:
+    return "file:" + p.resolve().as_posix().replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+
+
+def _try(uri: str) -> tuple[_Connection | None, sqlite3.Error | None]:
     try:
-        return sqlite3.connect(uri + "?mode=rw", uri=True, check_same_thread=False)
-    except sqlite3.OperationalError:
-        return sqlite3.connect(uri + "?mode=ro", uri=True, check_same_thread=False)
+        con = sqlite3.connect(uri, uri=True, check_same_thread=False, factory=_Connection)
+    except sqlite3.Error as e:
+        return None, e
+    try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opening is lazy: force it
+    except sqlite3.Error as e:
+        con.close()
+        return None, e
+    return con, None
+
+
+def _connect(p: Path) -> sqlite3.Connection:
+    """A connection that sees everything committed, WAL included.
+
+    Read-write first, so a WAL left by a killed writer is folded in; then read-only (works when
+    the ``-shm`` file exists or can be made). A session in a read-only folder whose ``-wal`` lies
+    beside it without a ``-shm`` opens neither way, and ``immutable=1`` would ignore the WAL: then
+    the file and its WAL are copied into a private temporary folder, read there and removed when
+    the connection closes. ``mode=rw``/``ro`` never create a file. A file SQLite rejects the same
+    way every time (not a database, malformed) raises that ``sqlite3.Error``.
+    """
+    uri = _uri(p)
+    err = None
+    for mode in ("?mode=rw", "?mode=ro"):
+        con, err = _try(uri + mode)
+        if con is not None:
+            return con
+        if isinstance(err, sqlite3.DatabaseError) and not isinstance(err, sqlite3.OperationalError):
+            raise err  # the content is wrong (not a database, malformed): a copy would not help
+    tmp = tempfile.mkdtemp(prefix="layerscope-session-")
+    try:
+        copy = Path(tmp) / p.name
+        shutil.copyfile(p, copy)
+        if Path(f"{p}-wal").is_file():
+            shutil.copyfile(f"{p}-wal", f"{copy}-wal")
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SessionError(f"{p} cannot be opened here and cannot be copied to read it: "
+                           f"{e.strerror or e}") from None
+    con, err2 = _try(_uri(copy) + "?mode=rw")
+    if con is None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise err2 or err
+    con.copy_dir = tmp
+    return con
+
+
+# meta keys whose value must be a JSON object (or null) and those that must be a number
+_META_OBJECTS = ("config", "device", "versions", "extra", "telemetry")
+_META_NUMBERS = ("start_time", "end_time", "end_t", "steps")
+_META_TEXTS = ("status", "message", "error", "host")
+
+
+def _meta_problem(meta: dict) -> str | None:
+    for k in _META_OBJECTS:
+        if meta.get(k) is not None and not isinstance(meta[k], dict):
+            return f"meta '{k}' is not a JSON object"
+    if meta.get("net") is not None and not isinstance(meta["net"], (dict, str)):
+        return "meta 'net' is not a net spec"
+    for k in _META_NUMBERS:
+        v = meta.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            return f"meta '{k}' is {v!r}, not a finite number"
+    for k in _META_TEXTS:
+        if meta.get(k) is not None and not isinstance(meta[k], str):
+            return f"meta '{k}' is not text"
+    return None
+
+
+def _value_problem(con: sqlite3.Connection) -> str | None:
+    """The first stored value the readers cannot take: text or a blob in a numeric column, a
+    shape that is not a JSON list of whole numbers. One pass over each table (indexes are not
+    needed: SQLite stops at the first hit of each query)."""
+    tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    for table in tables:
+        cols = [(r[1], (r[2] or "").upper()) for r in con.execute(f'PRAGMA table_info("{table}")')]
+        num = [c for c, t in cols if t in ("INTEGER", "REAL")]
+        if not num:
+            continue
+        cond = " OR ".join(f'typeof("{c}") NOT IN (\'integer\', \'real\', \'null\')' for c in num)
+        row = con.execute(f'SELECT {", ".join(chr(34) + c + chr(34) for c in num)} FROM "{table}" '
+                          f"WHERE {cond} LIMIT 1").fetchone()
+        if row is not None:
+            col, val = next((c, v) for c, v in zip(num, row) if not isinstance(v, (int, float, type(None))))
+            shown = val if isinstance(val, str) else f"{len(val)}-byte blob"
+            return f"{table}.{col} holds {shown!r}, not a number"
+    for table, col in (("layers", "out_shape"), ("feature_maps", "shape")):
+        if table not in tables:
+            continue
+        for (text,) in con.execute(f"SELECT DISTINCT {col} FROM {table}"):
+            if text is None and table == "layers":
+                continue
+            try:
+                shape = json.loads(text)
+            except (TypeError, ValueError):
+                return f"{table}.{col} holds {text!r}, not a JSON list of sizes"
+            if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)
+                                                      for d in shape):
+                return f"{table}.{col} holds {text!r}, not a JSON list of sizes"
+    return None
 
 
 def check_is_session(p: Path) -> tuple[sqlite3.Connection, dict]:
@@ -155,6 +284,9 @@ def check_is_session(p: Path) -> tuple[sqlite3.Connection, dict]:
         check = con.execute("PRAGMA quick_check(1)").fetchone()[0]
         if check != "ok":
             raise SessionError(f"{p} is damaged ({check.splitlines()[0]}); the session cannot be read")
+        problem = _meta_problem(meta) or _value_problem(con)
+        if problem:
+            raise SessionError(f"{p} holds a value LayerScope cannot read ({problem}); the session cannot be read")
         return con, meta
     except SessionError:
         if con is not None:
