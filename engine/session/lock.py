@@ -87,7 +87,7 @@ def _holder_pid(p: Path, fd: int) -> int | None:
         return None
 
 
-def claim_session(path, *, force: bool = False, exclusive: bool = False) -> SessionClaim:
+def claim_session(path, *, force: bool = False, exclusive: bool = False, _register: bool = True) -> SessionClaim:
     """Take ``path`` for writing a session; SessionError (one line) when it may not be written.
 
     ``exclusive=True`` creates the file with ``O_EXCL`` and raises ``FileExistsError`` when it
@@ -142,8 +142,9 @@ def claim_session(path, *, force: bool = False, exclusive: bool = False) -> Sess
     except BaseException:
         claim.release()
         raise
-    with _claims_lock:
-        _claims[_key(p)] = claim
+    if _register:
+        with _claims_lock:
+            _claims[_key(p)] = claim
     return claim
 
 
@@ -153,4 +154,4 @@ def adopt_claim(path, *, force: bool = False) -> SessionClaim:
         claim = _claims.pop(_key(Path(path).expanduser()), None)
     if claim is not None and claim.fd is not None:
         return claim
-    return claim_session(path, force=force)
+    return claim_session(path, force=force, _register=False)
