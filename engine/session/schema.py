@@ -73,8 +73,20 @@ def ns_from_ms(ms):
 
 
 def ms_from_ns(ns):
-    """Nanoseconds (int or None) from a ``*_ns`` column as float milliseconds."""
-    return None if ns is None else ns / _NS
+    """Nanoseconds (int or None) from a ``*_ns`` column as float milliseconds.
+
+    SessionError for anything else stored there (text, a blob, an infinite value): the
+    per-layer table is too long to scan when a session is opened, so its values are checked here,
+    as they are read."""
+    if ns is None:
+        return None
+    if isinstance(ns, int) and not isinstance(ns, bool):
+        return ns / _NS
+    if isinstance(ns, float) and math.isfinite(ns):
+        return ns / _NS
+    shown = ns if isinstance(ns, (str, float)) else f"{len(ns)}-byte blob" if isinstance(ns, bytes) else type(ns).__name__
+    raise SessionError(f"a session cannot be read: its layer_times_ns table holds {shown!r}, not a whole "
+                       "number of nanoseconds")
 
 
 def shape_text(shape) -> str:
@@ -196,45 +208,88 @@ def _connect(p: Path) -> sqlite3.Connection:
     return con
 
 
-# meta keys whose value must be a JSON object (or null) and those that must be a number
+# meta keys whose value must be a JSON object (or null), a finite number, or text; and the keys
+# inside those objects the readers compute with
 _META_OBJECTS = ("config", "device", "versions", "extra", "telemetry")
 _META_NUMBERS = ("start_time", "end_time", "end_t", "steps")
 _META_TEXTS = ("status", "message", "error", "host")
+_INNER_NUMBERS = {"config": ("batch_size", "steps", "warmup", "epochs", "profile_every", "threads", "seed", "lr",
+                             "momentum", "telemetry_hz", "checkpoint_every"),
+                  "device": ("memory_total", "memory_free"),
+                  "extra": ("test_accuracy", "test_loss", "checkpoint_step")}
+_INNER_TEXTS = {"config": ("mode", "precision", "device", "dataset")}
+# columns that say where a row belongs: a row without them cannot be placed
+# one row per node and profiled step (millions in a long run): a scan at open would cost more
+# than the summary itself, so its values are checked as they are read (``ms_from_ns``)
+_SCANNED_WHEN_READ = ("layer_times_ns",)
+_REQUIRED = {"steps": ("step",), "profiled_steps": ("step", "first_row", "n"), "layer_times_ns": ("rec", "node"),
+             "telemetry_values": ("t", "series"), "layers": ("node_id",), "nodes": ("node_id",)}
 
 
-def _meta_problem(meta: dict) -> str | None:
+def _finite_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def meta_problem(meta: dict) -> str | None:
+    """Why a session's meta values cannot be read (wrong JSON type, non-finite number), or None."""
     for k in _META_OBJECTS:
         if meta.get(k) is not None and not isinstance(meta[k], dict):
             return f"meta '{k}' is not a JSON object"
     if meta.get("net") is not None and not isinstance(meta["net"], (dict, str)):
         return "meta 'net' is not a net spec"
     for k in _META_NUMBERS:
-        v = meta.get(k)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
-            return f"meta '{k}' is {v!r}, not a finite number"
+        if meta.get(k) is not None and not _finite_number(meta[k]):
+            return f"meta '{k}' is {meta[k]!r}, not a finite number"
     for k in _META_TEXTS:
         if meta.get(k) is not None and not isinstance(meta[k], str):
             return f"meta '{k}' is not text"
+    for obj, keys in _INNER_NUMBERS.items():
+        for k in keys:
+            v = (meta.get(obj) or {}).get(k)
+            if v is not None and not _finite_number(v):
+                return f"meta '{obj}.{k}' is {v!r}, not a finite number"
+    for obj, keys in _INNER_TEXTS.items():
+        for k in keys:
+            v = (meta.get(obj) or {}).get(k)
+            if v is not None and not isinstance(v, str):
+                return f"meta '{obj}.{k}' is {v!r}, not text"
     return None
 
 
 def _value_problem(con: sqlite3.Connection) -> str | None:
-    """The first stored value the readers cannot take: text or a blob in a numeric column, a
-    shape that is not a JSON list of whole numbers. One pass over each table (indexes are not
-    needed: SQLite stops at the first hit of each query)."""
+    """The first stored value the readers cannot take: text or a blob in a numeric column, an
+    infinite value in an INTEGER column (a count or a size), an empty placing column (a step
+    without its number), a shape that is not a JSON list of whole numbers. One query per table,
+    which SQLite ends at the first hit; ``layer_times_ns`` is checked as it is read instead. Non-finite values in REAL columns (an ``inf`` step time)
+    are readable: the figures leave them out and the exports write them as null."""
     tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     for table in tables:
+        if table in _SCANNED_WHEN_READ:
+            continue
         cols = [(r[1], (r[2] or "").upper()) for r in con.execute(f'PRAGMA table_info("{table}")')]
         num = [c for c, t in cols if t in ("INTEGER", "REAL")]
-        if not num:
+        ints = {c for c, t in cols if t == "INTEGER"}
+        need = [c for c in _REQUIRED.get(table, ()) if c in dict(cols)]
+        # SQLite orders numbers < text < blobs: `c >= ''` finds text and blobs, `c > 9.3e18` those
+        # and numbers no 64-bit integer reaches (inf); cheaper than typeof() on every value
+        conds = [f"\"{c}\" >= ''" for c in num if c not in ints]
+        conds += [f"\"{c}\" > 9.3e18 OR \"{c}\" < -9.3e18" for c in ints]
+        conds += [f"\"{c}\" IS NULL" for c in need]
+        if not conds:
             continue
-        cond = " OR ".join(f'typeof("{c}") NOT IN (\'integer\', \'real\', \'null\')' for c in num)
-        row = con.execute(f'SELECT {", ".join(chr(34) + c + chr(34) for c in num)} FROM "{table}" '
-                          f"WHERE {cond} LIMIT 1").fetchone()
-        if row is not None:
-            col, val = next((c, v) for c, v in zip(num, row) if not isinstance(v, (int, float, type(None))))
-            shown = val if isinstance(val, str) else f"{len(val)}-byte blob"
-            return f"{table}.{col} holds {shown!r}, not a number"
+        shown_cols = list(dict.fromkeys(num + need))
+        row = con.execute(f'SELECT {", ".join(chr(34) + c + chr(34) for c in shown_cols)} FROM "{table}" '
+                          f"WHERE {' OR '.join(conds)} LIMIT 1").fetchone()
+        if row is None:
+            continue
+        for c, v in zip(shown_cols, row):
+            if v is None and c in need:
+                return f"{table}.{c} is empty in a row (NULL where a value is required)"
+            if isinstance(v, (str, bytes)):
+                shown = v if isinstance(v, str) else f"{len(v)}-byte blob"
+                return f"{table}.{c} holds {shown!r}, not a number"
+            if c in ints and isinstance(v, float) and abs(v) > 9.3e18:
+                return f"{table}.{c} holds {v!r}, not a whole number"
     for table, col in (("layers", "out_shape"), ("feature_maps", "shape")):
         if table not in tables:
             continue
@@ -284,7 +339,7 @@ def check_is_session(p: Path) -> tuple[sqlite3.Connection, dict]:
         check = con.execute("PRAGMA quick_check(1)").fetchone()[0]
         if check != "ok":
             raise SessionError(f"{p} is damaged ({check.splitlines()[0]}); the session cannot be read")
-        problem = _meta_problem(meta) or _value_problem(con)
+        problem = meta_problem(meta) or _value_problem(con)
         if problem:
             raise SessionError(f"{p} holds a value LayerScope cannot read ({problem}); the session cannot be read")
         return con, meta
