@@ -159,7 +159,7 @@ def test_disk_full_fails_the_run_and_the_partial_session_opens(tmp_path, capsys,
     def small_disk(self):
         con = real(self)
         pages = con.execute("PRAGMA page_count").fetchone()[0]
-        con.execute(f"PRAGMA max_page_count = {pages + 6}")
+        con.execute(f"PRAGMA max_page_count = {pages + 12}")
         return con
 
     monkeypatch.setattr(SessionWriter, "_create", small_disk)
@@ -167,10 +167,12 @@ def test_disk_full_fails_the_run_and_the_partial_session_opens(tmp_path, capsys,
     rc = main(["profile", "lenet5", "--steps", "100000", *QUICK, "--profile-every", "1", "--out", str(out), "-q"])
     err = capsys.readouterr().err
     assert rc == 1, err
-    assert "disk full while writing" in err and "the session holds steps 1.." in err and "Traceback" not in err
-    n = int(err.split("the session holds steps 1..", 1)[1].split(";")[0])
+    assert f"disk full while writing {out}; the session holds " in err and "Traceback" not in err
+    # how many steps fit depends on how many the writer batched (machine load): 0 is said so
+    held = err.split("the session holds ", 1)[1].split(";")[0]
+    n = 0 if held == "no steps" else int(held.split("steps 1..", 1)[1])
     r = open_session(out)  # the partial session opens, with the steps the message names
-    assert n >= 1 and len(r.steps()) == n and r.status == "running"
+    assert len(r.steps()) == n and r.status == "running"
 
 
 def test_session_whose_data_is_only_in_the_wal_opens(tmp_path):
