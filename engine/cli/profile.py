@@ -21,24 +21,45 @@ from engine.run.config import BOOL, CHOICE, FLOAT, INT, RunConfig
 
 
 def _default_out(net: str, device: str) -> Path:
+    """``<net>-<device>-<YYYYmmdd-HHMMSS>.lsession`` in the runs folder (not created here)."""
     stem = Path(net).stem if (os.sep in net or net.endswith(".json")) else net
     dev = device.replace(":", "")
     return runs_dir() / f"{stem}-{dev}-{time.strftime('%Y%m%d-%H%M%S')}.lsession"
 
 
-def _check_out(path: Path) -> None:
-    from engine.session import has_session_header
+def _claim_default(base: Path):
+    """Claim a fresh default session name, created with O_EXCL: runs started in the same second
+    get ``-2``, ``-3`` ... appended instead of sharing (and overwriting) one file."""
+    from engine.session.lock import claim_session
 
+    stem = base.name[: -len(".lsession")]
+    for n in range(1, 10_000):
+        path = base if n == 1 else base.with_name(f"{stem}-{n}.lsession")
+        try:
+            return path, claim_session(path, exclusive=True)
+        except FileExistsError:
+            continue
+    raise LayerScopeError(f"cannot find a free session name like {base} in {base.parent}")
+
+
+def _check_out(path: Path) -> None:
     if path.is_dir():
         raise LayerScopeError(f"--out {path} is a folder; give a file name such as {path / 'run.lsession'}")
-    if path.exists() and path.stat().st_size and not has_session_header(path):
-        raise LayerScopeError(f"--out {path} exists and is not a session file; choose another name")
     parent = path.parent if str(path.parent) else Path(".")
     probe = parent
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise LayerScopeError(f"cannot write the session file {path}: {probe} is not a writable folder")
+
+
+def _check_save_checkpoint(folder: str) -> None:
+    from engine.net.checkpoint import check_checkpoint_folder
+
+    try:
+        check_checkpoint_folder(folder)
+    except LayerScopeError as e:
+        raise LayerScopeError(f"--save-checkpoint: {e}") from None
 
 
 def _check_dataset(name: str) -> None:
@@ -97,8 +118,6 @@ def cmd_profile(args) -> int:
     from engine.net.model import analyze
 
     analyze(spec)  # every problem of the net, before torch spends time on it
-    from engine.run.loop import Run
-
     cfg = config_from_args(args, spec)
     problems = cfg.problems()
     if problems:
@@ -107,16 +126,44 @@ def cmd_profile(args) -> int:
     if args.download:
         _download(args.dataset, args.data_root)
     dataset = _open_dataset(cfg)  # noqa: F841  (held until the run has opened it too)
-    if args.load_checkpoint and not Path(args.load_checkpoint).expanduser().exists():
-        raise LayerScopeError(f"--load-checkpoint: no such file or folder: {args.load_checkpoint}")
+    if args.load_checkpoint:
+        from engine.net.checkpoint import load_checkpoint
+
+        if not Path(args.load_checkpoint).expanduser().exists():
+            raise LayerScopeError(f"--load-checkpoint: no such file or folder: {args.load_checkpoint}")
+        try:  # every way a checkpoint can be wrong is bad input (exit 2), found before the run
+            load_checkpoint(args.load_checkpoint, spec)
+        except LayerScopeError as e:
+            raise LayerScopeError(f"--load-checkpoint: {e}") from None
+    if args.save_checkpoint:
+        _check_save_checkpoint(args.save_checkpoint)
     from engine.run.devices import resolve_device
 
     device = resolve_device(args.device)  # a device that does not exist is bad input
     dev = f"cuda:{device.index or 0}" if device.type == "cuda" else device.type
-    out = Path(args.out) if args.out else _default_out(args.net, dev)
-    _check_out(out)
+    if args.out:
+        from engine.session.lock import claim_session
+
+        out = Path(args.out).expanduser()
+        _check_out(out)
+        # taken now, held until the run's writer closes: a second writer, a finished session
+        # (without --force) or a foreign file is refused here, before the run starts
+        claim = claim_session(out, force=args.force)
+    else:
+        out, claim = _claim_default(_default_out(args.net, dev))
+    try:
+        return _run(cfg, args, out, claim)
+    finally:
+        claim.release()  # a no-op once the writer has closed
+
+
+def _run(cfg, args, out: Path, claim) -> int:
+    from engine.run.loop import Run
+
     cfg.out = str(out)
-    run = Run(cfg, sinks=[Progress(quiet=args.quiet)])
+    progress = Progress(quiet=args.quiet)
+
+    run = Run(cfg, sinks=[progress])  # a session that cannot be written fails the run (Run checks)
     interrupted = []
 
     def on_signal(signum, frame):
@@ -137,9 +184,10 @@ def cmd_profile(args) -> int:
     if result.session_path and Path(result.session_path).exists():
         print(f"session: {result.session_path}")
         _print_brief(result.session_path)
-    err = result.extra.get("session_error")
-    if err:
-        print(f"warning: {err}", file=sys.stderr)
+    err = claim.error or result.extra.get("session_error")
+    if err:  # a run whose record is incomplete has failed, whatever the loop thought
+        print(f"run failed: {err}", file=sys.stderr)
+        return EXIT_FAILED
     if result.status == "failed":
         print(f"run failed: {result.message}", file=sys.stderr)
         return EXIT_FAILED
@@ -203,5 +251,7 @@ def register(sub) -> None:
                    help="download mnist / fashion-mnist / cifar10 first if missing (checksums verified)")
     s.add_argument("--out", default=None, help="session file (default: <net>-<device>-<time>.lsession in the runs folder the app "
                         "also lists, e.g. ~/.local/share/layerscope/runs on Linux)")
+    s.add_argument("--force", action="store_true", help="replace the session file given as --out if it "
+                   "exists (never a file that is not a session, nor one being written)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=cmd_profile)

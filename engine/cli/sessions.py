@@ -25,6 +25,32 @@ def _default_export_path(session: Path, fmt: str) -> Path:
     return session.with_name(name + suffix)
 
 
+def _check_export_out(out: Path, session: Path, force: bool) -> None:
+    """Refuse an export target that would destroy something: a folder, the session itself or any
+    other session/SQLite file (or its -wal/-shm/-journal), even with --force; any other existing
+    file without --force."""
+    from engine.session import has_session_header
+
+    if out.is_dir():
+        raise LayerScopeError(f"--out {out} is a folder; give a file name")
+    for side in ("-wal", "-shm", "-journal"):
+        if out.name.endswith(side) and has_session_header(out.with_name(out.name[: -len(side)])):
+            raise LayerScopeError(f"--out {out} belongs to the session {out.name[: -len(side)]}; an export "
+                                  "never replaces a session's files")
+    if not out.exists():
+        return
+    try:
+        same = out.samefile(session)
+    except OSError:
+        same = False
+    if same or has_session_header(out):
+        what = "the session being exported" if same else "an SQLite file (a session?)"
+        raise LayerScopeError(f"--out {out} is {what}; an export never replaces it, even with --force: "
+                              "choose another name")
+    if not force:
+        raise LayerScopeError(f"--out {out} exists; give --force to replace it, or choose another name")
+
+
 def _parse_range(text: str | None) -> tuple[int | None, int | None]:
     if not text:
         return None, None
@@ -44,8 +70,9 @@ def cmd_export(args) -> int:
 
     session = Path(args.session)
     lo, hi = _parse_range(args.steps)
-    out = Path(args.out) if args.out else _default_export_path(session, args.format)
+    out = Path(args.out).expanduser() if args.out else _default_export_path(session, args.format)
     with _open(session) as r:
+        _check_export_out(out, session, args.force)
         try:
             if args.format == "trace":
                 obj = export.trace_events(r, lo, hi, max_steps=args.max_steps or None)
@@ -192,6 +219,7 @@ def register(sub) -> None:
     s.add_argument("session")
     s.add_argument("--format", choices=tuple(EXPORTERS), required=True)
     s.add_argument("--out", default=None, help="output file (default: next to the session)")
+    s.add_argument("--force", action="store_true", help="replace --out if it exists (never a session file)")
     s.add_argument("--steps", default=None, metavar="FROM:TO", help="trace: profiled steps to include")
     s.add_argument("--max-steps", type=nonneg_int, default=2000, help="trace: at most this many profiled "
                    "steps (0: all; default 2000)")

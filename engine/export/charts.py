@@ -14,8 +14,13 @@ def esc(v) -> str:
     return html.escape(str(v), quote=True)
 
 
+def _finite(v) -> float | None:
+    """``v`` when it is a finite number, else None (a stored inf or NaN draws as nothing)."""
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
 def _nice_max(v: float) -> float:
-    if v <= 0:
+    if not math.isfinite(v) or v <= 0:
         return 1.0
     e = 10 ** math.floor(math.log10(v))
     for m in (1, 2, 2.5, 5, 10):
@@ -27,6 +32,7 @@ def _nice_max(v: float) -> float:
 def svg_hbars(labels: list[str], series: list[tuple[str, list]], unit: str, width: int = 760) -> str:
     """Horizontal stacked bars, one row per label; ``series`` = [(name, values)] (None = 0 width)."""
     row_h, left, right, top = 16, 150, 70, 8
+    series = [(name, [_finite(v) for v in vals]) for name, vals in series]
     h = top + row_h * len(labels) + 24
     totals = [sum((s[1][i] or 0) for s in series) for i in range(len(labels))]
     vmax = _nice_max(max(totals, default=0) or 1)
@@ -78,7 +84,12 @@ def _thin(xs, ys, n=800):
 
 def svg_lines(series: list[tuple[str, list, list]], xlabel: str, ylabel: str, width: int = 760, height: int = 220) -> str:
     """A line chart of one or more (name, xs, ys) series sharing axes."""
-    series = [(n, *_thin(xs, ys)) for n, xs, ys in series if xs]
+    clean = []
+    for n, xs, ys in series:  # only points with a finite x and y are drawn
+        pts = [(x, y) for x, y in zip(xs, ys) if _finite(x) is not None and _finite(y) is not None]
+        if pts:
+            clean.append((n, [p[0] for p in pts], [p[1] for p in pts]))
+    series = [(n, *_thin(xs, ys)) for n, xs, ys in clean]
     if not series:
         return ""
     left, right, top, bottom = 60, 16, 10, 34

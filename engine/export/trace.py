@@ -72,7 +72,9 @@ def trace_events(reader, step_from: int | None = None, step_to: int | None = Non
             "profiled_steps_total": total_profiled, "profiled_steps_in_trace": len(lts)}
     if lts:
         meta["steps_in_trace"] = [lo, hi]
-    return {"traceEvents": ev, "displayTimeUnit": "ms", "otherData": meta}
+    # a stored inf (a broken clock, an edited file) must not make the file invalid JSON
+    # ("Infinity"): every non-finite number becomes null, as in every other export
+    return {"traceEvents": [_jsonable(e) for e in ev], "displayTimeUnit": "ms", "otherData": _jsonable(meta)}
 
 
 def export_trace(reader, path, step_from: int | None = None, step_to: int | None = None,

@@ -100,6 +100,34 @@ def save_checkpoint(model, spec, folder, *, step: int | None = None, epoch: int 
     return path
 
 
+def check_checkpoint_folder(folder) -> Path:
+    """Prove that checkpoints can be saved into ``folder`` before a run spends time; its path.
+
+    CheckpointError (one line) when ``folder`` is an existing file (it names the folder the
+    time-named files go into), when a part of the path is a file, or when the folder (or, if it
+    does not exist yet, its nearest existing parent) does not take a new file - tried with a
+    temporary file, so a read-only mount is found even by root. Creates nothing that stays.
+    """
+    import tempfile
+
+    p = Path(folder).expanduser()
+    if p.exists() and not p.is_dir():
+        raise CheckpointError(f"{p} is a file; give a folder for the checkpoints (they are saved "
+                              "into it under time-stamped names)")
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise CheckpointError(f"cannot save checkpoints in {p}: {probe} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise CheckpointError(f"cannot save checkpoints in {p}: {probe} is not writable "
+                              f"({e.strerror or e})") from None
+    return p
+
+
 def latest_checkpoint(folder) -> Path | None:
     """The newest checkpoint in ``folder``: the last LayerScope-named file, else the most
     recently modified .safetensors/.pt/.pth file; None if there is none."""
@@ -118,7 +146,10 @@ def resolve(path_or_dir) -> Path:
     """The checkpoint file a path names (a folder means its latest); CheckpointError if none."""
     p = Path(path_or_dir).expanduser()
     if p.is_dir():
-        found = latest_checkpoint(p)
+        try:
+            found = latest_checkpoint(p)
+        except OSError as e:
+            raise CheckpointError(f"cannot look for a checkpoint in {p}: {e.strerror or e}") from None
         if found is None:
             raise CheckpointError(f"no checkpoint (.safetensors, .pt, .pth) in {p}")
         return found

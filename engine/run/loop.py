@@ -59,6 +59,7 @@ class Run:
         self._ctx: RunContext | None = None
         self._t0 = time.perf_counter()
         self._phase = "setup"
+        self._writer = None  # the session writer, once open (its ``error`` fails the run)
         self._last_alloc_t = -1.0
         self._telemetry_status: dict | None = None  # last one sent as a TelemetryStatus record
         self.info: RunInfo | None = None
@@ -274,6 +275,7 @@ class Run:
             self._sinks = (*self._sinks, writer)
             self._dead.append(False)
         self.session_path = os.fspath(cfg.out)
+        self._writer = writer
         return writer
 
     def _resolve_device(self, info: RunInfo):
@@ -396,6 +398,8 @@ class Run:
                 step = self._done + 1
                 self._guarded_step(ctx, x, y, step, epoch, t_begin, data_ms)
                 self._done = step
+                if self._writer is not None and self._writer.error:  # disk full: the record is broken
+                    raise Failed(self._writer.error)
                 if cfg.save_checkpoint and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                     self._save_checkpoint(ctx, extra, epoch)
                     self._set_state("running")

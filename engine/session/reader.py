@@ -16,7 +16,7 @@ from typing import Iterator
 
 from engine.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
                                 StepRecord, TelemetryBatch, TelemetrySample)
-from engine.session.schema import SCHEMA_VERSION, SessionError, check_is_session, ms_from_ns
+from engine.session.schema import SCHEMA_VERSION, SessionError, check_is_session, meta_problem, ms_from_ns
 
 
 def open_session(path) -> "SessionReader":
@@ -56,7 +56,16 @@ class SessionReader:
 
     def refresh(self) -> None:
         """Re-read ``meta`` and the node table (for a session another process is still writing)."""
-        self.meta = {k: json.loads(v) for k, v in self._query("SELECT key, value FROM meta")}
+        meta = {}
+        for k, v in self._query("SELECT key, value FROM meta"):
+            try:
+                meta[k] = json.loads(v)
+            except (TypeError, ValueError):
+                meta[k] = v
+        problem = meta_problem(meta)
+        if problem:
+            raise SessionError(f"{self.path} holds a value LayerScope cannot read ({problem})")
+        self.meta = meta
         self._node_names = dict(self._query("SELECT id, node_id FROM nodes"))
 
     # -- facts -------------------------------------------------------------------------------

@@ -12,7 +12,10 @@ executes anything stored in it.
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 
 from engine.errors import LayerScopeError
@@ -71,8 +74,20 @@ def ns_from_ms(ms):
 
 
 def ms_from_ns(ns):
-    """Nanoseconds (int or None) from a ``*_ns`` column as float milliseconds."""
-    return None if ns is None else ns / _NS
+    """Nanoseconds (int or None) from a ``*_ns`` column as float milliseconds.
+
+    SessionError for anything else stored there (text, a blob, an infinite value): the
+    per-layer table is too long to scan when a session is opened, so its values are checked here,
+    as they are read."""
+    if ns is None:
+        return None
+    if isinstance(ns, int) and not isinstance(ns, bool):
+        return ns / _NS
+    if isinstance(ns, float) and math.isfinite(ns):
+        return ns / _NS
+    shown = ns if isinstance(ns, (str, float)) else f"{len(ns)}-byte blob" if isinstance(ns, bytes) else type(ns).__name__
+    raise SessionError(f"a session cannot be read: its layer_times_ns table holds {shown!r}, not a whole "
+                       "number of nanoseconds")
 
 
 def shape_text(shape) -> str:
@@ -94,12 +109,23 @@ def has_session_header(path) -> bool:
 
 
 def _header_problem(p: Path) -> str | None:
-    """A reason the file cannot be a whole SQLite database, from its 100-byte header and size."""
+    """A reason the file cannot be a whole SQLite database, from its 100-byte header and size.
+
+    A non-empty ``NAME-wal`` beside the file may hold pages (even the first) the main file does
+    not have yet (a writer that was killed, or stopped by a full disk): then only a wrong magic
+    is a sure sign, and SQLite itself judges the rest when it replays the WAL.
+    """
     size = p.stat().st_size
-    if size == 0:
+    wal = Path(f"{p}-wal")
+    has_wal = wal.is_file() and wal.stat().st_size > 0
+    if size == 0 and not has_wal:
         return f"{p} is empty, not a LayerScope session"
     with open(p, "rb") as f:
         head = f.read(100)
+    if head and not _SQLITE_MAGIC.startswith(head[:16]):
+        return f"{p} is not a LayerScope session (not an SQLite database)"
+    if has_wal:
+        return None
     if not head.startswith(_SQLITE_MAGIC):
         return f"{p} is not a LayerScope session (not an SQLite database)"
     if len(head) < 100:
@@ -114,13 +140,171 @@ def _header_problem(p: Path) -> str | None:
     return None
 
 
-def _connect(p: Path) -> sqlite3.Connection:
-    # read-write so a WAL left by a killed writer is recovered; mode=rw never creates a file
-    uri = "file:" + p.resolve().as_posix().replace("?", "%3f").replace("#", "%23")
+class _Connection(sqlite3.Connection):
+    """A connection that may read a private copy of the session; the copy goes when it closes."""
+
+    copy_dir: str | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self.copy_dir:
+            shutil.rmtree(self.copy_dir, ignore_errors=True)
+            self.copy_dir = None
+
+    def __del__(self):
+        if self.copy_dir:
+            shutil.rmtree(self.copy_dir, ignore_errors=True)
+
+
+def _uri(p: Path) -> str:
+    return "file:" + p.resolve().as_posix().replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+
+
+def _try(uri: str) -> tuple[_Connection | None, sqlite3.Error | None]:
     try:
-        return sqlite3.connect(uri + "?mode=rw", uri=True, check_same_thread=False)
-    except sqlite3.OperationalError:
-        return sqlite3.connect(uri + "?mode=ro", uri=True, check_same_thread=False)
+        con = sqlite3.connect(uri, uri=True, check_same_thread=False, factory=_Connection)
+    except sqlite3.Error as e:
+        return None, e
+    try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opening is lazy: force it
+    except sqlite3.Error as e:
+        con.close()
+        return None, e
+    return con, None
+
+
+def _connect(p: Path) -> sqlite3.Connection:
+    """A connection that sees everything committed, WAL included.
+
+    Read-write first, so a WAL left by a killed writer is folded in; then read-only (works when
+    the ``-shm`` file exists or can be made). A session in a read-only folder whose ``-wal`` lies
+    beside it without a ``-shm`` opens neither way, and ``immutable=1`` would ignore the WAL: then
+    the file and its WAL are copied into a private temporary folder, read there and removed when
+    the connection closes. ``mode=rw``/``ro`` never create a file. A file SQLite rejects the same
+    way every time (not a database, malformed) raises that ``sqlite3.Error``.
+    """
+    uri = _uri(p)
+    err = None
+    for mode in ("?mode=rw", "?mode=ro"):
+        con, err = _try(uri + mode)
+        if con is not None:
+            return con
+        if isinstance(err, sqlite3.DatabaseError) and not isinstance(err, sqlite3.OperationalError):
+            raise err  # the content is wrong (not a database, malformed): a copy would not help
+    tmp = tempfile.mkdtemp(prefix="layerscope-session-")
+    try:
+        copy = Path(tmp) / p.name
+        shutil.copyfile(p, copy)
+        if Path(f"{p}-wal").is_file():
+            shutil.copyfile(f"{p}-wal", f"{copy}-wal")
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SessionError(f"{p} cannot be opened here and cannot be copied to read it: "
+                           f"{e.strerror or e}") from None
+    con, err2 = _try(_uri(copy) + "?mode=rw")
+    if con is None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise err2 or err
+    con.copy_dir = tmp
+    return con
+
+
+# meta keys whose value must be a JSON object (or null), a finite number, or text; and the keys
+# inside those objects the readers compute with
+_META_OBJECTS = ("config", "device", "versions", "extra", "telemetry")
+_META_NUMBERS = ("start_time", "end_time", "end_t", "steps")
+_META_TEXTS = ("status", "message", "error", "host")
+_INNER_NUMBERS = {"config": ("batch_size", "steps", "warmup", "epochs", "profile_every", "threads", "seed", "lr",
+                             "momentum", "telemetry_hz", "checkpoint_every"),
+                  "device": ("memory_total", "memory_free"),
+                  "extra": ("test_accuracy", "test_loss", "checkpoint_step")}
+_INNER_TEXTS = {"config": ("mode", "precision", "device", "dataset")}
+# columns that say where a row belongs: a row without them cannot be placed
+# one row per node and profiled step (millions in a long run): a scan at open would cost more
+# than the summary itself, so its values are checked as they are read (``ms_from_ns``)
+_SCANNED_WHEN_READ = ("layer_times_ns",)
+_REQUIRED = {"steps": ("step",), "profiled_steps": ("step", "first_row", "n"), "layer_times_ns": ("rec", "node"),
+             "telemetry_values": ("t", "series"), "layers": ("node_id",), "nodes": ("node_id",)}
+
+
+def _finite_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def meta_problem(meta: dict) -> str | None:
+    """Why a session's meta values cannot be read (wrong JSON type, non-finite number), or None."""
+    for k in _META_OBJECTS:
+        if meta.get(k) is not None and not isinstance(meta[k], dict):
+            return f"meta '{k}' is not a JSON object"
+    if meta.get("net") is not None and not isinstance(meta["net"], (dict, str)):
+        return "meta 'net' is not a net spec"
+    for k in _META_NUMBERS:
+        if meta.get(k) is not None and not _finite_number(meta[k]):
+            return f"meta '{k}' is {meta[k]!r}, not a finite number"
+    for k in _META_TEXTS:
+        if meta.get(k) is not None and not isinstance(meta[k], str):
+            return f"meta '{k}' is not text"
+    for obj, keys in _INNER_NUMBERS.items():
+        for k in keys:
+            v = (meta.get(obj) or {}).get(k)
+            if v is not None and not _finite_number(v):
+                return f"meta '{obj}.{k}' is {v!r}, not a finite number"
+    for obj, keys in _INNER_TEXTS.items():
+        for k in keys:
+            v = (meta.get(obj) or {}).get(k)
+            if v is not None and not isinstance(v, str):
+                return f"meta '{obj}.{k}' is {v!r}, not text"
+    return None
+
+
+def _value_problem(con: sqlite3.Connection) -> str | None:
+    """The first stored value the readers cannot take: text or a blob in a numeric column, an
+    infinite value in an INTEGER column (a count or a size), an empty placing column (a step
+    without its number), a shape that is not a JSON list of whole numbers. One query per table,
+    which SQLite ends at the first hit; ``layer_times_ns`` is checked as it is read instead. Non-finite values in REAL columns (an ``inf`` step time)
+    are readable: the figures leave them out and the exports write them as null."""
+    tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    for table in tables:
+        if table in _SCANNED_WHEN_READ:
+            continue
+        cols = [(r[1], (r[2] or "").upper()) for r in con.execute(f'PRAGMA table_info("{table}")')]
+        num = [c for c, t in cols if t in ("INTEGER", "REAL")]
+        ints = {c for c, t in cols if t == "INTEGER"}
+        need = [c for c in _REQUIRED.get(table, ()) if c in dict(cols)]
+        # SQLite orders numbers < text < blobs: `c >= ''` finds text and blobs, `c > 9.3e18` those
+        # and numbers no 64-bit integer reaches (inf); cheaper than typeof() on every value
+        conds = [f"\"{c}\" >= ''" for c in num if c not in ints]
+        conds += [f"\"{c}\" > 9.3e18 OR \"{c}\" < -9.3e18" for c in ints]
+        conds += [f"\"{c}\" IS NULL" for c in need]
+        if not conds:
+            continue
+        shown_cols = list(dict.fromkeys(num + need))
+        row = con.execute(f'SELECT {", ".join(chr(34) + c + chr(34) for c in shown_cols)} FROM "{table}" '
+                          f"WHERE {' OR '.join(conds)} LIMIT 1").fetchone()
+        if row is None:
+            continue
+        for c, v in zip(shown_cols, row):
+            if v is None and c in need:
+                return f"{table}.{c} is empty in a row (NULL where a value is required)"
+            if isinstance(v, (str, bytes)):
+                shown = v if isinstance(v, str) else f"{len(v)}-byte blob"
+                return f"{table}.{c} holds {shown!r}, not a number"
+            if c in ints and isinstance(v, float) and abs(v) > 9.3e18:
+                return f"{table}.{c} holds {v!r}, not a whole number"
+    for table, col in (("layers", "out_shape"), ("feature_maps", "shape")):
+        if table not in tables:
+            continue
+        for (text,) in con.execute(f"SELECT DISTINCT {col} FROM {table}"):
+            if text is None and table == "layers":
+                continue
+            try:
+                shape = json.loads(text)
+            except (TypeError, ValueError):
+                return f"{table}.{col} holds {text!r}, not a JSON list of sizes"
+            if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)
+                                                      for d in shape):
+                return f"{table}.{col} holds {text!r}, not a JSON list of sizes"
+    return None
 
 
 def check_is_session(p: Path) -> tuple[sqlite3.Connection, dict]:
@@ -156,6 +340,9 @@ def check_is_session(p: Path) -> tuple[sqlite3.Connection, dict]:
         check = con.execute("PRAGMA quick_check(1)").fetchone()[0]
         if check != "ok":
             raise SessionError(f"{p} is damaged ({check.splitlines()[0]}); the session cannot be read")
+        problem = meta_problem(meta) or _value_problem(con)
+        if problem:
+            raise SessionError(f"{p} holds a value LayerScope cannot read ({problem}); the session cannot be read")
         return con, meta
     except SessionError:
         if con is not None:

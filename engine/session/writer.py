@@ -7,7 +7,9 @@ The layout it writes is ``engine.session.schema`` (documented in ``docs/session-
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import socket
 import sqlite3
 import threading
@@ -18,8 +20,8 @@ from pathlib import Path
 
 from engine.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord,
                                 TelemetryBatch, TelemetryStatus)
-from engine.session.schema import (FORMAT_NAME, SCHEMA_SQL, SCHEMA_VERSION, SessionError, check_is_session,
-                                   has_session_header, ns_from_ms, shape_text)
+from engine.session.lock import SessionClaim, adopt_claim
+from engine.session.schema import FORMAT_NAME, SCHEMA_SQL, SCHEMA_VERSION, SessionError, ns_from_ms, shape_text
 
 
 def _at(seq, i):
@@ -27,6 +29,10 @@ def _at(seq, i):
 
 
 _HELD_MAPS = object()  # queue marker: store the feature maps held back by the rate limit
+
+
+class SessionWriteError(SessionError):
+    """The session file could not be written (disk full, I/O error): the recording has stopped."""
 
 
 class SessionWriter:
@@ -38,14 +44,26 @@ class SessionWriter:
     (the last one of the run is always kept) and zlib-compressed, so long runs stay small.
     Call ``close()`` when done (also a context manager).
 
+    The file is claimed first (``engine.session.lock``): a file another writer holds is refused
+    ("… is being written by process N"), an existing session is replaced only with ``force=True``
+    and any other existing file never (``SessionError``). A claim taken earlier in this process
+    with ``claim_session`` (the CLI does, to refuse before the run) is adopted. When a write fails
+    (disk full, I/O error) ``error`` says so and which steps the file holds, and the next
+    ``writer(record)`` raises ``SessionWriteError``. Every ``checkpoint_interval_s`` seconds the
+    WAL is checkpointed into the main file.
+
     A ``TelemetryStatus`` record (the run's own sampler status, probed once: which sources and
     metrics were read and why the others were absent) is stored as meta ``telemetry``; the last
     one written wins.
     """
 
-    def __init__(self, path, *, flush_interval: float = 0.5, feature_interval_s: float = 1.0):
+    def __init__(self, path, *, flush_interval: float = 0.5, feature_interval_s: float = 1.0,
+                 force: bool = False, checkpoint_interval_s: float = 5.0):
         self.path = Path(path)
         self.flush_interval = float(flush_interval)
+        self.checkpoint_interval_s = float(checkpoint_interval_s)
+        self._last_checkpoint = time.monotonic()
+        self._steps_done = 0  # highest step number committed to the file
         self.feature_interval_s = float(feature_interval_s)
         self.error: str | None = None  # first write failure; later records are dropped
         self.rows_written = 0
@@ -60,45 +78,36 @@ class SessionWriter:
         self._fm_last_t: dict[str, float] = {}
         self._fm_held: dict[str, FeatureMap] = {}  # newest map not stored yet, per node
         self._start_time: float | None = None
-        self._con = self._create()
+        # the file is ours alone while we write it (a second writer is refused, see lock.py)
+        self._claim: SessionClaim = adopt_claim(self.path, force=force)
+        try:
+            self._con = self._create()
+        except BaseException:
+            self._claim.release()
+            raise
         self._thread = threading.Thread(target=self._loop, name="layerscope-session-writer", daemon=True)
         self._thread.start()
 
     # -- setup -------------------------------------------------------------------------------
     def _create(self) -> sqlite3.Connection:
         p = self.path
-        if p.is_dir():
-            raise SessionError(f"cannot write session {p}: it is a folder")
-        if p.exists():
-            if p.stat().st_size and not has_session_header(p):
-                raise SessionError(f"cannot write session {p}: the file exists and is not a session; "
-                                   "choose another name")
-            try:
-                # only an existing session (or an empty file) is replaced, with its WAL leftovers
-                if p.stat().st_size:
-                    check_is_session(p)[0].close()
-                for extra in (p, Path(f"{p}-wal"), Path(f"{p}-shm")):
-                    if extra.exists():
-                        extra.unlink()
-            except SessionError:
-                raise SessionError(f"cannot write session {p}: the file exists and is not a LayerScope "
-                                   "session; choose another name") from None
-            except OSError as e:
-                raise SessionError(f"cannot write session {p}: {e.strerror or e}") from None
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(str(p), check_same_thread=False, isolation_level=None)
             con.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL: commits survive a killed process without an fsync per batch
             con.execute("PRAGMA synchronous=NORMAL")
             con.executescript("BEGIN;" + SCHEMA_SQL + "COMMIT;")
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('writer_pid', ?)", (json.dumps(os.getpid()),))
         except (OSError, sqlite3.Error) as e:
             raise SessionError(f"cannot write session {p}: {getattr(e, 'strerror', None) or e}") from None
         return con
 
     # -- sink --------------------------------------------------------------------------------
     def __call__(self, record) -> None:
-        if self._closed or self.error:
+        if self.error:
+            # raised so the run hears of it (it drops this sink and logs why); the claim holds it too
+            raise SessionWriteError(self.error)
+        if self._closed:
             return
         self._queue.append(record)
         if isinstance(record, (RunInfo, RunEnded)):
@@ -107,6 +116,21 @@ class SessionWriter:
     def _loop(self) -> None:
         while not self._stop.wait(self.flush_interval):
             self.flush()
+            if time.monotonic() - self._last_checkpoint >= self.checkpoint_interval_s:
+                self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Copy the committed pages from the ``-wal`` into the main file (done every
+        ``checkpoint_interval_s`` seconds by the writer thread), so that a copy of the main file
+        alone lacks at most that much. Passive: never waits for a reader."""
+        with self._db_lock:
+            self._last_checkpoint = time.monotonic()
+            if self._con is None or self.error:
+                return
+            try:
+                self._con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as e:
+                self._failed(e)
 
     def flush(self) -> None:
         """Write everything queued so far in one transaction."""
@@ -120,15 +144,33 @@ class SessionWriter:
                 return
             try:
                 self._con.execute("BEGIN")
+                last = self._steps_done
                 for rec in items:
                     self._write(rec)
+                    if isinstance(rec, StepRecord) and rec.step is not None:
+                        last = max(last, int(rec.step))
                 self._con.execute("COMMIT")
+                self._steps_done = last
             except (sqlite3.Error, OSError, ValueError, TypeError) as e:
                 try:
                     self._con.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                self.error = f"writing session {self.path} failed: {e}"
+                self._failed(e)
+
+    def _failed(self, e: BaseException) -> None:
+        """Note the first write failure (later records are dropped) in words a person can act on."""
+        if self.error:
+            return
+        held = (f"the session holds steps 1..{self._steps_done}" if self._steps_done
+                else "the session holds no steps")
+        full = (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+            (isinstance(e, sqlite3.Error) and ("disk is full" in str(e) or "SQLITE_FULL" in str(e)))
+        if full:
+            self.error = f"disk full while writing {self.path}; {held}; free some space and run again"
+        else:
+            self.error = f"writing session {self.path} failed ({getattr(e, 'strerror', None) or e}); {held}"
+        self._claim.error = self.error
 
     def close(self) -> None:
         """Commit what is queued, stop the writer thread and leave a single self-contained file."""
@@ -143,6 +185,7 @@ class SessionWriter:
         with self._db_lock:
             con, self._con = self._con, None
             if con is None:
+                self._claim.release()
                 return
             try:
                 # fold the WAL back so the .lsession alone is the whole session when copied
@@ -151,6 +194,7 @@ class SessionWriter:
             except sqlite3.Error:
                 pass  # a reader still has it open: the WAL is folded in by the last one to close
             con.close()
+            self._claim.release()
 
     def __enter__(self):
         return self

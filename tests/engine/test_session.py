@@ -294,7 +294,10 @@ def test_writer_refuses_to_overwrite_a_foreign_file(tmp_path):
         SessionWriter(p)
     assert p.read_text() == "precious"
     old = write_session(tmp_path / "old.lsession", make_records(steps=2))
-    write_session(old, make_records(steps=3))  # an old session is replaced
+    with pytest.raises(SessionError, match="already holds a session; give --force"):
+        SessionWriter(old)  # a finished session is never replaced by accident
+    assert len(open_session(old).steps()) == 2
+    write_session(old, make_records(steps=3), force=True)  # only when asked
     assert len(open_session(old).steps()) == 3
 
 
