@@ -244,8 +244,9 @@ class _NvmlSource:
 # -- psutil -----------------------------------------------------------------------------------
 
 # psutil's cpu_percent(interval=None) is the load since its previous call: over less than this
-# it is noise (cpu_times tick at 10 ms per core) and right after priming it is exactly 0.0
-PSUTIL_MIN_INTERVAL_S = 0.05
+# it is noise (cpu_times tick at 10 ms per core) and right after priming it is exactly 0.0.
+# Below the 50 ms period of a 20 Hz sampler, so that timer jitter never skips a tick's reading.
+PSUTIL_MIN_INTERVAL_S = 0.04
 
 
 class _PsutilSource:
@@ -445,13 +446,7 @@ class Telemetry:
         cpu0, wall0 = time.thread_time(), self.clock()
         next_t = self.clock()
         while True:
-            batch = self.sample()
-            self.ticks += 1
-            if batch is not None and self.sink is not None:
-                try:
-                    self.sink(batch)
-                except Exception as e:  # a broken sink must not kill sampling for the others
-                    self.sink_error = self.sink_error or f"{type(e).__name__}: {e}"
+            self._tick()
             self.cpu_seconds = time.thread_time() - cpu0
             self.wall_seconds = self.clock() - wall0
             next_t += period
@@ -459,7 +454,19 @@ class Telemetry:
             if next_t < now - period:  # fell behind (suspended machine): skip, don't burst
                 next_t = now
             if self._stop.wait(max(0.0, next_t - now)):
+                # one last reading at the end: a run shorter than a period still gets its CPU load
+                # and energy up to its end (the load since the previous tick)
+                self._tick()
                 return
+
+    def _tick(self) -> None:
+        batch = self.sample()
+        self.ticks += 1
+        if batch is not None and self.sink is not None:
+            try:
+                self.sink(batch)
+            except Exception as e:  # a broken sink must not kill sampling for the others
+                self.sink_error = self.sink_error or f"{type(e).__name__}: {e}"
 
     @property
     def achieved_hz(self) -> float | None:
