@@ -58,6 +58,10 @@ class PowerView(MonitorView):
             p.vb.sigResized.connect(lambda vb, n=note: n.setPos(vb.width() / 2, vb.height() / 2))
             p.getAxis("left").setWidth(44)
             p.getAxis("bottom").enableAutoSIPrefix(False)
+            if unit == "%":  # a share is read against 0-100; auto-range made 99.2-100 look like a swing
+                p.setYRange(0, 100, padding=0.01)
+                p.enableAutoRange(axis="y", enable=False)
+                p.setMouseEnabled(x=True, y=False)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.notice)

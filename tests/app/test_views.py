@@ -226,3 +226,25 @@ def test_each_view_opens_alone(name, tmp_path):
     mod = importlib.import_module(f"app.views.{name}")
     assert mod.main(["--screenshot", str(out)]) == 0
     assert out.stat().st_size > 1000
+
+
+def test_percent_axes_show_zero_to_hundred(views, qtbot):
+    """Percentages are drawn on 0-100, whatever the data (a CPU pinned near 100 % once showed 99.2-100)."""
+    recs = [run_info()]
+    for k in range(20):
+        t = 0.1 * k
+        recs.append(TelemetryBatch([TelemetrySample(t, "psutil", "cpu_pct:0", 99.2 + 0.04 * k),
+                                    TelemetrySample(t, "psutil", "cpu_pct:1", 99.5),
+                                    TelemetrySample(t, "nvml:0", "gpu_util_pct", 97.0 + 0.1 * k)]))
+    pv = views["PowerView"]
+    pv.push(snapshot(recs), force=True)
+    qtbot.wait(10)
+    for key in ("cpu", "util"):
+        lo, hi = pv.plots[key].vb.viewRange()[1]
+        assert lo <= 0.5 and 99.5 <= hi <= 102, (key, lo, hi)
+    tv = views["TrainingView"]
+    tv.push(snapshot([run_info(), *[StepRecord(s, s * 0.1, "train", 0.1, 0.991 + 0.0001 * s, 10.0, 200.0)
+                                    for s in range(1, 30)]]), force=True)
+    qtbot.wait(10)
+    lo, hi = tv.acc_plot.vb.viewRange()[1]
+    assert lo <= 0.5 and 99.5 <= hi <= 102, (lo, hi)
