@@ -27,6 +27,7 @@ from app.controllers.run_controller import RunController
 from app.controllers.session_controller import SessionController, export_look, exporters
 from app.controllers.weights_controller import WeightsController
 from app.dialogs import prompts
+from app.dialogs.file_notice import FileNotice
 from app.run_panel import RunPanel
 from app.session_view import SessionBar, SessionPlayer
 from app.settings import Settings
@@ -198,6 +199,7 @@ class MainWindow(QMainWindow):
             c.problem_reported.connect(self._error)
             c.note_reported.connect(lambda title, text: self._inform(title, text))  # looked up per call: tests replace it
             c.status_posted.connect(self.statusBar().showMessage)
+            c.file_written.connect(self.file_notice.show_file)
         self.runs.run_started.connect(lambda: self.banner.setVisible(False))
         self.runs.run_failed.connect(self._on_run_failed)
         self.runs.run_finished.connect(self.run_finished)
@@ -286,7 +288,8 @@ class MainWindow(QMainWindow):
         self.status_device = QLabel("device: –")
         self.status_run = QLabel("idle")
         self.status_nvml = QLabel("NVML: checking…")
-        for w in (self.status_device, self.status_run, self.status_nvml):
+        self.file_notice = FileNotice()  # exports and saved weights: one line with a folder link, no boxes
+        for w in (self.file_notice, self.status_device, self.status_run, self.status_nvml):
             sb.addPermanentWidget(w)
 
     def _default_sizes(self) -> None:

@@ -140,6 +140,5 @@ class SessionController(Controller):
             return None
         out = os.fspath(out or path)
         self.log_view.append("ok", f"exported {kind} to {out}")
-        self._status(f"Exported to {out}", 8000)
-        self._note("Export written", f"The {kind} export was written to:\n{out}")
+        self._file(f"Exported {kind} to {os.path.basename(out)}", out)
         return out

@@ -79,7 +79,8 @@ class WeightsController(Controller):
         except OSError as e:
             self._problem(f"Cannot save the weights: {e}")
             return
-        self._note("Save weights", f"Weights saved to {path}")
+        self.log_view.append("ok", f"weights saved to {path}")
+        self._file(f"Weights saved to {os.path.basename(path)}", path)
 
     def test_held_out(self):
         """Open the predictions dialog on the latest checkpoint; None (and a note) when there is none."""
