@@ -32,6 +32,7 @@ _LAZY = {
     "runs_dir": "paths", "cache_dir": "paths", "data_dir": "paths",
     "RunInfo": "records", "StepRecord": "records",
     "latest_checkpoint": "net.checkpoint", "load_model": "net.checkpoint",
+    "run_checkpoint_folder": "net.checkpoint", "checkpoint_run": "net.checkpoint",
     "get_dataset": "data", "canonical_name": "data", "sample_predictions": "data.loading",
     "download": "data.download", "is_downloaded": "data.download",
     "dataset_note": "data", "can_download": "data",

@@ -5,11 +5,14 @@ The run itself lives on the bridge's worker thread; everything here runs on the 
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QWidget
 
 import engine
-from app.bridge import BackgroundCall, RunBridge
+from app.bridge import BackgroundCall, RunBridge, session_path_for
 from app.controllers.base import Controller
 
 
@@ -76,6 +79,13 @@ class RunController(Controller):
         kw = self.run_panel.config_kwargs()
         kw.update(overrides)
         cfg = engine.RunConfig(net=self.model.spec(), **kw)
+        if cfg.out is None:  # named now, so the run's checkpoints can go beside its session
+            try:
+                folder = self.settings.runs_folder
+                os.makedirs(folder, exist_ok=True)
+                cfg.out = os.fspath(session_path_for(Path(folder), cfg.net.name or "net"))
+            except OSError:
+                cfg.out = None  # the bridge tries again and the log says it was not recorded
         self.weights.prepare(cfg)
         problems = cfg.problems()
         if problems:
@@ -127,7 +137,8 @@ class RunController(Controller):
 
     def _on_run_finished(self, status: str, message: str) -> None:
         self.run_panel.set_finished(status, message)
-        self.weights.note_run_end(status)
+        result = self.bridge.result
+        self.weights.note_run_end(status, result.extra if result is not None else None)
         self.status_run.setText(status)
         snap = self.bridge.feed.snapshot() if self.bridge.feed is not None else None
         if snap is not None:

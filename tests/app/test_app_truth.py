@@ -34,3 +34,41 @@ def test_exports_say_so_in_the_status_bar_with_a_folder_link_and_no_boxes(qtbot,
     monkeypatch.setattr(notice, "open_url", lambda url: opened.append(url.toLocalFile()))
     notice.linkActivated.emit(notice.text().split('href="')[1].split('"')[0])
     assert [os.path.normpath(p) for p in opened] == [os.path.normpath(str(out_dir))]
+
+
+def _run_to_end(qtbot, window, **kw):
+    window.run_panel.apply(device="cpu", dataset="digits", batch_size=8, steps=kw.pop("steps", 4))
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_TIMEOUT) as blocker:
+        assert window.start_run(warmup=1, **kw)
+    return blocker.args
+
+
+def test_a_stopped_run_never_claims_an_older_runs_weights(qtbot, window, tmp_path):
+    """Item 1: run A completes and saves beside its session; run B (same unnamed net) is stopped
+    before saving: the app says B saved nothing, and the held-out dialog names A as the source."""
+    window.model.set_spec(engine.NetSpec(engine.load_preset("lenet5").input, engine.load_preset("lenet5").nodes,
+                                         name=""))
+    assert _run_to_end(qtbot, window, steps=4)[0] == "completed"
+    session_a = window.bridge.session_path
+    ckpt_a = window.weights.last_checkpoint
+    assert ckpt_a and os.path.dirname(ckpt_a) == os.fspath(engine.run_checkpoint_folder(session_a))
+
+    window.run_panel.apply(device="cpu", dataset="digits", batch_size=8, steps=100_000)
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_TIMEOUT) as blocker:
+        assert window.start_run(warmup=1)
+        qtbot.waitUntil(lambda: window.bridge.feed.snapshot().progress[0] >= 3, timeout=RUN_TIMEOUT)
+        window.stop_run()
+    assert blocker.args[0] == "stopped"
+    session_b = window.bridge.session_path
+    assert session_b != session_a
+    assert window.weights.last_checkpoint == ckpt_a
+    said = " ".join(text for _lvl, text in window.log_view.lines[-5:])
+    assert "this run saved no weights" in said and os.path.basename(session_a) in said
+    assert not any(f"weights saved to {ckpt_a}" in text for _lvl, text in window.log_view.lines[-5:])
+
+    dlg = window.weights.test_held_out()
+    qtbot.addWidget(dlg)
+    qtbot.waitUntil(lambda: not dlg.is_busy() and dlg.result is not None, timeout=60_000)
+    run_a = os.path.splitext(os.path.basename(session_a))[0]
+    assert run_a in dlg.windowTitle() and f"weights of run {run_a}" in dlg.detail.text()
+    dlg.close()
