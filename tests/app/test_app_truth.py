@@ -72,3 +72,55 @@ def test_a_stopped_run_never_claims_an_older_runs_weights(qtbot, window, tmp_pat
     run_a = os.path.splitext(os.path.basename(session_a))[0]
     assert run_a in dlg.windowTitle() and f"weights of run {run_a}" in dlg.detail.text()
     dlg.close()
+
+
+def _snap(*records):
+    feed = engine.LiveFeed(window=50)
+    for r in records:
+        feed(r)
+    return feed.snapshot()
+
+
+def _info():
+    return engine.RunInfo({"net": {"name": "tiny"}, "mode": "train", "warmup": 3}, {"id": "cpu"}, {}, "h", 0.0, [])
+
+
+def _step(n):
+    return engine.StepRecord(n, 0.1 * n, "train", 1.0, 0.5, 5.0, 100.0, warmup=n <= 3)
+
+
+def test_status_line_says_running_paused_evaluating_saving_and_warm_up():
+    """Item 3: the run line follows the records' state and progress; warm-up steps are named."""
+    from app.controllers.run_controller import run_status
+
+    SC = engine.StateChanged
+    assert run_status(_snap(_info(), SC(0.0, "running", 0, 0, "train")), 3).startswith("starting")
+    warm = run_status(_snap(_info(), SC(0.0, "running", 0, 403, "train"), _step(1), _step(2)), 3)
+    assert "warm-up step 2 of 3" in warm
+    steady = run_status(_snap(_info(), SC(0.0, "running", 0, 403, "train"), *[_step(k) for k in range(1, 58)]), 3)
+    assert "step 57 of 403" in steady and "400 measured + 3 warm-up" in steady
+    ev = run_status(_snap(_info(), *[_step(k) for k in range(1, 404)], SC(40.0, "evaluating", 403, 403, "test")),
+                    3, 12.0)
+    assert ev == "evaluating on the test split · 0:12"
+    assert "left" not in ev and "403" not in ev
+    assert run_status(_snap(_info(), SC(0.0, "saving", 403, 403, "checkpoint")), 3).startswith("saving")
+    assert run_status(_snap(_info(), _step(1), SC(0.2, "paused", 200, 403, "train")), 3) == \
+        "paused after step 200 of 403"
+
+
+def test_run_panel_bar_is_busy_while_evaluating_and_names_warm_up(qtbot):
+    from app.run_panel import RunPanel
+
+    p = RunPanel()
+    qtbot.addWidget(p)
+    p.set_run_state("running")
+    p.set_progress(2, 403, 10.0, warmup=3)
+    assert "warm-up step 2 of 3" in p.progress.format()
+    p.set_progress(50, 403, 10.0, warmup=3)
+    assert p.progress.format() == "step 50 / 403 · 3 warm-up"
+    p.show_phase("evaluating", "evaluating on the test split · 3 s")
+    p.set_progress(403, 403, 10.0, warmup=3)  # the last step's count arrives late: it must not win
+    assert p.progress.maximum() == 0 and p.progress.format().startswith("evaluating")
+    assert "left" not in p.rate.text()
+    p.set_finished("completed", "")
+    assert p.progress.maximum() >= 1 and p.progress.format().startswith("completed")
