@@ -124,3 +124,66 @@ def test_run_panel_bar_is_busy_while_evaluating_and_names_warm_up(qtbot):
     assert "left" not in p.rate.text()
     p.set_finished("completed", "")
     assert p.progress.maximum() >= 1 and p.progress.format().startswith("completed")
+
+
+def _reference(path, upto, **feed_kw):
+    """The snapshot a replay from step 0 to ``upto`` gives (the slow, obviously right way)."""
+    feed = engine.LiveFeed(**feed_kw)
+    with engine.open_session(path) as r:
+        for rec in r.records():
+            if isinstance(rec, engine.StepRecord) and rec.phase != "test" and rec.step > upto:
+                break
+            feed(rec)
+    return feed.snapshot()
+
+
+def _same(a, b):
+    import numpy as np
+
+    assert a.progress == b.progress and a.last_step == b.last_step and a.state == b.state
+    np.testing.assert_array_equal(a.history, b.history)
+    np.testing.assert_array_equal(a.heat_steps, b.heat_steps)
+    np.testing.assert_array_equal(a.heat_fwd, b.heat_fwd)
+    np.testing.assert_array_equal(a.layer_fwd_mean, b.layer_fwd_mean)
+    assert a.last_layer_times == b.last_layer_times and a.feature == b.feature
+    assert a.logs == b.logs and a.evals == b.evals and a.ended == b.ended
+    assert set(a.telemetry) == set(b.telemetry)
+    for key in a.telemetry:
+        np.testing.assert_array_equal(a.telemetry[key], b.telemetry[key])
+
+
+def test_session_slider_shows_layer_times_at_every_step(qtbot, tmp_path):
+    """Item 2: a replay to a middle step shows that step's layer times (they used to come only
+    after the last step, so every step but the last said "waiting for the first profiled step")."""
+    from app.session_view import SessionPlayer
+    from app.views.timing_view import LayerTimeView
+
+    path = record_session(tmp_path / "s.lsession", steps=12)
+    player = SessionPlayer()
+    view = LayerTimeView()
+    qtbot.addWidget(view)
+    player.snapshot_ready.connect(lambda snap: view.push(snap, force=True))
+    player.open(path)
+    for step in (2, 7, 4, 13):
+        player.seek(step)
+        snap = player.snapshot()
+        assert snap.last_layer_times is not None and snap.last_layer_times.step == step, step
+        assert snap.profiled_steps == step - 1  # step 1 is the warm-up
+        assert view.rows(), step
+    player.close()
+
+
+def test_seeking_reads_a_bounded_tail_and_shows_what_a_full_replay_shows(tmp_path):
+    """Item 2: seeking backwards does not replay from step 0, yet the views get the same snapshot."""
+    from app.session_view import SessionPlayer
+
+    path = record_session(tmp_path / "s.lsession", steps=40, feature="conv1")
+    sizes = dict(window=3, heat_steps=4, history=8, telemetry_points=5)
+    player = SessionPlayer(window=3, heat_steps=4, history=8, telemetry_points=5)
+    player.open(path)
+    _same(player.snapshot(), _reference(path, 41, **sizes))
+    for step in (30, 12, 2, 20, 23, 41, 5):
+        player.seek(step)
+        assert player.replayed_steps <= 8, (step, player.replayed_steps)
+        _same(player.snapshot(), _reference(path, step, **sizes))
+    player.close()
