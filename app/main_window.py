@@ -466,6 +466,7 @@ class MainWindow(QMainWindow):
             self.canvas.clear_metrics()
             QTimer.singleShot(0, self.canvas.fit_view)
         self._build_deferred_views()
+        self.monitor.net_replaced(self.bridge.is_running())
         self.feature_view.set_layers([n.id for n in self.model.spec_view().nodes])
         self._update_title()
 

@@ -187,3 +187,20 @@ def test_seeking_reads_a_bounded_tail_and_shows_what_a_full_replay_shows(tmp_pat
         assert player.replayed_steps <= 8, (step, player.replayed_steps)
         _same(player.snapshot(), _reference(path, step, **sizes))
     player.close()
+
+
+def test_opening_another_net_clears_the_previous_nets_views(qtbot, window):
+    """Item 5: after a LeNet-5 run, loading another preset must not leave conv1/pool1 in the views."""
+    window.run_panel.apply(device="cpu", dataset="synthetic", batch_size=4, steps=3)
+    window.run_panel.set_feature_layer("conv1")
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_TIMEOUT):
+        assert window.start_run(warmup=1)
+    assert window.time_view.rows() and window.table_view.model.rowCount()
+    assert window.training_view.point_counts()["loss"] > 0
+    assert window.load_preset("alexnet-article")
+    qtbot.wait(10)
+    assert window.time_view.rows() == []
+    assert window.table_view.model.rowCount() == 0
+    assert window.training_view.point_counts()["loss"] == 0
+    assert window.feature_view.shown() is None
+    assert window.monitor.node_metrics() == {}
