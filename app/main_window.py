@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QMainWindow, QM
 
 import engine
 from app.bridge import BackgroundCall, RunBridge, join_background
+from app.controllers.edit_lock import EditLock
 from app.controllers.monitor import MonitorController
 from app.controllers.net_controller import PRESET_TITLES, NetController
 from app.controllers.run_controller import RunController
@@ -195,6 +196,7 @@ class MainWindow(QMainWindow):
                                   self.monitor, self.sessions, self.weights, self.log_view, self)
         self.recent_menu = QMenu("&Recent files", self)
         self.nets = NetController(self.settings, self.recent_menu, lambda: self._ask_save(), self)
+        self.nets.run_going = self.bridge.is_running
         for c in (self.weights, self.sessions, self.runs, self.nets):
             c.problem_reported.connect(self._error)
             c.note_reported.connect(lambda title, text: self._inform(title, text))  # looked up per call: tests replace it
@@ -454,6 +456,7 @@ class MainWindow(QMainWindow):
             if key in acts:
                 self.canvas_view_menu.addAction(acts[key])
         self.canvas_view_menu.setEnabled(True)
+        self.runs.set_edit_lock(EditLock(self.canvas, [self.palette, self.properties], acts, self))
         self.feature_view.set_layers([n.id for n in self.model.spec_view().nodes])
         self.runs.update_actions()
 

@@ -62,6 +62,7 @@ class RunController(Controller):
         self.log_view = log_view
         self.model = None
         self._actions = ()
+        self.edit_lock = None  # EditLock: the net is read-only while it runs
         self._warmup = 0
         self._phase_since: tuple[str, float] | None = None  # (state, monotonic time it was first seen)
         self._downloads: list[BackgroundCall] = []
@@ -80,6 +81,11 @@ class RunController(Controller):
         """The editor model whose net runs (it exists once torch is loaded)."""
         self.model = model
         model.validated.connect(lambda _v: self.update_actions())
+
+    def set_edit_lock(self, lock) -> None:
+        """The editor's lock, closed while a run goes (the window gives it once the editor exists)."""
+        self.edit_lock = lock
+        lock.set_locked(self.bridge.is_running())
 
     def bind_actions(self, start, pause, stop) -> None:
         """The Run menu's Start, Pause/resume and Stop actions, enabled to match the run."""
@@ -122,6 +128,8 @@ class RunController(Controller):
         if self.sessions.is_open():
             self.sessions.close()
         self.run_started.emit()
+        if self.edit_lock is not None:
+            self.edit_lock.set_locked(True)
         self.monitor.show_live(clear_canvas=True)
         self.settings.last_device = kw.get("device") or ""
         self.settings.set_run_options(self.run_panel.options())
@@ -183,6 +191,8 @@ class RunController(Controller):
         self.update_actions()
 
     def _on_run_finished(self, status: str, message: str) -> None:
+        if self.edit_lock is not None:
+            self.edit_lock.set_locked(False)
         self.run_panel.set_finished(status, message)
         result = self.bridge.result
         self.weights.note_run_end(status, result.extra if result is not None else None)

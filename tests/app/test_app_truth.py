@@ -204,3 +204,37 @@ def test_opening_another_net_clears_the_previous_nets_views(qtbot, window):
     assert window.training_view.point_counts()["loss"] == 0
     assert window.feature_view.shown() is None
     assert window.monitor.node_metrics() == {}
+
+
+def test_the_net_is_read_only_while_it_runs_and_says_so(qtbot, window):
+    """Item 4: during a run no edit reaches the net (keys, mouse drags, palette, properties, another
+    preset), a notice on the canvas says why, and everything is editable again after the run."""
+    from PySide6.QtCore import QPoint, Qt
+
+    canvas = window.canvas
+    spec_text = lambda: engine.dumps(window.model.spec())  # noqa: E731
+    before = spec_text()
+    positions = dict(window.model.positions())
+    window.run_panel.apply(device="cpu", dataset="synthetic", batch_size=4, steps=100_000)
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_TIMEOUT):
+        assert window.start_run(warmup=1)
+        lock = window.runs.edit_lock
+        assert lock.locked and lock.notice.isVisible() and "Read-only" in lock.notice.text()
+        assert not window.palette.isEnabled() and not window.properties.isEnabled()
+        item = canvas.node_item("conv2")
+        item.setSelected(True)
+        canvas.setFocus()
+        qtbot.keyClick(canvas, Qt.Key_Delete)
+        canvas.edit_actions()["delete"].trigger()
+        canvas.edit_actions()["paste"].trigger()
+        at = canvas.mapFromScene(item.sceneBoundingRect().center())
+        qtbot.mousePress(canvas.viewport(), Qt.LeftButton, pos=at)
+        qtbot.mouseMove(canvas.viewport(), at + QPoint(120, 60))
+        qtbot.mouseRelease(canvas.viewport(), Qt.LeftButton, pos=at + QPoint(120, 60))
+        assert not window.load_preset("alexnet-article")
+        assert spec_text() == before and dict(window.model.positions()) == positions
+        window.stop_run()
+    assert not lock.locked and not lock.notice.isVisible()
+    assert window.palette.isEnabled() and window.properties.isEnabled()
+    assert canvas.edit_actions()["delete"].isEnabled()
+    assert window.load_preset("alexnet-article")
