@@ -238,3 +238,37 @@ def test_the_net_is_read_only_while_it_runs_and_says_so(qtbot, window):
     assert window.palette.isEnabled() and window.properties.isEnabled()
     assert canvas.edit_actions()["delete"].isEnabled()
     assert window.load_preset("alexnet-article")
+
+
+def _main_py(args, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_CONFIG_HOME=str(tmp_path / "config"))
+    return subprocess.run([sys.executable, str(root / "main.py"), *args], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=str(root))
+
+
+def test_scripted_session_screenshot_at_a_step_with_a_view(tmp_path):
+    """Item 12: ``main.py --session PATH --step N --view NAME --screenshot PNG``."""
+    from PySide6.QtGui import QImage
+
+    path = record_session(tmp_path / "s.lsession", steps=6)
+    png = tmp_path / "shot.png"
+    out = _main_py(["--session", str(path), "--step", "3", "--view", "table", "--size", "1280x800",
+                    "--screenshot", str(png)], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"session {path} at step 3, view table" in out.stdout
+    img = QImage(str(png))
+    assert (img.width(), img.height()) == (1280, 800)
+
+
+def test_scripted_session_bad_input_is_one_line_exit_2(tmp_path):
+    path = record_session(tmp_path / "s.lsession", steps=2)
+    for args in (["--session", str(tmp_path / "missing.lsession")],
+                 ["--session", str(path), "--view", "nosuchview", "--screenshot", str(tmp_path / "x.png")]):
+        out = _main_py(args, tmp_path)
+        assert out.returncode == 2, (args, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
