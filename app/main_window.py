@@ -221,6 +221,8 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         self.act_open_session = self._action(m, "Open &session…", self.sessions.open_dialog, "Ctrl+Shift+O",
                                              "Show a recorded session in the views")
+        self.act_sessions = self._action(m, "Sessions (&runs folder)…", self.sessions.browse, "Ctrl+Shift+R",
+                                         "Every recorded run: open, compare, delete, show in folder")
         self.export_menu = m.addMenu("&Export session")
         self.export_menu.setEnabled(False)  # filled from the engine's exporters once the engine is loaded
         self.export_actions: dict[str, QAction] = {}

@@ -44,6 +44,7 @@ class SessionController(Controller):
         super().__init__(parent)
         self._window = parent
         self.settings = settings
+        self.browser = None  # the session browser, once opened
         self.bridge = bridge
         self.player = player
         self.session_bar = session_bar
@@ -61,6 +62,21 @@ class SessionController(Controller):
         path, _ = QFileDialog.getOpenFileName(self._window, "Open session", start, SESSION_FILTER)
         if path:
             self.open(path)
+
+    def browse(self):
+        """The session browser on the runs folder (one, non-modal; shown again if already open)."""
+        from app.dialogs.session_browser import SessionBrowser
+
+        dlg = self.browser
+        if dlg is None:
+            dlg = self.browser = SessionBrowser(self.settings.runs_folder, self._window)
+            dlg.open_requested.connect(self.open)
+            dlg.show()
+        else:  # already open (maybe behind the window): fresh list, brought forward
+            dlg.refresh()
+            dlg.show()
+            dlg.raise_()
+        return dlg
 
     def open(self, path) -> bool:
         """Show a recorded session in the views with the step slider; False (and one line why) when

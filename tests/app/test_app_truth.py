@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 import engine
 
 RUN_TIMEOUT = 180_000
@@ -272,3 +274,76 @@ def test_scripted_session_bad_input_is_one_line_exit_2(tmp_path):
         out = _main_py(args, tmp_path)
         assert out.returncode == 2, (args, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_list_sessions_reads_meta_of_every_run_in_the_folder(tmp_path):
+    """Item 11: app and CLI runs in one folder, listed with their facts; a bad file is listed, not fatal."""
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    a = record_session(folder / "a.lsession", steps=3)
+    b = record_session(folder / "b.lsession", steps=5, net="alexnet-article", feature=None)
+    (folder / "junk.lsession").write_text("not a database")
+    (folder / "notes.txt").write_text("ignored")
+    got = {e.path.name: e for e in engine.list_sessions(folder)}
+    assert set(got) == {"a.lsession", "b.lsession", "junk.lsession"}
+    ea, eb = got["a.lsession"], got["b.lsession"]
+    assert (ea.net, ea.device, ea.precision, ea.batch_size, ea.steps, ea.status) == \
+        ("lenet5", "cpu", "fp32", 4, 4, "completed")
+    assert eb.net and eb.net != "lenet5" and eb.steps == 6
+    assert ea.size == os.path.getsize(a) and ea.start_time
+    with engine.open_session(a) as r:
+        assert engine.samples_per_s(ea.tail) == pytest.approx(engine.samples_per_s(r.steps()))
+    assert got["junk.lsession"].problem and "\n" not in got["junk.lsession"].problem
+    assert engine.list_sessions(tmp_path / "nowhere") == []
+    assert b.exists()
+
+
+def test_session_browser_opens_compares_deletes_and_reveals(qtbot, window, tmp_path, monkeypatch):
+    from app.dialogs.session_browser import COLUMNS, SessionBrowser
+
+    folder = window.settings.runs_folder
+    folder.mkdir(parents=True, exist_ok=True)
+    a = record_session(folder / "a.lsession", steps=3)
+    b = record_session(folder / "b.lsession", steps=2)
+    weights = engine.run_checkpoint_folder(b)
+    weights.mkdir()
+    (weights / "ckpt.safetensors").write_bytes(b"x")
+    dlg = window.sessions.browse()
+    qtbot.addWidget(dlg)
+    assert dlg.table.rowCount() == 2
+    headers = [dlg.table.horizontalHeaderItem(c).text() for c in range(dlg.table.columnCount())]
+    assert headers == list(COLUMNS)
+    row = {dlg.table.item(r, COLUMNS.index("File")).text(): r for r in range(2)}["a.lsession"]
+    cells = {h: dlg.table.item(row, c).text() for c, h in enumerate(COLUMNS)}
+    assert cells["Net"] == "lenet5" and cells["Steps"] == "4" and cells["Status"] == "completed"
+    assert "samples/s" in cells["Throughput"] and cells["Batch"] == "4" and cells["Size"]
+
+    dlg.select_paths([a])
+    assert dlg.open_button.isEnabled() and not dlg.compare_button.isEnabled()
+    dlg.open_selected()
+    assert window.player.path == os.fspath(a)
+
+    launched = []
+    monkeypatch.setattr(SessionBrowser, "launch_window", staticmethod(launched.append))
+    dlg.select_paths([a, b])
+    assert dlg.compare_button.isEnabled()
+    assert sorted(dlg.compare_selected()) == sorted([os.fspath(a), os.fspath(b)])
+    assert len(launched) == 1 and window.player.path in (os.fspath(a), os.fspath(b))
+    assert launched[0] != window.player.path
+
+    revealed = []
+    monkeypatch.setattr(dlg, "open_url", lambda url: revealed.append(url.toLocalFile()))
+    dlg.reveal()
+    assert [os.path.normpath(p) for p in revealed] == [os.path.normpath(str(folder))]
+
+    window.close_session()
+    monkeypatch.setattr(dlg, "confirm", lambda text: False)
+    dlg.select_paths([b])
+    assert dlg.delete_selected() == [] and b.exists()
+    asked = []
+    monkeypatch.setattr(dlg, "confirm", lambda text: asked.append(text) or True)
+    dlg.select_paths([b])
+    assert dlg.delete_selected() == [os.fspath(b)]
+    assert not b.exists() and not weights.exists() and a.exists() and "b.lsession" in asked[0]
+    assert dlg.table.rowCount() == 1
+    dlg.close()
