@@ -62,11 +62,12 @@ class SessionBrowser(QDialog):
         self.table.setSelectionMode(QAbstractItemView.ExtendedSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
-        self.table.setSortingEnabled(True)
+        self._sorted_by_user = False
         self.table.setWordWrap(False)
         head = self.table.horizontalHeader()
         head.setSectionResizeMode(QHeaderView.ResizeToContents)
         head.setStretchLastSection(True)
+        head.sectionClicked.connect(lambda _c: setattr(self, "_sorted_by_user", True))
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.table.itemDoubleClicked.connect(lambda _item: self.open_selected())
         self.open_button = QPushButton("Open")
@@ -103,6 +104,9 @@ class SessionBrowser(QDialog):
         else:
             n = len(self.entries)
             self.where.setText(f"{n} run{'s' if n != 1 else ''} in {self.folder} (app and command-line runs)")
+        head = self.table.horizontalHeader()
+        col, order = (head.sortIndicatorSection(), head.sortIndicatorOrder()) if self._sorted_by_user else \
+            (COLUMNS.index("Date"), Qt.DescendingOrder)  # newest first until the person sorts otherwise
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(self.entries))
         for r, e in enumerate(self.entries):
@@ -114,6 +118,7 @@ class SessionBrowser(QDialog):
                     item.setToolTip(e.problem)
                 self.table.setItem(r, c, item)
         self.table.setSortingEnabled(True)
+        self.table.sortItems(col, order)
         self._update_buttons()
 
     @staticmethod
