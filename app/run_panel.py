@@ -164,6 +164,7 @@ class RunPanel(QWidget):
         self.reason.setObjectName("reason")
         self.reason.setWordWrap(True)
         self._phase_shown = ""
+        self._last_progress = (0, 0)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -445,6 +446,7 @@ class RunPanel(QWidget):
     def set_progress(self, done: int, total: int, rate: float, warmup: int = 0) -> None:
         """Steps done of planned (warm-up included, as the run counts them); the first ``warmup``
         steps are named as such, because they are run but not measured."""
+        self._last_progress = (done, total)
         if self._phase_shown in ("evaluating", "saving"):  # the bar belongs to that phase until it ends
             return
         self.progress.setRange(0, max(1, total))
@@ -468,15 +470,14 @@ class RunPanel(QWidget):
             self.progress.setRange(0, 0)
             self.progress.setFormat(text)
             self.rate.setText(text)
-        elif prev in ("evaluating", "saving"):
-            self.progress.setRange(0, 1)
+        elif prev in ("evaluating", "saving"):  # back to the step count as it stands
+            done, total = self._last_progress
+            self.progress.setRange(0, max(1, total))
+            self.progress.setValue(min(done, max(1, total)))
             self.rate.setText("")
 
     def set_finished(self, status: str, message: str) -> None:
         self.show_phase(status)
-        if self.progress.maximum() == 0:  # still busy-looking from an evaluation: show the end plainly
-            self.progress.setRange(0, 1)
-            self.progress.setValue(1 if status == "completed" else 0)
         self.set_run_state(status)
         self.progress.setFormat({"completed": "completed", "stopped": "stopped", "failed": "failed"}.get(status, status)
                                 + (f" · step {self.progress.value()} / {self.progress.maximum()}"
