@@ -1,9 +1,11 @@
 """Starts the desktop app: ``python main.py [FILE] [--preset NAME] [--device DEV] [--run STEPS]
-[--screenshot PATH]``.
+[--session PATH [--step N]] [--view NAME] [--size WxH] [--screenshot PATH]``.
 
 Scripted use (docs, smoke checks): with ``--run`` the preset runs for STEPS steps; with
-``--screenshot`` the whole window is saved to PATH once the run has finished (or once the window
-is ready, without ``--run``) and the app exits - 0 when the run completed, 1 when it did not.
+``--session`` a recorded session opens, at ``--step`` (default: its last step); ``--view`` brings
+that view's dock to the front; with ``--screenshot`` the whole window is saved to PATH once the
+run has finished (or once the window is ready, without ``--run``) and the app exits - 0 when the
+run completed (or the session opened), 1 when it did not, 2 for bad input.
 
 ``LAYERSCOPE_STARTUP_PROBE=1`` prints ``shown_at: <epoch>`` when the window first paints and
 ``ready_at: <epoch>`` when the editor is usable, then exits (``benchmarks/startup.py``).
@@ -30,10 +32,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--raise", dest="raise_docks", metavar="DOCKS", default="",
                     help="comma-separated docks to bring forward before the screenshot "
                          "(time, table, memory, training, power, log, features, run, properties, problems)")
+    ap.add_argument("--session", metavar="PATH", help="open this recorded session (.lsession)")
+    ap.add_argument("--step", type=int, metavar="N", help="with --session: show the run as it was after step N")
+    ap.add_argument("--view", metavar="NAME", help="bring this view to the front (time, table, memory, training, "
+                                                   "power, log, features, run, properties, problems, palette)")
+    ap.add_argument("--size", metavar="WxH", help="window size in pixels, e.g. 1280x800")
     ap.add_argument("--screenshot", metavar="PATH", help="save a PNG of the window after the run (or when ready) and exit")
     args = ap.parse_args(argv)
     if args.run is not None and args.run < 1:
         ap.error("--run needs a number of steps >= 1")
+    if args.step is not None and not args.session:
+        ap.error("--step needs --session")
+    if args.session and args.run is not None:
+        ap.error("--session shows a recorded run; --run starts a new one: choose one")
+    if args.session and args.file:
+        ap.error("give the session either as FILE or with --session, not both")
+    args.window_size = None
+    if args.size:
+        w, _, h = args.size.lower().partition("x")
+        if not (w.isdigit() and h.isdigit() and 320 <= int(w) <= 16384 and 240 <= int(h) <= 16384):
+            ap.error(f"--size {args.size}: give WIDTHxHEIGHT in pixels, e.g. 1280x800")
+        args.window_size = (int(w), int(h))
     return args
 
 
@@ -61,6 +80,9 @@ def run(argv: list[str] | None = None) -> int:
     from app import style
     from app.settings import ensure_names
 
+    if args.session and not os.path.isfile(args.session):
+        print(f"error: no such session file: {args.session}", file=sys.stderr)
+        return 2
     spec = None
     if args.preset:
         try:
@@ -75,6 +97,12 @@ def run(argv: list[str] | None = None) -> int:
     from app.main_window import MainWindow
 
     window = MainWindow()
+    if args.view and args.view not in window.docks:
+        print(f"error: no view '{args.view}'; views: {', '.join(window.docks)}", file=sys.stderr)
+        window.shutdown()
+        return 2
+    if args.window_size:
+        window.resize(*args.window_size)
     if spec is not None:
         window.set_spec(spec)
     exit_code = {"value": 0}
@@ -94,13 +122,18 @@ def run(argv: list[str] | None = None) -> int:
 
         window.ready.connect(on_ready)
 
+    def raise_view() -> None:
+        names = [n.strip() for n in args.raise_docks.split(",")] + [args.view or ""]
+        for name in filter(None, names):
+            dock = window.docks.get(name)
+            if dock is not None:
+                dock.show()
+                dock.raise_()
+
     def screenshot() -> bool:
         if not args.screenshot:
             return True
-        for name in filter(None, (n.strip() for n in args.raise_docks.split(","))):
-            dock = window.docks.get(name)
-            if dock is not None:
-                dock.raise_()
+        raise_view()
         app.processEvents()
         if window.canvas is not None:
             window.canvas.fit_view()
@@ -121,6 +154,22 @@ def run(argv: list[str] | None = None) -> int:
             QTimer.singleShot(400, lambda: finish(0 if screenshot() and status == "completed" else 1))
 
     def on_ready() -> None:
+        if args.session:
+            if not window.open_session(args.session):
+                print(f"error: cannot open the session {args.session}: {window.log_view.lines[-1][1]}",
+                      file=sys.stderr)
+                finish(2)
+                return
+            if args.step is not None:
+                window.session_bar.seek(args.step)
+            raise_view()
+            print(f"session {args.session} at step {window.player.current_step}"
+                  + (f", view {args.view}" if args.view else ""), flush=True)
+            if args.screenshot:
+                QTimer.singleShot(300, lambda: finish(0 if screenshot() else 1))
+            return
+        if args.view:
+            raise_view()
         if args.file:
             if not window.open_path(args.file):
                 print(f"error: cannot open {args.file}", file=sys.stderr)

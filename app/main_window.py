@@ -21,12 +21,14 @@ from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QLayout, QMainW
 
 import engine
 from app.bridge import BackgroundCall, RunBridge, join_background
+from app.controllers.edit_lock import EditLock
 from app.controllers.monitor import MonitorController
 from app.controllers.net_controller import PRESET_TITLES, NetController
 from app.controllers.run_controller import RunController
 from app.controllers.session_controller import SessionController, export_look, exporters
 from app.controllers.weights_controller import WeightsController
 from app.dialogs import prompts
+from app.dialogs.file_notice import FileNotice
 from app.run_panel import RunPanel
 from app.session_view import SessionBar, SessionPlayer
 from app.settings import Settings
@@ -248,10 +250,12 @@ class MainWindow(QMainWindow):
                                   self.monitor, self.sessions, self.weights, self.log_view, self)
         self.recent_menu = QMenu("&Recent files", self)
         self.nets = NetController(self.settings, self.recent_menu, lambda: self._ask_save(), self)
+        self.nets.run_going = self.bridge.is_running
         for c in (self.weights, self.sessions, self.runs, self.nets):
             c.problem_reported.connect(self._error)
             c.note_reported.connect(lambda title, text: self._inform(title, text))  # looked up per call: tests replace it
             c.status_posted.connect(self.statusBar().showMessage)
+            c.file_written.connect(self.file_notice.show_file)
         self.runs.run_started.connect(lambda: self.banner.setVisible(False))
         self.runs.run_failed.connect(self._on_run_failed)
         self.runs.run_finished.connect(self.run_finished)
@@ -271,6 +275,8 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         self.act_open_session = self._action(m, "Open &session…", self.sessions.open_dialog, "Ctrl+Shift+O",
                                              "Show a recorded session in the views")
+        self.act_sessions = self._action(m, "Sessions (&runs folder)…", self.sessions.browse, "Ctrl+Shift+R",
+                                         "Every recorded run: open, compare, delete, show in folder")
         self.export_menu = m.addMenu("&Export session")
         self.export_menu.setEnabled(False)  # filled from the engine's exporters once the engine is loaded
         self.export_actions: dict[str, QAction] = {}
@@ -340,7 +346,8 @@ class MainWindow(QMainWindow):
         self.status_device = QLabel("device: –")
         self.status_run = QLabel("idle")
         self.status_nvml = QLabel("NVML: checking…")
-        for w in (self.status_device, self.status_run, self.status_nvml):
+        self.file_notice = FileNotice()  # exports and saved weights: one line with a folder link, no boxes
+        for w in (self.file_notice, self.status_device, self.status_run, self.status_nvml):
             sb.addPermanentWidget(w)
 
     def _default_sizes(self) -> None:
@@ -531,6 +538,7 @@ class MainWindow(QMainWindow):
             if key in acts:
                 self.canvas_view_menu.addAction(acts[key])
         self.canvas_view_menu.setEnabled(True)
+        self.runs.set_edit_lock(EditLock(self.canvas, [self.palette, self.properties], acts, self))
         self.feature_view.set_layers([n.id for n in self.model.spec_view().nodes])
         self.runs.update_actions()
 
@@ -543,6 +551,7 @@ class MainWindow(QMainWindow):
             self.canvas.clear_metrics()
             QTimer.singleShot(0, self.canvas.fit_view)
         self._build_deferred_views()
+        self.monitor.net_replaced(self.bridge.is_running())
         self.feature_view.set_layers([n.id for n in self.model.spec_view().nodes])
         self._update_title()
 

@@ -164,6 +164,8 @@ class RunPanel(QWidget):
         self.reason = QLabel("")
         self.reason.setObjectName("reason")
         self.reason.setWordWrap(True)
+        self._phase_shown = ""
+        self._last_progress = (0, 0)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -452,16 +454,41 @@ class RunPanel(QWidget):
         """Why Start is disabled ('' when it is enabled)."""
         return "" if self.start_button.isEnabled() else (self.reason.text() or "a run is going")
 
-    def set_progress(self, done: int, total: int, rate: float) -> None:
+    def set_progress(self, done: int, total: int, rate: float, warmup: int = 0) -> None:
+        """Steps done of planned (warm-up included, as the run counts them); the first ``warmup``
+        steps are named as such, because they are run but not measured."""
+        self._last_progress = (done, total)
+        if self._phase_shown in ("evaluating", "saving"):  # the bar belongs to that phase until it ends
+            return
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(min(done, max(1, total)))
-        self.progress.setFormat(f"step {done} / {total}" if total else "starting…")
+        if not total:
+            self.progress.setFormat("starting…")
+        elif warmup and done <= warmup:
+            self.progress.setFormat(f"warm-up step {done} of {warmup} (not measured)")
+        else:
+            self.progress.setFormat(f"step {done} / {total}" + (f" · {warmup} warm-up" if warmup else ""))
         if rate > 0 and total:
             self.rate.setText(f"{rate:.1f} steps/s · {fmt.fmt_duration((total - done) / rate)} left")
         elif self._running:
             self.rate.setText("preparing (loading data, building the model)…" if done == 0 else "")
 
+    def show_phase(self, state: str, text: str = "") -> None:
+        """What the run does between steps: "evaluating" or "saving" make the bar busy (no count is
+        known) with ``text``; "running" hands the bar back to the step count."""
+        prev, self._phase_shown = self._phase_shown, state
+        if state in ("evaluating", "saving"):
+            self.progress.setRange(0, 0)
+            self.progress.setFormat(text)
+            self.rate.setText(text)
+        elif prev in ("evaluating", "saving"):  # back to the step count as it stands
+            done, total = self._last_progress
+            self.progress.setRange(0, max(1, total))
+            self.progress.setValue(min(done, max(1, total)))
+            self.rate.setText("")
+
     def set_finished(self, status: str, message: str) -> None:
+        self.show_phase(status)
         self.set_run_state(status)
         self.progress.setFormat({"completed": "completed", "stopped": "stopped", "failed": "failed"}.get(status, status)
                                 + (f" · step {self.progress.value()} / {self.progress.maximum()}"

@@ -16,55 +16,64 @@ import engine
 
 
 class SessionPlayer(QObject):
-    """Holds one open session; ``seek(step)`` emits the snapshot of the run as it was after that step."""
+    """Holds one open session; ``seek(step)`` emits the snapshot of the run as it was after that step.
+
+    Nothing is read whole: the reader's step index says where each step starts, a seek forward
+    feeds only the steps in between, and a seek backward (or far forward) rebuilds the feed from
+    the bounded tail its buffers keep (``LiveFeed``'s history, heat strip, telemetry points), so it
+    costs about the same at step 100 as at step 1,000,000 and shows what a replay from step 0 would.
+    ``feed_kw`` are ``LiveFeed``'s size arguments (tests make them small).
+    """
 
     snapshot_ready = Signal(object)
 
-    def __init__(self, parent: QObject | None = None, window: int = 50):
+    def __init__(self, parent: QObject | None = None, window: int = 50, **feed_kw):
         super().__init__(parent)
         self._window = window
+        self._feed_kw = feed_kw
         self.reader = None
         self.path: str | None = None
-        self._records: list = []
-        self._step_ends: list[int] = []   # record index just past each main step's records
+        self._info = None
         self._steps: list[int] = []
-        self._fed = 0
+        self._starts: list[float] = []
+        self._pos: int | None = None  # index into _steps of the last step fed
         self.feed = None
         self.current_step: int | None = None
+        self.replayed_steps = 0  # StepRecords fed by the last seek: what it cost
 
     def open(self, path) -> None:
-        """Read the whole session (LayerScopeError with one line for a bad file) and show its last step."""
+        """Open a session (LayerScopeError with one line for a bad file) and show its last step."""
         reader = engine.open_session(path)
         try:
-            records = list(reader.records())
+            steps, starts, _rowids = reader.step_index()
+            info = reader.info
         except Exception:
             reader.close()
             raise
         self.close()
         self.reader = reader
         self.path = os.fspath(path)
-        self._records = records
-        main = [(i, r) for i, r in enumerate(records) if isinstance(r, engine.StepRecord) and r.phase != "test"]
-        self._steps = [r.step for _, r in main]
-        # everything recorded before the next step began belongs to a step (its layer times,
-        # feature map, telemetry)
-        self._step_ends = [main[k + 1][0] if k + 1 < len(main) else len(records) for k in range(len(main))]
-        self.feed = engine.LiveFeed(window=self._window)
-        self._fed = 0
+        self._info = info
+        self._steps, self._starts = list(steps), list(starts)
+        self.feed = engine.LiveFeed(window=self._window, **self._feed_kw)
+        self._pos = None
         self.current_step = None
         if self._steps:
             self.seek(self._steps[-1])
-        else:
-            self._feed_to(len(records))
+        else:  # no step recorded (a run that failed at once): its info, logs and end
+            for rec in reader.records():
+                self.feed(rec)
+            self.snapshot_ready.emit(self.feed.snapshot())
 
     def close(self) -> None:
         if self.reader is not None:
             self.reader.close()
         self.reader = None
         self.path = None
-        self._records = []
+        self._info = None
         self._steps = []
-        self._step_ends = []
+        self._starts = []
+        self._pos = None
         self.feed = None
         self.current_step = None
 
@@ -73,28 +82,51 @@ class SessionPlayer(QObject):
 
     @property
     def info(self) -> engine.RunInfo | None:
-        return self._records[0] if self._records and isinstance(self._records[0], engine.RunInfo) else None
+        return self._info
 
     def steps(self) -> list[int]:
         return list(self._steps)
 
-    def _feed_to(self, end: int) -> None:
-        if end < self._fed:  # going back: replay from the start (the feed keeps no history)
-            self.feed.clear()
-            self._fed = 0
-        for rec in self._records[self._fed:end]:
+    def _take(self, records) -> None:
+        for rec in records:
+            if isinstance(rec, engine.StepRecord):
+                self.replayed_steps += 1
             self.feed(rec)
-        self._fed = end
-        snap = self.feed.snapshot()
-        self.snapshot_ready.emit(snap)
+
+    def _rebuild(self, k: int) -> None:
+        """The feed as a replay from step 0 to step index ``k`` would leave it, from the tail it keeps.
+
+        The feed's buffers are independent (steps, layer times, telemetry, logs), so each is fed
+        its own bounded tail, in order, from the step index."""
+        r, feed, steps = self.reader, self.feed, self._steps
+        last = steps[k]
+        feed.clear()
+        self._take(r.records(None, last, kinds=(engine.RunInfo, engine.LogRecord, engine.EvalRecord)))
+        self._take(r.records(steps[max(0, k - feed.history_len + 1)], last, kinds=(engine.StepRecord,)))
+        first_lt = steps[max(0, k - max(feed.heat_len, feed.window) + 1)]
+        self._take(r.records(first_lt, last, kinds=(engine.LayerTimes,)))
+        fm_step = r.feature_step_before(last)
+        if fm_step is not None:
+            self._take(rec for rec in r.records(fm_step, last, kinds=(engine.FeatureMap,)))
+        t_end = self._starts[k + 1] if k + 1 < len(steps) else float("inf")
+        since = r.telemetry_start(t_end, feed.telemetry_points)
+        self._take(r.records(None, last, since_t=since, kinds=(engine.TelemetryBatch,)))
+        if k == len(steps) - 1:
+            self._take(r.records(last, last, kinds=(engine.RunEnded,)))
 
     def seek(self, step: int) -> None:
         """Show the run as it was right after ``step`` (the nearest recorded step at or before it)."""
-        if not self._steps:
+        if not self._steps or self.reader is None:
             return
         k = max(0, bisect.bisect_right(self._steps, step) - 1)
+        self.replayed_steps = 0
+        if self._pos is not None and self._pos < k <= self._pos + self.feed.history_len:
+            self._take(self.reader.records(self._steps[self._pos + 1], self._steps[k]))
+        elif k != self._pos:
+            self._rebuild(k)
+        self._pos = k
         self.current_step = self._steps[k]
-        self._feed_to(self._step_ends[k])
+        self.snapshot_ready.emit(self.feed.snapshot())
 
     def snapshot(self):
         return self.feed.snapshot() if self.feed is not None else None

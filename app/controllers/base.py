@@ -1,5 +1,5 @@
 """What every controller tells the window: a problem for the banner, a note for an information box,
-a message for the status bar. The window decides how each is shown."""
+a message for the status bar, a file written (the status bar links its folder). The window decides how each is shown."""
 from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal
@@ -11,6 +11,7 @@ class Controller(QObject):
     problem_reported = Signal(str)      # one line: the banner, the log and the status bar show it
     note_reported = Signal(str, str)    # title, text: a short non-blocking information box
     status_posted = Signal(str, int)    # text, milliseconds: a passing status-bar message
+    file_written = Signal(str, str)     # text, path: the status bar says it with a link to the folder
 
     def _problem(self, text: str) -> None:
         self.problem_reported.emit(text)
@@ -20,3 +21,6 @@ class Controller(QObject):
 
     def _status(self, text: str, ms: int = 0) -> None:
         self.status_posted.emit(text, ms)
+
+    def _file(self, text: str, path: str) -> None:
+        self.file_written.emit(text, path)

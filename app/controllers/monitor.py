@@ -50,6 +50,17 @@ class MonitorController(QObject):
         self.source = SESSION
         self._reset(False)
 
+    def net_replaced(self, running: bool) -> None:
+        """Another net was put on the canvas: the plot views drop the previous net's run, so its
+        layers are never shown as the new net's. A run still going (its net is the one measured)
+        and an open session (its bar names it) keep their views; the log keeps its lines."""
+        if running or self.source != LIVE:
+            return
+        self.last_snapshot = None
+        for v in self.views:
+            if v is not self.log_view:
+                v.reset()
+
     def _reset(self, clear_canvas: bool) -> None:
         for v in self.views:
             v.reset()

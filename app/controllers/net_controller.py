@@ -34,6 +34,7 @@ class NetController(Controller):
         self.model = None
         self.net_path: str | None = None
         self._pending_spec = None
+        self.run_going = lambda: False  # the window points this at the bridge: no other net mid-run
         self.fill_recent()
 
     # ---- the editor ----------------------------------------------------------------------------
@@ -82,7 +83,11 @@ class NetController(Controller):
 
     # ---- files ----------------------------------------------------------------------------------
     def maybe_save(self) -> bool:
-        """Ask about unsaved edits; False when the person cancels (or the save fails)."""
+        """Ask about unsaved edits; False when the person cancels (or the save fails). While a run
+        goes the net on the canvas is the one measured: another net is refused with one line."""
+        if self.run_going():
+            self._problem("Stop the run before opening another net: the canvas shows the net that runs.")
+            return False
         if self.model is None or not self.model.is_dirty():
             return True
         answer = self._ask_save()

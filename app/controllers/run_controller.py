@@ -5,12 +5,40 @@ The run itself lives on the bridge's worker thread; everything here runs on the 
 """
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QWidget
 
 import engine
-from app.bridge import BackgroundCall, RunBridge
+from app.bridge import BackgroundCall, RunBridge, session_path_for
 from app.controllers.base import Controller
+
+
+def run_status(snap, warmup: int = 0, in_state_s: float = 0.0) -> str:
+    """One line for the status bar from a live snapshot: what the run does and how far it is.
+
+    ``warmup``: the run's warm-up steps (run, not measured; counted in ``progress``);
+    ``in_state_s``: how long the run has been in ``snap.state`` (evaluation has no step count,
+    so its elapsed time is the honest measure)."""
+    done, total = snap.progress
+    state = snap.state
+    if state == "evaluating":
+        return f"evaluating on the test split · {engine.fmt.fmt_duration(in_state_s)}"
+    if state == "saving":
+        return "saving the weights (checkpoint)"
+    if state == "paused":
+        return f"paused after step {done} of {total}" if total else "paused"
+    if state == "running":
+        if not total or (done == 0 and snap.last_step is None):
+            return "starting: loading data, building the model"
+        if warmup and done <= warmup:
+            return f"running · warm-up step {done} of {warmup} (not measured)"
+        measured = f" · {total - warmup} measured + {warmup} warm-up" if warmup else ""
+        return f"running · step {done} of {total}{measured}"
+    return state
 
 
 class RunController(Controller):
@@ -34,10 +62,14 @@ class RunController(Controller):
         self.log_view = log_view
         self.model = None
         self._actions = ()
+        self.edit_lock = None  # EditLock: the net is read-only while it runs
+        self._warmup = 0
+        self._phase_since: tuple[str, float] | None = None  # (state, monotonic time it was first seen)
         self._downloads: list[BackgroundCall] = []
         self.bridge.snapshot_ready.connect(monitor.on_live_snapshot)
         self.bridge.state_changed.connect(self._on_run_state)
-        self.bridge.progress_changed.connect(self.run_panel.set_progress)
+        self.bridge.progress_changed.connect(self._on_progress)
+        self.bridge.snapshot_ready.connect(self._on_snapshot)
         self.bridge.run_finished.connect(self._on_run_finished)
         run_panel.start_requested.connect(self.start)
         run_panel.pause_requested.connect(self.toggle_pause)
@@ -49,6 +81,11 @@ class RunController(Controller):
         """The editor model whose net runs (it exists once torch is loaded)."""
         self.model = model
         model.validated.connect(lambda _v: self.update_actions())
+
+    def set_edit_lock(self, lock) -> None:
+        """The editor's lock, closed while a run goes (the window gives it once the editor exists)."""
+        self.edit_lock = lock
+        lock.set_locked(self.bridge.is_running())
 
     def bind_actions(self, start, pause, stop) -> None:
         """The Run menu's Start, Pause/resume and Stop actions, enabled to match the run."""
@@ -81,6 +118,13 @@ class RunController(Controller):
             self._problem(f"Cannot start: {fit}")
             return False
         cfg = engine.RunConfig(net=self.model.spec(), **kw)
+        if cfg.out is None:  # named now, so the run's checkpoints can go beside its session
+            try:
+                folder = self.settings.runs_folder
+                os.makedirs(folder, exist_ok=True)
+                cfg.out = os.fspath(session_path_for(Path(folder), cfg.net.name or "net"))
+            except OSError:
+                cfg.out = None  # the bridge tries again and the log says it was not recorded
         self.weights.prepare(cfg)
         problems = cfg.problems()
         if problems:
@@ -89,13 +133,18 @@ class RunController(Controller):
         if self.sessions.is_open():
             self.sessions.close()
         self.run_started.emit()
+        if self.edit_lock is not None:
+            self.edit_lock.set_locked(True)
         self.monitor.show_live(clear_canvas=True)
         self.settings.last_device = kw.get("device") or ""
         self.settings.set_run_options(self.run_panel.options())
         self.bridge.start(cfg, runs_folder=self.settings.runs_folder)
+        self._warmup = cfg.warmup or 0
+        self._phase_since = None
         self.run_panel.set_run_state("starting")
+        self.run_panel.show_phase("running")
         self.run_panel.set_progress(0, 0, 0.0)
-        self.status_run.setText("starting")
+        self.status_run.setText("starting: loading data, building the model")
         self.status_device.setText(f"device: {cfg.device}")
         self.update_actions()
         return True
@@ -125,14 +174,33 @@ class RunController(Controller):
         if not self.bridge.is_running():
             self.status_device.setText(f"device: {device_id or '–'}")
 
+    def _on_progress(self, done: int, total: int, rate: float) -> None:
+        self.run_panel.set_progress(done, total, rate, self._warmup)
+
+    def _on_snapshot(self, snap) -> None:
+        """The status bar's run line from the snapshot's state, phase and progress (the records')."""
+        if not self.bridge.is_running() or snap.ended is not None:
+            return
+        now = time.monotonic()
+        if self._phase_since is None or self._phase_since[0] != snap.state:
+            self._phase_since = (snap.state, now)
+        text = run_status(snap, self._warmup, now - self._phase_since[1])
+        self.status_run.setText(text)
+        if snap.state in ("evaluating", "saving", "running"):
+            self.run_panel.show_phase(snap.state, text)
+
     def _on_run_state(self, state: str) -> None:
-        self.status_run.setText(state)
+        if state not in ("running", "paused"):  # the end status; running/paused come with their detail
+            self.status_run.setText(state)
         self.run_panel.set_run_state(state if state in ("running", "paused") else "idle")
         self.update_actions()
 
     def _on_run_finished(self, status: str, message: str) -> None:
+        if self.edit_lock is not None:
+            self.edit_lock.set_locked(False)
         self.run_panel.set_finished(status, message)
-        self.weights.note_run_end(status)
+        result = self.bridge.result
+        self.weights.note_run_end(status, result.extra if result is not None else None)
         self.status_run.setText(status)
         snap = self.bridge.feed.snapshot() if self.bridge.feed is not None else None
         if snap is not None:

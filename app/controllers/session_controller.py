@@ -44,6 +44,7 @@ class SessionController(Controller):
         super().__init__(parent)
         self._window = parent
         self.settings = settings
+        self.browser = None  # the session browser, once opened
         self.bridge = bridge
         self.player = player
         self.session_bar = session_bar
@@ -61,6 +62,21 @@ class SessionController(Controller):
         path, _ = QFileDialog.getOpenFileName(self._window, "Open session", start, SESSION_FILTER)
         if path:
             self.open(path)
+
+    def browse(self):
+        """The session browser on the runs folder (one, non-modal; shown again if already open)."""
+        from app.dialogs.session_browser import SessionBrowser
+
+        dlg = self.browser
+        if dlg is None:
+            dlg = self.browser = SessionBrowser(self.settings.runs_folder, self._window)
+            dlg.open_requested.connect(self.open)
+            dlg.show()
+        else:  # already open (maybe behind the window): fresh list, brought forward
+            dlg.refresh()
+            dlg.show()
+            dlg.raise_()
+        return dlg
 
     def open(self, path) -> bool:
         """Show a recorded session in the views with the step slider; False (and one line why) when
@@ -140,6 +156,5 @@ class SessionController(Controller):
             return None
         out = os.fspath(out or path)
         self.log_view.append("ok", f"exported {kind} to {out}")
-        self._status(f"Exported to {out}", 8000)
-        self._note("Export written", f"The {kind} export was written to:\n{out}")
+        self._file(f"Exported {kind} to {os.path.basename(out)}", out)
         return out

@@ -46,6 +46,7 @@ class PredictionResult:
     net_name: str = ""
     step: int | None = None
     class_names: list[str] = field(default_factory=list)
+    run: str = ""  # the session file of the run that saved the weights ("" when the checkpoint does not say)
 
     @property
     def n(self) -> int:
@@ -108,7 +109,8 @@ def predict_held_out(checkpoint, dataset: str | None = None, *, n: int = 16, see
         images=images, labels=[s.label for s in samples],
         predicted=[s.predicted for s in samples], seed=int(seed), dataset=info.name, split="test",
         split_seed=split_seed, dataset_summary=info.summary(), checkpoint=str(meta.get("path") or checkpoint),
-        net_name=spec.name or "", step=meta.get("step"), class_names=list(info.class_names or []))
+        net_name=spec.name or "", step=meta.get("step"), class_names=list(info.class_names or []),
+        run=engine.checkpoint_run(meta) or "")
 
 
 def to_pixmap(image, size: int = TILE_PX) -> QPixmap:
@@ -292,6 +294,10 @@ class PredictionsDialog(QDialog):
         bits = []
         if r.net_name:
             bits.append(r.net_name + (f" after {r.step} steps" if r.step is not None else ""))
+        # whose weights these are: the run that saved them, not whatever net is on the canvas now
+        run = Path(r.run).stem if r.run else ""
+        bits.append(f"weights of run {run}" if run else "weights of a run this checkpoint does not name")
+        self.setWindowTitle(f"Held-out predictions — run {run}" if run else "Held-out predictions")
         bits.append(f"images drawn with seed {r.seed} from the {r.split} split (split seed {r.split_seed})")
         self.detail.setText(" · ".join(bits))
         self.detail.setToolTip(r.dataset_summary)

@@ -1,7 +1,10 @@
 """Feature maps: the selected layer's channels for one sample as a grid of tiles, refreshed live.
 
-The run sends at most a few reduced maps per second (uint8, up to 32 channels); this view only
-lays them out. The layer is chosen here or by selecting a node on the canvas.
+The run sends at most a few reduced maps per second (uint8, the first channels of the layer, at
+most 32); this view only lays them out and says how many of the layer's channels those are. The
+layer is chosen here or by selecting a node on the canvas; "Channels" picks a group of 8 to see
+larger, the wheel zooms, and a click on a map enlarges it with its value range (click again for
+the grid).
 """
 from __future__ import annotations
 
@@ -10,13 +13,15 @@ import sys
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
 from app import style
 from app.views.base import MonitorView, notice_label
 
 _GAP_RGB = np.array([21, 23, 26], dtype=np.uint8)  # style.PLOT_BG
+GROUP = 8  # channels per group in the Channels chooser
+GAP = 2
 
 
 def tile(maps: np.ndarray, gap: int = 2) -> tuple[np.ndarray, int, int]:
@@ -54,6 +59,17 @@ class FeatureMapView(MonitorView):
         self.combo.setToolTip("The layer whose output is shown (also: select a node on the canvas)")
         self.combo.currentIndexChanged.connect(self._on_combo)
         top.addWidget(self.combo, 1)
+        top.addWidget(QLabel("Channels"))
+        self.channels = QComboBox()
+        self.channels.setToolTip(f"Show every captured channel, or a group of {GROUP} at a larger size")
+        self.channels.currentIndexChanged.connect(lambda _i: self._leave_enlarged_and_render())
+        top.addWidget(self.channels)
+        self.fit_button = QPushButton("Fit")
+        self.fit_button.setToolTip("Zoom to fit (the mouse wheel zooms, dragging pans)")
+        self.fit_button.clicked.connect(lambda: self.vb.autoRange(padding=0.02))
+        top.addWidget(self.fit_button)
+        self._enlarged: int | None = None  # the channel shown alone (a click on a map), None for the grid
+        self._layout = None  # (subset, rows, cols, h, w) of the grid on screen
         self.caption = QLabel("")
         self.caption.setObjectName("summary")
         self.caption.setWordWrap(True)
@@ -70,6 +86,7 @@ class FeatureMapView(MonitorView):
         lay.addWidget(self.caption)
         lay.addWidget(self.notice)
         lay.addWidget(self.glw, 1)
+        self.glw.scene().sigMouseClicked.connect(self._on_click)
         self.clear()
 
     # -- layer choice ----------------------------------------------------------------------------
@@ -109,7 +126,11 @@ class FeatureMapView(MonitorView):
     def clear(self) -> None:
         self.image.clear()
         self._shown = None
+        self._enlarged = None
+        self._layout = None
+        self._total = None
         self.caption.setText("")
+        self._fill_channels(0)
         self._update_notice()
 
     def _update_notice(self) -> None:
@@ -134,24 +155,121 @@ class FeatureMapView(MonitorView):
             self._update_notice()
             return
         try:
-            maps = fm.array()
+            fm.array()
         except ValueError:
             return
-        grid, rows, cols = tile(maps)
+        self._total = None
+        if snap.info is not None:  # the layer's own channel count, from the run's layer table
+            row = next((r for r in snap.info.layers if r.node_id == fm.node_id), None)
+            if row is not None and len(row.out_shape) >= 1:
+                self._total = int(row.out_shape[0]) if len(row.out_shape) == 3 else None
+        fresh = self._shown is None or self._shown.shape != fm.shape or self._shown.node_id != fm.node_id
+        self._shown = fm
+        if fresh:
+            self._enlarged = None
+            self._fill_channels(fm.shape[0] if fm.shape[1] * fm.shape[2] > 1 else 0)
+        self._render(fit=fresh)
+        if fm.node_id != self.current_layer() and fm.node_id in self._ids:
+            self.select_layer(fm.node_id, emit=False)
+        self._update_notice()
+
+    # -- channels, zoom and the enlarged map -------------------------------------------------------
+    def _fill_channels(self, n: int) -> None:
+        """Offer "all" and groups of GROUP for ``n`` captured channels (none for a vector)."""
+        self.channels.blockSignals(True)
+        self.channels.clear()
+        self.channels.addItem(f"all {n}" if n else "all", -1)
+        for a in range(0, n if n > GROUP else 0, GROUP):
+            self.channels.addItem(f"{a + 1}–{min(n, a + GROUP)}", a)
+        self.channels.blockSignals(False)
+        self.channels.setEnabled(self.channels.count() > 1)
+
+    def set_channels(self, first: int | None) -> None:
+        """Show the group of GROUP channels starting at ``first`` (1-based, as the chooser offers it);
+        None: all captured channels."""
+        i = self.channels.findData(-1 if first is None else first - 1)
+        if i >= 0:
+            self.channels.setCurrentIndex(i)
+
+    def shown_channels(self) -> list[int]:
+        """The captured channels on screen (0-based), in tile order."""
+        return list(self._layout[0]) if self._layout else []
+
+    def enlarged(self) -> int | None:
+        return self._enlarged
+
+    def enlarge(self, channel: int | None) -> None:
+        """Show one channel (0-based) alone with its value range; None goes back to the grid."""
+        if self._shown is None:
+            return
+        c = self._shown.shape[0]
+        self._enlarged = channel if channel is not None and 0 <= channel < c else None
+        self._render(fit=True)
+
+    def channel_at(self, x: float, y: float) -> int | None:
+        """The channel whose tile holds image pixel (x, y) of the grid; None in a gap or outside."""
+        if not self._layout or self._enlarged is not None:
+            return None
+        subset, rows, cols, h, w = self._layout
+        col, dx = divmod(int(math.floor(x)), w + GAP)
+        row, dy = divmod(int(math.floor(y)), h + GAP)
+        if x < 0 or y < 0 or dx >= w or dy >= h or col >= cols or row >= rows:
+            return None
+        k = row * cols + col
+        return subset[k] if k < len(subset) else None
+
+    def _on_click(self, ev) -> None:
+        if self._shown is None or ev.button() != Qt.LeftButton:
+            return
+        if self._enlarged is not None:
+            self.enlarge(None)
+            return
+        p = self.image.mapFromScene(ev.scenePos())
+        ch = self.channel_at(p.x(), p.y())
+        if ch is not None:
+            self.enlarge(ch)
+
+    def _leave_enlarged_and_render(self) -> None:
+        self._enlarged = None
+        if self._shown is not None:
+            self._render(fit=True)
+
+    def _render(self, fit: bool = False) -> None:
+        fm = self._shown
+        maps = fm.array()
+        c, h, w = fm.shape
+        spatial = h * w > 1
+        span = fm.hi - fm.lo
+        if self._enlarged is not None and spatial:
+            k = self._enlarged
+            grid = maps[k].astype(np.int16)
+            self._layout = None
+            lo_v = fm.lo + span * float(maps[k].min()) / 255.0
+            hi_v = fm.lo + span * float(maps[k].max()) / 255.0
+            of = f" of {self._total}" if self._total else ""
+            text = (f"{fm.node_id} · step {fm.step} · channel {k + 1}{of}, {h}×{w} · values {lo_v:.3g} … {hi_v:.3g} "
+                    f"(dark → bright) · click for the grid")
+        else:
+            start = self.channels.currentData() if spatial else -1
+            group = start is not None and start >= 0
+            subset = list(range(start, min(c, start + GROUP))) if group else list(range(c))
+            grid, rows, cols = tile(maps[subset], gap=GAP)
+            self._layout = (subset, rows, cols, h, w) if spatial else None
+            if self._total and self._total > c:
+                count = f"first {c} of {self._total} channels"
+            else:
+                count = f"{c} channel{'s' if c != 1 else ''}"
+            part = f" (showing {subset[0] + 1}–{subset[-1] + 1})" if group else ""
+            text = (f"{fm.node_id} · step {fm.step} · {count}{part} of {h}×{w} · values {fm.lo:.3g} … {fm.hi:.3g} "
+                    f"(dark → bright)" + (" · click a map to enlarge it" if spatial else ""))
         rgb = np.empty(grid.shape + (3,), dtype=np.uint8)
         gap = grid < 0
         rgb[~gap] = self._lut[grid[~gap]]
         rgb[gap] = _GAP_RGB
         self.image.setImage(rgb, autoLevels=False, levels=(0, 255))
-        if self._shown is None or self._shown.shape != fm.shape:
+        if fit:
             self.vb.autoRange(padding=0.02)
-        self._shown = fm
-        c, h, w = fm.shape
-        self.caption.setText(f"{fm.node_id} · step {fm.step} · {c} channel{'s' if c != 1 else ''} of {h}×{w}"
-                             f" · values {fm.lo:.3g} … {fm.hi:.3g} (dark → bright)")
-        if fm.node_id != self.current_layer() and fm.node_id in self._ids:
-            self.select_layer(fm.node_id, emit=False)
-        self._update_notice()
+        self.caption.setText(text)
 
 
 def main(argv=None) -> int:

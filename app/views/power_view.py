@@ -60,6 +60,10 @@ class PowerView(MonitorView):
             p.vb.sigResized.connect(lambda vb, n=note: n.setPos(vb.width() / 2, vb.height() / 2))
             p.getAxis("left").setWidth(44)
             p.getAxis("bottom").enableAutoSIPrefix(False)
+            if unit == "%":  # a share is read against 0-100; auto-range made 99.2-100 look like a swing
+                p.setYRange(0, 100, padding=0.01)
+                p.enableAutoRange(axis="y", enable=False)
+                p.setMouseEnabled(x=True, y=False)
         # six panels reflow to the dock's width (3, 2 or 1 per row) and scroll vertically when the
         # rows need more height than the dock has, so no panel is ever cut off out of reach
         self._cols = 3

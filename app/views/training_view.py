@@ -39,7 +39,9 @@ class TrainingView(MonitorView):
             p.getAxis("left").setWidth(52)
         self.acc_plot.setXLink(self.loss_plot)
         self.tput_plot.setXLink(self.loss_plot)
-        self.acc_plot.setYRange(0, 100, padding=0.02)
+        self.acc_plot.setYRange(0, 100, padding=0.02)  # a share is read against 0-100, never auto-ranged
+        self.acc_plot.enableAutoRange(axis="y", enable=False)
+        self.acc_plot.setMouseEnabled(x=True, y=False)
         self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen(style.SERIES[0], width=1.6), name="train")
         self.loss_test = self.loss_plot.plot([], [], pen=None, symbol="o", symbolSize=7,
                                              symbolBrush=style.TEST, symbolPen=None, name="test")

@@ -128,6 +128,28 @@ def check_checkpoint_folder(folder) -> Path:
     return p
 
 
+RUN_WEIGHTS_SUFFIX = ".weights"
+
+
+def run_checkpoint_folder(session_path) -> Path:
+    """The folder a run's checkpoints go in: beside its session file, named after it
+    (``runs/lenet5-20250102-153045-1.lsession`` -> ``runs/lenet5-20250102-153045-1.weights``).
+
+    Checkpoints belong to a run, not to a net name: two runs of the same (or an unnamed) net never
+    share a folder, so "the latest checkpoint" of a run's folder is always that run's own.
+    """
+    p = Path(session_path).expanduser()
+    return p.with_name(p.stem + RUN_WEIGHTS_SUFFIX)
+
+
+def checkpoint_run(meta: dict) -> str | None:
+    """The session file of the run that saved a checkpoint (``load_checkpoint``/``load_model``'s
+    ``meta``), from the run config stored in it; None when the checkpoint does not say."""
+    cfg = (meta.get("extra") or {}).get("config") or {}
+    out = cfg.get("out") if isinstance(cfg, dict) else None
+    return str(out) if out else None
+
+
 def latest_checkpoint(folder) -> Path | None:
     """The newest checkpoint in ``folder``: the last LayerScope-named file, else the most
     recently modified .safetensors/.pt/.pth file; None if there is none."""

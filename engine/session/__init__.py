@@ -6,8 +6,9 @@ the standard library and ``engine.records`` (no torch).
 """
 from __future__ import annotations
 
+from engine.session.catalog import SessionEntry, list_sessions
 from engine.session.reader import SessionReader, open_session
 from engine.session.schema import SessionError, has_session_header
 from engine.session.writer import SessionWriter
 
-__all__ = ["open_session", "SessionReader", "SessionWriter", "SessionError", "has_session_header"]
+__all__ = ["list_sessions", "SessionEntry", "open_session", "SessionReader", "SessionWriter", "SessionError", "has_session_header"]

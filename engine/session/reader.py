@@ -6,6 +6,7 @@ is a one-line ``SessionError``.
 """
 from __future__ import annotations
 
+import bisect
 import heapq
 import json
 import sqlite3
@@ -33,6 +34,7 @@ class SessionReader:
         self._con, self.meta = check_is_session(self.path)
         self._lock = threading.Lock()
         self.version = SCHEMA_VERSION
+        self._index: tuple[list[int], list[float]] | None = None
         self._node_names = dict(self._query("SELECT id, node_id FROM nodes"))
 
     def _query(self, sql: str, args=()) -> list:
@@ -66,6 +68,7 @@ class SessionReader:
         if problem:
             raise SessionError(f"{self.path} holds a value LayerScope cannot read ({problem})")
         self.meta = meta
+        self._index = None
         self._node_names = dict(self._query("SELECT id, node_id FROM nodes"))
 
     # -- facts -------------------------------------------------------------------------------
@@ -108,11 +111,15 @@ class SessionReader:
         if step_to is not None:
             cond.append("step <= ?")
             args.append(step_to)
-        recs = self._query("SELECT rec, step, t, first_row, n FROM profiled_steps"
-                           + (" WHERE " + " AND ".join(cond) if cond else "") + " ORDER BY rec", args)
+        where = "".join(" AND " + c for c in cond)
         names = self._node_names
-        for i in range(0, len(recs), chunk):
-            part = recs[i:i + chunk]
+        last = -1 if step_from is None else self._first_rowid_at("profiled_steps", "step", step_from) - 1
+        while True:  # paged by rec, so a long session is never listed whole
+            part = self._query("SELECT rec, step, t, first_row, n FROM profiled_steps WHERE rec > ?" + where
+                               + " ORDER BY rec LIMIT ?", [last, *args, chunk])
+            if not part:
+                return
+            last = part[-1][0]
             lo, hi = part[0][3], part[-1][3] + part[-1][4] - 1
             rows = self._query("SELECT row, node, fwd_ns, bwd_ns, mem_bytes, fwd_start_ns, bwd_start_ns, "
                                "peak_bytes FROM layer_times_ns WHERE row BETWEEN ? AND ? ORDER BY row", (lo, hi))
@@ -128,13 +135,15 @@ class SessionReader:
                 got, k = rows[k:j], j
                 cols = list(zip(*got)) if got else [()] * 8
                 peaks = list(cols[7])
-                yield LayerTimes(step=step, t=t, node_ids=[names.get(k, str(k)) for k in cols[1]],
+                yield LayerTimes(step=step, t=t, node_ids=[names.get(i, str(i)) for i in cols[1]],
                                  fwd_ms=[ms_from_ns(v) for v in cols[2]],
                                  bwd_ms=[ms_from_ns(v) for v in cols[3]],
                                  fwd_start_ms=[ms_from_ns(v) for v in cols[5]],
                                  bwd_start_ms=[ms_from_ns(v) for v in cols[6]],
                                  mem_bytes=list(cols[4]),
                                  peak_bytes=peaks if any(v is not None for v in peaks) else [])
+            if len(part) < chunk:
+                return
 
     def _count(self, table: str) -> int:
         return self._query(f"SELECT count(*) FROM {table}")[0][0]
@@ -208,30 +217,194 @@ class SessionReader:
         return RunEnded(t=t or 0.0, status=m["status"], message=m.get("message") or "",
                         steps=m.get("steps") or 0, extra=m.get("extra") or {})
 
-    def records(self) -> Iterator:
-        """Every record in time order: RunInfo first, RunEnded last (if the run ended). Telemetry
-        comes back as one TelemetryBatch per sampler tick. A generator, so a long session is never
-        held in memory at once."""
-        yield self.info
+    # -- the step index and record iteration ---------------------------------------------------
+    def step_index(self) -> tuple[list[int], list[float], list[int]]:
+        """(steps, start times, rowids) of every recorded training/inference step (not test
+        batches), in order: the index a player seeks in. Read once per open (three numbers a step);
+        ``refresh`` re-reads it for a file still being written."""
+        if self._index is None:
+            rows = self._query("SELECT step, t, rowid FROM steps WHERE phase != 'test' ORDER BY rowid")
+            self._index = ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+        return self._index
 
-        def batches():
-            cur, cur_t = [], None
-            for s in self._iter_telemetry():
-                if cur and s.t != cur_t:
-                    yield TelemetryBatch(cur)
+    def _iter_rows(self, sql: str, args: list, t_lo: float, t_hi: float, chunk: int):
+        """Rows of ``sql`` (selecting rowid first, then t) with t_lo <= t < t_hi, paged by rowid."""
+        last = -1
+        while True:
+            rows = self._query(sql + " WHERE rowid > ? AND t >= ? AND t < ? ORDER BY rowid LIMIT ?",
+                               [last, t_lo, t_hi, chunk])
+            yield from rows
+            if len(rows) < chunk:
+                return
+            last = rows[-1][0]
+
+    def _first_rowid_at(self, table: str, col: str, value: float) -> int:
+        """The first rowid of a table written in ``col`` order whose ``col`` is at or after ``value``
+        (binary search on rowid, so a long table is not scanned)."""
+        lo_hi = self._query(f"SELECT min(rowid), max(rowid) FROM {table}")[0]
+        if lo_hi[0] is None:
+            return 0
+        lo, hi = lo_hi
+        while lo < hi:
+            mid = (lo + hi) // 2
+            row = self._query(f"SELECT rowid, {col} FROM {table} WHERE rowid >= ? ORDER BY rowid LIMIT 1", (mid,))
+            if row and row[0][1] < value:
+                lo = row[0][0] + 1
+            else:
+                hi = mid
+        return lo
+
+    def records(self, first_step: int | None = None, last_step: int | None = None, *,
+                since_t: float | None = None, kinds: tuple | None = None) -> Iterator:
+        """The records of steps ``first_step`` to ``last_step`` (both included; None: from the start /
+        to the end) in step order, as the live run sent them: each StepRecord, then that step's
+        LayerTimes and FeatureMap, with the telemetry, logs and evaluations recorded while it ran.
+
+        RunInfo comes first when ``first_step`` is None, RunEnded last when ``last_step`` is None or
+        the last step (and the run ended). ``since_t`` (seconds since the run started) moves the
+        start of the time-bound records (telemetry, logs, evaluations) earlier or later than the
+        first step's start; ``kinds`` (record classes) limits what is read at all.
+
+        A generator, paged through the file: a long session is never held in memory at once, and a
+        player seeking to step N reads from about N, not from step 0.
+        """
+        want = (lambda cls: True) if kinds is None else (lambda cls: cls in kinds)
+        steps, starts, rowids = self.step_index()
+        lo = 0 if first_step is None else bisect.bisect_left(steps, first_step)
+        hi = len(steps) - 1 if last_step is None else bisect.bisect_right(steps, last_step) - 1
+        to_end = hi >= len(steps) - 1
+        if first_step is None and want(RunInfo):
+            yield self.info
+        inf = float("inf")
+        t_lo = -inf if first_step is None else (starts[lo] if lo < len(steps) else inf)
+        t_hi = inf if to_end else starts[hi + 1]
+        tb_lo = t_lo if since_t is None else since_t
+        r_lo = 0 if first_step is None else (rowids[lo] if lo < len(steps) else inf)
+        r_hi = inf if to_end else rowids[hi + 1]
+        s_lo = -inf if first_step is None else (steps[lo] if lo < len(steps) else inf)
+        s_hi = inf if last_step is None else (steps[hi] if hi >= 0 else -inf)
+        # a step's own records (layer times, feature map) belong between its start and the next
+        # step's: a stored ``t`` outside that (files written while the CPU probe stamped its own
+        # clock there) is placed by the step number instead, so a replay to step N shows step N's
+        spans = {steps[k]: (starts[k], starts[k + 1] if k + 1 < len(steps) else inf)
+                 for k in range(max(lo, 0), hi + 1)} if hi >= lo else {}
+
+        def placed(step, t):
+            a, b = spans.get(step, (t, t))
+            return t if a <= t < b else a
+        chunk = 512
+        streams = []
+        if want(StepRecord) and hi >= lo:
+            def step_stream():  # by rowid: the test batches between two steps come with the first
+                last = r_lo - 1
+                while True:
+                    rows = self._query("SELECT rowid, t, step, phase, loss, accuracy, step_ms, samples_per_s, "
+                                       "data_ms, epoch, warmup, profiled, peak_mem_bytes FROM steps "
+                                       "WHERE rowid > ? AND rowid < ? ORDER BY rowid LIMIT ?", (last, r_hi, chunk))
+                    for rowid, t, step, ph, loss, acc, ms, sps, data_ms, epoch, warm, prof, peak in rows:
+                        yield (t, 0, rowid), StepRecord(step, t, ph, loss, acc, ms, sps, data_ms, epoch,
+                                                        bool(warm), bool(prof), peak)
+                    if len(rows) < chunk:
+                        return
+                    last = rows[-1][0]
+            streams.append(step_stream())
+        if want(LayerTimes) and hi >= lo:
+            def lt_stream():
+                for lt in self._iter_layer_times(None if s_lo == -inf else s_lo, None if s_hi == inf else s_hi):
+                    yield (placed(lt.step, lt.t), 1, lt.step), lt
+            streams.append(lt_stream())
+        if want(FeatureMap) and hi >= lo:
+            def fm_stream():
+                last = -1 if s_lo == -inf else self._first_rowid_at("feature_maps", "step", s_lo) - 1
+                while True:
+                    rows = self._query("SELECT rowid, step, t, node_id, shape, data, lo, hi, codec FROM feature_maps "
+                                       "WHERE rowid > ? AND step >= ? AND step <= ? ORDER BY rowid LIMIT ?",
+                                       (last, s_lo, s_hi, 64))
+                    for rowid, step, t, nid, shape, data, a, b, codec in rows:
+                        yield (placed(step, t), 2, rowid), self._feature_map(step, t, nid, shape, data, a, b,
+                                                                                    codec)
+                    if len(rows) < 64:
+                        return
+                    last = rows[-1][0]
+            streams.append(fm_stream())
+        if want(TelemetryBatch):
+            streams.append(self._telemetry_stream(tb_lo, t_hi))
+        if want(EvalRecord):
+            streams.append(((r[1], 0, r[0]), EvalRecord(*r[2:])) for r in self._iter_rows(
+                "SELECT rowid, t, step, t, epoch, split, loss, accuracy, samples FROM evals", [], tb_lo, t_hi, chunk))
+        if want(LogRecord):
+            streams.append(((r[1], 0, r[0]), LogRecord(*r[1:])) for r in self._iter_rows(
+                "SELECT rowid, t, level, message FROM logs", [], tb_lo, t_hi, chunk))
+        for _key, rec in heapq.merge(*streams, key=lambda kr: kr[0]):
+            yield rec
+        if to_end and want(RunEnded):
+            end = self.ended()
+            if end is not None:
+                yield end
+
+    def _telemetry_stream(self, t_lo: float, t_hi: float, chunk: int = 20000):
+        """One TelemetryBatch per sampler tick with t_lo <= t < t_hi, keyed for ``records``' merge."""
+        series = {i: (s, m) for i, s, m in self._query("SELECT id, source, metric FROM telemetry_series")}
+        start = 0 if t_lo == float("-inf") else self._first_rowid_at("telemetry_values", "t", t_lo)
+        cur, cur_t = [], None
+        last = start - 1
+        while True:
+            rows = self._query("SELECT rowid, t, series, value FROM telemetry_values WHERE rowid > ? "
+                               "ORDER BY rowid LIMIT ?", (last, chunk))
+            for rowid, t, sid, value in rows:
+                if t >= t_hi:
+                    rows = ()
+                    break
+                if cur and t != cur_t:
+                    yield (cur_t, 0, 0), TelemetryBatch(cur)
                     cur = []
-                cur.append(s)
-                cur_t = s.t
-            if cur:
-                yield TelemetryBatch(cur)
+                if t >= t_lo:
+                    s, m = series.get(sid, ("?", "?"))
+                    cur.append(TelemetrySample(t, s, m, value))
+                    cur_t = t
+            if len(rows) < chunk:
+                break
+            last = rows[-1][0]
+        if cur:
+            yield (cur_t, 0, 0), TelemetryBatch(cur)
 
-        streams = [self.steps(), self._iter_layer_times(), batches(), self.feature_maps(), self.evals(),
-                   self.logs()]
+    def telemetry_start(self, before_t: float, points: int) -> float:
+        """The time from which every telemetry series has at most ``points`` samples before
+        ``before_t``: where a bounded replay (a feed keeping ``points`` per series) must start.
+        Reads backwards from ``before_t`` only as far as that needs."""
+        n_series = self._query("SELECT count(*) FROM telemetry_series")[0][0]
+        if not n_series:
+            return before_t
+        end = self._first_rowid_at("telemetry_values", "t", before_t) if before_t != float("inf") else \
+            (self._query("SELECT max(rowid) FROM telemetry_values")[0][0] or 0) + 1
+        counts: dict[int, int] = {}
+        full = 0
+        chunk = max(4096, points * n_series)
+        t_start = before_t
+        while end > 0:
+            rows = self._query("SELECT rowid, t, series FROM telemetry_values WHERE rowid < ? ORDER BY rowid DESC "
+                               "LIMIT ?", (end, chunk))
+            if not rows:
+                return float("-inf")
+            for rowid, t, sid in rows:
+                c = counts.get(sid, 0) + 1
+                counts[sid] = c
+                if c == points + 1:  # this series already has its ``points`` later samples
+                    full += 1
+                    if full == n_series:
+                        return t_start
+                if c <= points:
+                    t_start = t
+            end = rows[-1][0]
+        return float("-inf")
 
-        def key(r):
-            return r.samples[0].t if isinstance(r, TelemetryBatch) else r.t
+    def feature_step_before(self, step: int) -> int | None:
+        """The step of the last feature map recorded at or before ``step``; None when there is none."""
+        return self._query("SELECT max(step) FROM feature_maps WHERE step <= ?", (step,))[0][0]
 
-        yield from heapq.merge(*streams, key=key)
-        end = self.ended()
-        if end is not None:
-            yield end
+    def _feature_map(self, step, t, nid, shape, data, lo, hi, codec) -> FeatureMap:
+        try:
+            raw = zlib.decompress(data) if codec == "zlib" else bytes(data)
+        except zlib.error:
+            raise SessionError(f"{self.path} is damaged (a feature map of {nid} cannot be decoded)") from None
+        return FeatureMap(step, t, nid, tuple(json.loads(shape)), raw, lo, hi)

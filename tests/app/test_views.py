@@ -229,3 +229,65 @@ def test_each_view_opens_alone(name, tmp_path):
     mod = importlib.import_module(f"app.views.{name}")
     assert mod.main(["--screenshot", str(out)]) == 0
     assert out.stat().st_size > 1000
+
+
+def test_percent_axes_show_zero_to_hundred(views, qtbot):
+    """Percentages are drawn on 0-100, whatever the data (a CPU pinned near 100 % once showed 99.2-100)."""
+    recs = [run_info()]
+    for k in range(20):
+        t = 0.1 * k
+        recs.append(TelemetryBatch([TelemetrySample(t, "psutil", "cpu_pct:0", 99.2 + 0.04 * k),
+                                    TelemetrySample(t, "psutil", "cpu_pct:1", 99.5),
+                                    TelemetrySample(t, "nvml:0", "gpu_util_pct", 97.0 + 0.1 * k)]))
+    pv = views["PowerView"]
+    pv.push(snapshot(recs), force=True)
+    qtbot.wait(10)
+    for key in ("cpu", "util"):
+        lo, hi = pv.plots[key].vb.viewRange()[1]
+        assert lo <= 0.5 and 99.5 <= hi <= 102, (key, lo, hi)
+    tv = views["TrainingView"]
+    tv.push(snapshot([run_info(), *[StepRecord(s, s * 0.1, "train", 0.1, 0.991 + 0.0001 * s, 10.0, 200.0)
+                                    for s in range(1, 30)]]), force=True)
+    qtbot.wait(10)
+    lo, hi = tv.acc_plot.vb.viewRange()[1]
+    assert lo <= 0.5 and 99.5 <= hi <= 102, (lo, hi)
+
+
+def test_feature_view_says_first_of_all_channels_groups_and_enlarges_on_click(views, qtbot):
+    """Item 8: 32 captured channels of a 96-channel layer say so; a group of 8 can be chosen; a click
+    on a map enlarges it with its own value range; another click goes back to the grid."""
+    from PySide6.QtCore import QPoint, Qt
+
+    from app import style
+
+    style.configure_pyqtgraph()
+    rows = [LayerRow(0, "big", "conv2d", "conv2d", (96, 12, 12), 10, 10, 10)]
+    info = RunInfo({"net": {"name": "n"}, "mode": "train"}, {"id": "cpu"}, {}, "h", 0.0, rows)
+    maps = np.zeros((32, 12, 12), dtype=np.uint8)
+    for k in range(32):
+        maps[k] = k * 4 + np.arange(12, dtype=np.uint8)[None, :]  # channel k spans k*4 .. k*4+11
+    fm = FeatureMap(5, 0.5, "big", (32, 12, 12), maps.tobytes(), 0.0, 2.55)
+    v = views["FeatureMapView"]
+    v.resize(700, 500)
+    v.set_layers(["big"])
+    v.push(snapshot([info, fm]), force=True)
+    assert "first 32 of 96 channels of 12×12" in v.caption.text()
+    assert v.shown_channels() == list(range(32))
+    v.set_channels(9)
+    assert v.shown_channels() == list(range(8, 16)) and "showing 9–16" in v.caption.text()
+    # a real click on the middle of the second tile of the group (channel 10)
+    subset, nrows, cols, h, w = v._layout
+    centre = v.image.mapToScene(pg_point(1 * (w + 2) + w / 2, h / 2))
+    at = v.glw.mapFromScene(centre)
+    qtbot.mouseClick(v.glw.viewport(), Qt.LeftButton, pos=QPoint(int(at.x()), int(at.y())))
+    assert v.enlarged() == 9
+    text = v.caption.text()
+    assert "channel 10 of 96" in text and "values 0.36 … 0.47" in text, text
+    qtbot.mouseClick(v.glw.viewport(), Qt.LeftButton, pos=QPoint(int(at.x()), int(at.y())))
+    assert v.enlarged() is None and v.shown_channels() == list(range(8, 16))
+
+
+def pg_point(x, y):
+    from PySide6.QtCore import QPointF
+
+    return QPointF(x, y)
