@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QFrame, QHBoxLayout, QLabel, QProgressBar,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QFrame, QHBoxLayout, QLabel,
+                               QProgressBar,
                                QPushButton, QScrollArea, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 import engine
@@ -118,6 +119,10 @@ class RunPanel(QWidget):
         data_row.setContentsMargins(0, 0, 0, 0)
         data_row.addWidget(self.dataset, 1)
         data_row.addWidget(self.folder_button)
+        skip = engine.RunConfig.setting("skip_bad_images")
+        self.skip_bad_images = QCheckBox("Skip unreadable images")
+        self.skip_bad_images.setChecked(bool(skip.default))
+        self.skip_bad_images.setToolTip(skip.help[:1].upper() + skip.help[1:])
         self.data_note = QLabel("")
         self.data_note.setObjectName("notice")
         self.data_note.setWordWrap(True)
@@ -135,6 +140,7 @@ class RunPanel(QWidget):
         form.addRow(_section("Data"))
         form.addRow("Dataset", data_row)
         form.addRow("", self.data_note)
+        form.addRow("", self.skip_bad_images)
         form.addRow("", self.download_button)
 
         self.summary = QLabel("")
@@ -417,7 +423,8 @@ class RunPanel(QWidget):
             steps = self.length.value()
         return {"mode": self.mode_key(), "device": self.device_id() or "auto", "precision": self.precision_key(),
                 "batch_size": self.batch.value(), "steps": steps, "epochs": epochs, "dataset": self.dataset_name(),
-                "profile_every": self.profile_every.value(), "feature_node": self.feature_layer() or None}
+                "profile_every": self.profile_every.value(), "feature_node": self.feature_layer() or None,
+                "skip_bad_images": self.skip_bad_images.isChecked()}
 
     # -- run state ---------------------------------------------------------------------------------
     def set_run_state(self, state: str) -> None:

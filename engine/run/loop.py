@@ -355,7 +355,13 @@ class Run:
 
     # ---- the loop ------------------------------------------------------------------------
 
-    def _stopped(self) -> tuple[str, str]:
+    def _stopped(self, ctx: RunContext, extra: dict, epoch) -> tuple[str, str]:
+        """End a stopped run; a training run that saves weights saves the ones it stopped with
+        (unless it just saved them), so its checkpoint is its own, not an earlier run's."""
+        cfg = self.cfg
+        if (cfg.save_checkpoint and cfg.mode == "train" and self._done > 0
+                and extra.get("checkpoint_step") != self._done):
+            self._save_checkpoint(ctx, extra, epoch)
         return "stopped", f"stopped after step {self._done} of {self._total}"
 
     def _loop(self, ctx: RunContext, extra: dict) -> tuple[str, str]:
@@ -379,7 +385,7 @@ class Run:
             epoch_end = self._done + (len(loader) if epoch is not None else self._total)
             while self._done < min(epoch_end, self._total):
                 if not self._hold():
-                    return self._stopped()
+                    return self._stopped(ctx, extra, epoch)
                 t_begin = time.perf_counter()
                 if it is None:
                     x, y, data_ms = ctx.bench_x, None, None
@@ -407,7 +413,7 @@ class Run:
             if epoch is not None and ctx.test_loader is not None:
                 last_eval = self._evaluate(ctx, epoch)
                 if last_eval is None and self._stopping:
-                    return self._stopped()
+                    return self._stopped(ctx, extra, epoch)
         if cfg.mode == "train" and ctx.test_loader is not None and cfg.epochs is None \
                 and ctx.dataset_name != "synthetic":
             last_eval = self._evaluate(ctx, None)  # synthetic labels are random: nothing to test
@@ -418,7 +424,7 @@ class Run:
             self._save_checkpoint(ctx, extra, epochs[-1])
         self._drain()
         if self._stopping:
-            return self._stopped()
+            return self._stopped(ctx, extra, epochs[-1])
         return "completed", ""
 
     def _guarded_step(self, ctx: RunContext, x, y, step, epoch, t_begin, data_ms) -> None:

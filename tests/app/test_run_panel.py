@@ -24,3 +24,16 @@ def test_spin_boxes_and_combos_follow_the_run_config_declaration(qtbot):
     assert panel.batch.value() == engine.RunConfig.setting("batch_size").lo
     cfg = engine.RunConfig(net=engine.load_preset("lenet5"), **dict(panel.config_kwargs(), device="cpu"))
     assert cfg.problems() == []
+
+
+def test_skip_bad_images_checkbox_follows_the_setting(qtbot):
+    """The run panel's checkbox has the RunConfig setting's default and help, and reaches the config."""
+    from app.run_panel import RunPanel
+
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    s = engine.RunConfig.setting("skip_bad_images")
+    assert panel.skip_bad_images.isChecked() is bool(s.default)
+    assert panel.skip_bad_images.toolTip().lower().startswith(s.help[:20].lower())
+    panel.skip_bad_images.setChecked(True)
+    assert panel.config_kwargs()["skip_bad_images"] is True

@@ -405,3 +405,25 @@ def test_data_comes_through_the_one_loader_builder(monkeypatch):
     result, _ = run(cfg(net=tiny_digits_net(), dataset="digits", steps=2, warmup=0, batch_size=16))
     assert result.status == "completed", result.message
     assert calls == [(1438, 16, True, True), (359, 16, False, False)]  # train (shuffled), then test
+
+
+def test_a_stopped_training_run_saves_the_weights_it_stopped_with(tmp_path):
+    """Stopping a training run that saves weights leaves its own checkpoint (at the step it stopped),
+    so nothing later mistakes an earlier run's file for this run's."""
+    from engine.records import StepRecord as Step
+
+    r = None
+
+    def stop_at_3(rec):
+        if isinstance(rec, Step) and rec.step == 3:
+            r.stop()
+
+    r = Run(cfg(steps=50, warmup=0, save_checkpoint=str(tmp_path)), sinks=[stop_at_3])
+    result = r.run()
+    assert result.status == "stopped"
+    saved = result.extra["checkpoint"]
+    assert saved.startswith(str(tmp_path)) and result.extra["checkpoint_step"] == result.steps >= 3
+    from engine.net.checkpoint import load_checkpoint
+
+    _, meta = load_checkpoint(saved, engine.load_preset("lenet5"))
+    assert meta["step"] == result.steps
