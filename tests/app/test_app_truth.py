@@ -46,8 +46,9 @@ def _run_to_end(qtbot, window, **kw):
 
 
 def test_a_stopped_run_never_claims_an_older_runs_weights(qtbot, window, tmp_path):
-    """Item 1: run A completes and saves beside its session; run B (same unnamed net) is stopped
-    before saving: the app says B saved nothing, and the held-out dialog names A as the source."""
+    """Item 1: run A completes and saves beside its session; run B (same unnamed net) is stopped:
+    B saves the weights it stopped with in its own folder, the log names B's file (never A's), and
+    the held-out dialog names B as the source."""
     window.model.set_spec(engine.NetSpec(engine.load_preset("lenet5").input, engine.load_preset("lenet5").nodes,
                                          name=""))
     assert _run_to_end(qtbot, window, steps=4)[0] == "completed"
@@ -63,16 +64,16 @@ def test_a_stopped_run_never_claims_an_older_runs_weights(qtbot, window, tmp_pat
     assert blocker.args[0] == "stopped"
     session_b = window.bridge.session_path
     assert session_b != session_a
-    assert window.weights.last_checkpoint == ckpt_a
+    ckpt_b = window.weights.last_checkpoint
+    assert ckpt_b != ckpt_a and os.path.dirname(ckpt_b) == os.fspath(engine.run_checkpoint_folder(session_b))
     said = " ".join(text for _lvl, text in window.log_view.lines[-5:])
-    assert "this run saved no weights" in said and os.path.basename(session_a) in said
-    assert not any(f"weights saved to {ckpt_a}" in text for _lvl, text in window.log_view.lines[-5:])
+    assert not any(ckpt_a in text for _lvl, text in window.log_view.lines[-5:]), said
 
     dlg = window.weights.test_held_out()
     qtbot.addWidget(dlg)
     qtbot.waitUntil(lambda: not dlg.is_busy() and dlg.result is not None, timeout=60_000)
-    run_a = os.path.splitext(os.path.basename(session_a))[0]
-    assert run_a in dlg.windowTitle() and f"weights of run {run_a}" in dlg.detail.text()
+    run_b = os.path.splitext(os.path.basename(session_b))[0]
+    assert run_b in dlg.windowTitle() and f"weights of run {run_b}" in dlg.detail.text()
     dlg.close()
 
 
