@@ -31,6 +31,8 @@ class LayerSamples:
     bwd: dict = field(default_factory=dict)
     mem: dict = field(default_factory=dict)
     peak: dict = field(default_factory=dict)
+    faults: dict = field(default_factory=dict)  # minor page faults per step (CPU), where counted
+    fault_ns: float | None = None  # what one minor fault costs on the run's machine (ns)
 
 
 def samples_from_layer_times(lts: list) -> LayerSamples:
@@ -45,6 +47,11 @@ def samples_from_layer_times(lts: list) -> LayerSamples:
             out.bwd[nid].append(lt.bwd_ms[k] if k < len(lt.bwd_ms) else None)
             out.mem[nid].append(lt.mem_bytes[k] if k < len(lt.mem_bytes) else None)
             out.peak[nid].append(lt.peak_bytes[k] if k < len(lt.peak_bytes) else None)
+            faults = getattr(lt, "minor_faults", None)
+            if faults:
+                out.faults.setdefault(nid, []).append(faults[k] if k < len(faults) else None)
+        if getattr(lt, "fault_ns", None) is not None:
+            out.fault_ns = lt.fault_ns
     return out
 
 
@@ -134,8 +141,23 @@ def node_stats(samples: LayerSamples) -> dict:
         m = percentile(samples.mem.get(nid, []), 50)
         out[nid] = {"fwd": time_stats(samples.fwd.get(nid, [])), "bwd": time_stats(samples.bwd.get(nid, [])),
                     "mem": None if m is None else int(round(m)),
-                    "peak": max([x for x in samples.peak.get(nid, []) if x is not None], default=None)}
+                    "peak": max([x for x in samples.peak.get(nid, []) if x is not None], default=None),
+                    "faults": percentile(samples.faults.get(nid, []), 50), "fault_ns": samples.fault_ns}
     return out
+
+
+ALLOC_BOUND_SHARE = 0.5  # a layer whose page-fault time is at least half its median time is flagged
+
+
+def allocator_share(faults: float | None, fault_ns: float | None, fwd_median_ms: float | None) -> float | None:
+    """The part of a layer's median forward time its minor page faults account for (median faults
+    per step x the machine's cost of one fault, over the median ms; may exceed 1 where faults
+    overlap compute); None where faults were not counted. On the CPU, fresh activation memory is
+    first touched by whichever layer allocates, so such a layer's time is mostly allocator cost
+    and moves between runs with the allocation pattern."""
+    if faults is None or fault_ns is None or not fwd_median_ms:
+        return None
+    return faults * fault_ns / 1e6 / fwd_median_ms
 
 
 def layer_rows(layers: list, samples: LayerSamples, step_ms: float | None, batch: int, mode: str | None,
@@ -155,7 +177,9 @@ def rows_from_stats(layers: list, order: list, stats: dict, step_ms: float | Non
     aggregates). Keys: id, kind, out_shape, params, flops (per sample), act_bytes, samples,
     fwd_/bwd_ mean/median/p5/p95 _ms (p5..p95: the spread across steps), share (of ``step_ms``),
     fwd_gflops, total_gflops, mem_bytes (median per step, or ``mem_bytes[node]`` when given),
-    peak_bytes, energy_est_j_per_sample (``j_per_sample`` x share: an estimate, split by time)."""
+    peak_bytes, energy_est_j_per_sample (``j_per_sample`` x share: an estimate, split by time),
+    minor_faults (median per step, CPU), alloc_share (``allocator_share``) and alloc_bound (the
+    share >= ``ALLOC_BOUND_SHARE``; None where faults were not counted)."""
     by_id = {r.node_id: r for r in layers}
     ids = [r.node_id for r in sorted(by_id.values(), key=lambda r: r.idx)]
     ids += [n for n in order if n not in by_id]
@@ -182,7 +206,11 @@ def rows_from_stats(layers: list, order: list, stats: dict, step_ms: float | Non
             "energy_est_j_per_sample": j_per_sample * share if j_per_sample is not None and share is not None
             else None,
             "fwd_p5_ms": f["p5"], "bwd_p5_ms": b["p5"],
+            "minor_faults": st.get("faults"),
+            "alloc_share": allocator_share(st.get("faults"), st.get("fault_ns"), f["median"]),
         })
+        rows[-1]["alloc_bound"] = (rows[-1]["alloc_share"] >= ALLOC_BOUND_SHARE
+                                   if rows[-1]["alloc_share"] is not None else None)
     return rows
 
 

@@ -38,6 +38,11 @@ def samples_from_snapshot(snap) -> LayerSamples:
     for i, nid in enumerate(snap.node_ids):
         out.fwd[nid], out.bwd[nid] = fwd[i], bwd[i]
         out.mem[nid], out.peak[nid] = [], []
+    lt = snap.last_layer_times  # page faults: the latest profiled step's (the feed keeps no history of them)
+    if lt is not None and getattr(lt, "minor_faults", None):
+        for nid, f in zip(lt.node_ids, lt.minor_faults):
+            out.faults[nid] = [f]
+        out.fault_ns = lt.fault_ns
     return out
 
 
