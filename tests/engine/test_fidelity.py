@@ -81,3 +81,38 @@ def test_no_fault_counts_means_no_flag():
             LayerTimes(1, 0.0, ids, [1.0], [None], [0.0], [None], [0])]
     row = layer_summary(recs)[0]
     assert row["minor_faults"] is None and row["alloc_share"] is None and row["alloc_bound"] is None
+
+
+def test_views_show_the_spread_and_the_allocator_flag(qtbot):
+    from app.views.layer_table import COLUMNS, LayerTableView
+    from app.views.timing_view import LayerTimeView
+    from engine import fmt
+    from engine.run.live import LiveFeed
+
+    ids = ["conv", "relu"]
+    feed = LiveFeed()
+    feed(RunInfo(config={"mode": "infer", "batch_size": 16, "profile_every": 1}, device={}, versions={}, host="",
+                 start_time=0.0, layers=[LayerRow(0, "conv", "conv", "conv2d", (8,), 1, 1000, 1),
+                                         LayerRow(1, "relu", "relu", "relu", (8,), 0, 0, 1)]))
+    for s in range(1, 21):
+        feed(StepRecord(s, s * 0.1, "infer", None, None, 12.0, 100.0, None, None, False, True))
+        feed(LayerTimes(s, s * 0.1, ids, [10.0 + s * 0.1, 2.0], [None, None], [0.0, 10.0], [None, None], [0, 0],
+                        [], [100, 3000], 500.0))
+    snap = feed.snapshot()
+    expect = {r["id"]: r for r in engine.snapshot_layer_rows(snap)}
+    table, timing = LayerTableView(), LayerTimeView()
+    for v in (table, timing):
+        qtbot.addWidget(v)
+        v.resize(900, 500)
+        v.show()
+        v.push(snap, force=True)
+    cols = [c[0] for c in COLUMNS]
+    for i in range(table.model.rowCount()):
+        cell = {key: table.model.data(table.model.index(i, c)) for c, key in enumerate(cols)}
+        e = expect[cell["id"]]
+        assert cell["fwd_spread"] == f"{fmt.fmt_ms(e['fwd_p5_ms'])}–{fmt.fmt_ms(e['fwd_p95_ms'])}"
+        assert ("mostly allocator" in cell["alloc"]) is bool(e["alloc_bound"])
+    drawn = {r["id"]: r for r in timing.rows()}
+    assert drawn["relu"]["alloc_bound"] is True and drawn["conv"]["alloc_bound"] is False
+    assert drawn["conv"]["fwd_p5_ms"] == expect["conv"]["fwd_p5_ms"]
+    assert "mostly allocator cost (relu)" in timing.summary.text()
