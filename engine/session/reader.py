@@ -276,7 +276,9 @@ class SessionReader:
         """Per node, over the steady profiled steps (warm-up left out), one ``layer_times_ns``
         column (``fwd_ns``, ``bwd_ns``, ``mem_bytes``, ``peak_bytes``): {node_id: {"n": values
         measured (NULL left out), "sum": their exact integer sum, "max": the largest, "at":
-        {rank: value} for each 0-based rank of the sorted values that ``ranks(n)`` names}}.
+        {rank: value} for each 0-based rank of the sorted values that ``ranks(n)`` names}}. For
+        ``mem_bytes`` holding one value per node, n is given as 1 (every percentile is that value);
+        for ``peak_bytes`` only "max" is read.
 
         Computed in SQLite from the (node, column) indexes (``ensure_aggregate_indexes``), so a
         session of any length is summarised without its rows in memory. ValueError for another
@@ -292,6 +294,13 @@ class SessionReader:
                 top = self._query(f"SELECT max({column}) FROM layer_times_ns WHERE node = ?{cond}", [node, *args])[0][0]
                 out[name] = {"n": None, "sum": None, "max": top, "at": {}}
                 continue
+            if column == "mem_bytes":  # bytes are mostly one value per node (the activation size):
+                lo_v, hi_v = self._query(f"SELECT min({column}), max({column}) FROM layer_times_ns "
+                                         f"WHERE node = ?{cond}", [node, *args])[0]
+                if lo_v == hi_v:  # then every rank holds it, whatever n is: two index probes, no walk
+                    out[name] = {"n": 0 if lo_v is None else 1, "sum": lo_v, "max": hi_v,
+                                 "at": {} if lo_v is None else {r: lo_v for r in ranks(1)}}
+                    continue
             n, total, top = self._query(f"SELECT count({column}), sum({column}), max({column}) FROM layer_times_ns "
                                         f"WHERE node = ? AND {column} IS NOT NULL{cond}", [node, *args])[0]
             at = {}
