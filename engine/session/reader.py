@@ -295,8 +295,9 @@ class SessionReader:
                 out[name] = {"n": None, "sum": None, "max": top, "at": {}}
                 continue
             if column == "mem_bytes":  # bytes are mostly one value per node (the activation size):
-                lo_v, hi_v = self._query(f"SELECT min({column}), max({column}) FROM layer_times_ns "
-                                         f"WHERE node = ?{cond}", [node, *args])[0]
+                # one aggregate per query: SQLite then reads min and max off the index ends
+                lo_v = self._query(f"SELECT min({column}) FROM layer_times_ns WHERE node = ?{cond}", [node, *args])[0][0]
+                hi_v = self._query(f"SELECT max({column}) FROM layer_times_ns WHERE node = ?{cond}", [node, *args])[0][0]
                 if lo_v == hi_v:  # then every rank holds it, whatever n is: two index probes, no walk
                     out[name] = {"n": 0 if lo_v is None else 1, "sum": lo_v, "max": hi_v,
                                  "at": {} if lo_v is None else {r: lo_v for r in ranks(1)}}
@@ -326,9 +327,11 @@ class SessionReader:
         warm_sql = "step IN (SELECT step FROM steps WHERE warmup AND phase != 'test')"
         steady = self._query(f"SELECT count(*) FROM profiled_steps WHERE NOT {warm_sql}")[0][0]
         where = f" WHERE NOT {warm_sql}" if steady else ""
-        rows = self._query("SELECT (SELECT coalesce(sum(fwd_ns), 0) FROM layer_times_ns WHERE row BETWEEN p.first_row "
-                           "AND p.first_row + p.n - 1), (SELECT coalesce(sum(bwd_ns), 0) FROM layer_times_ns WHERE "
-                           f"row BETWEEN p.first_row AND p.first_row + p.n - 1) FROM profiled_steps p{where} ORDER BY rec")
+        where = where.replace("step IN", "p.step IN")
+        # one pass in rec order, each step's rows found by row id: no sort
+        rows = self._query("SELECT coalesce(sum(l.fwd_ns), 0), coalesce(sum(l.bwd_ns), 0) FROM profiled_steps p "
+                           "LEFT JOIN layer_times_ns l ON l.row BETWEEN p.first_row AND p.first_row + p.n - 1"
+                           f"{where} GROUP BY p.rec ORDER BY p.rec")
         return [r[0] for r in rows], [r[1] for r in rows]
 
     def telemetry_series(self) -> list[tuple[str, str]]:
