@@ -116,3 +116,25 @@ def test_views_show_the_spread_and_the_allocator_flag(qtbot):
     assert drawn["relu"]["alloc_bound"] is True and drawn["conv"]["alloc_bound"] is False
     assert drawn["conv"]["fwd_p5_ms"] == expect["conv"]["fwd_p5_ms"]
     assert "mostly allocator cost (relu)" in timing.summary.text()
+
+
+@linux
+def test_faults_are_counted_at_most_once_per_interval():
+    model = engine.build_model(big_output_net()).eval()
+    probe = Probe(model, torch.device("cpu"), fault_interval_s=3600.0)
+    x = torch.randn(2, 1, 64, 64)
+    got = []
+    with torch.inference_mode():
+        for step in range(3):
+            probe.begin_step()
+            probe.forward(x)
+            got.append(probe.collect(step, 0.0))
+            probe.detach()
+    assert len(got[0].minor_faults) == len(got[0].node_ids) and got[0].fault_ns is not None
+    assert got[1].minor_faults == [] and got[1].fault_ns is None  # not counted: absent, never zero
+    assert all(v is not None and v >= 0 for v in got[2].fwd_ms)  # timing goes on either way
+    off = Probe(model, torch.device("cpu"), count_faults=False)
+    with torch.inference_mode():
+        off.begin_step()
+        off.forward(x)
+        assert off.collect(0, 0.0).minor_faults == []
