@@ -33,7 +33,14 @@ from engine.run.loop import Run, RunConfig  # noqa: E402
 BATCH = {"resnet18": 64, "alexnet": 128}
 
 
-def loop_check(spec, device, mode, precision, batch, steps):
+def default_threads() -> int:
+    """What a run uses when not told: all cores but one (engine.run.config)."""
+    import os
+
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+def loop_check(spec, device, mode, precision, batch, steps, threads):
     """Overhead, per-layer event times, energy and telemetry rate from one run of the real loop."""
     steps_rec, lts, tel = [], [], []
 
@@ -47,7 +54,7 @@ def loop_check(spec, device, mode, precision, batch, steps):
 
     cfg = RunConfig(net=spec, mode=mode, device=device, precision=precision, batch_size=batch,
                     steps=steps, warmup=5, profile_every=2, dataset="synthetic", telemetry_hz=10.0,
-                    cudnn_benchmark=True, seed=0)
+                    cudnn_benchmark=True, seed=0, threads=threads)
     res = Run(cfg, [LiveFeed(), sink]).run()
     if res.status != "completed":
         return {"error": res.message}
@@ -73,7 +80,7 @@ def loop_check(spec, device, mode, precision, batch, steps):
                 ts.append(s.t)
                 ej.append(s.value)
     if ej:
-        from engine.run.telemetry import energy_per_sample
+        from engine.analysis.energy import energy_per_sample
 
         e = energy_per_sample(ts, ej, measured)
         out["j_per_sample"] = e["j_per_sample"] if e else None
@@ -82,8 +89,20 @@ def loop_check(spec, device, mode, precision, batch, steps):
     return out
 
 
-def profiler_check(spec, device, mode, precision, batch, reps=10):
-    """torch.profiler's kernel time per layer: each layer's call wrapped in record_function."""
+def profiler_check(spec, device, mode, precision, batch, threads, reps=10):
+    """torch.profiler's kernel time per layer: each layer's call wrapped in record_function, with
+    the run's thread count (a one-thread run against an all-core profile compares nothing)."""
+    import torch
+
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _profiler_check(spec, device, mode, precision, batch, reps)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _profiler_check(spec, device, mode, precision, batch, reps):
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
@@ -138,6 +157,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--quick", action="store_true", help="resnet18 fp32 only")
     ap.add_argument("--out", help="also write the rows as JSON here")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads for both the LayerScope run and the profiler (default: all cores but one)")
     args = ap.parse_args(argv)
     import torch
 
@@ -153,6 +174,8 @@ def main(argv=None) -> int:
     st = telemetry_status()
     print(f"# gpu_check {datetime.date.today()} on {name}; torch {torch.__version__}, "
           f"CUDA {torch.version.cuda}; nvml: {st.get('nvml', {}).get('reason') or 'available'}")
+    threads = args.threads or default_threads()
+    print(f"# threads: {threads} for the LayerScope run and for torch.profiler alike")
     nets = ["resnet18"] if args.quick else ["resnet18", "alexnet"]
     combos = [(n, m, p) for n in nets for m in ("train", "infer")
               for p in (("fp32",) if args.quick else ("fp32", "bf16"))]
@@ -164,12 +187,12 @@ def main(argv=None) -> int:
         spec = engine.load_preset(net)
         batch = BATCH[net] if args.device != "cpu" else 8
         t0 = time.time()
-        lc = loop_check(spec, args.device, mode, prec, batch, args.steps)
+        lc = loop_check(spec, args.device, mode, prec, batch, args.steps, threads)
         if "error" in lc:
             print(f"{net:9} {mode:5} {prec:4} failed: {lc['error']}")
             rows.append({"net": net, "mode": mode, "precision": prec, "error": lc["error"]})
             continue
-        pc = profiler_check(spec, args.device, mode, prec, batch)
+        pc = profiler_check(spec, args.device, mode, prec, batch, threads)
         big = [(k, lc["fwd_ms"][k] / v) for k, v in pc.items() if v >= 0.05 and k in lc["fwd_ms"]]
         within = sum(1 for _, r in big if abs(r - 1) <= 0.10)
         worst = max(big, key=lambda kr: abs(kr[1] - 1)) if big else (None, float("nan"))

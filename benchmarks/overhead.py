@@ -1,34 +1,42 @@
-"""What per-layer profiling costs: the same net, batch and device run with and without probes.
+"""What LayerScope costs against the user's own training loop, and what per-layer profiling adds.
 
-Everything goes through the real loop (``engine.run.Run``, a LiveFeed as sink, telemetry off,
-the same thread count). A step's time is the wall time from its start to the next step's start
-(data, compute, probe read-out and record delivery all included). Two interleavings:
+Arms, all on the same ``LayerNet`` (SGD with momentum 0.9, lr 0.01, synthetic data, one thread
+by default, telemetry off), measured side by side and interleaved round by round (the order
+rotates each round), each arm's step time = the gap between consecutive step starts:
 
-- steps (default): each round is one run with ``profile_every=2``, so profiled and plain steps
-  alternate one by one (plain steps carry no probe code at all); rounds alternate which comes
-  first. Neighbouring steps see the same machine load, which keeps a busy machine's noise out.
-- runs (``--separate-runs``, in addition): per round one plain run (``profile_every=0``) and one
-  profiled run (``profile_every=1``), alternating which goes first.
+- hand:            a hand-written PyTorch loop (batches gathered from an in-memory pool,
+                   zero_grad / forward / cross-entropy / backward / step / loss.item());
+- hand+profiler:   the same loop under ``torch.profiler`` (CPU activity);
+- ls:              LayerScope in-process (``engine.run.Run``, a LiveFeed as sink), unprofiled;
+- ls+profile:      the same, every layer profiled every step;
+- cli / cli+profile: ``layerscope profile NET --threads 1 --batch-size 64 --telemetry-hz 0``
+                   writing a session (step time from the session's step start times), unprofiled
+                   and profiled every step.
 
-Then, per net:
+Per net it prints a table (median ms/step, IQR as % of the median, ratio to hand, per-round
+ratio range) and the headline lines
 
-    coverage: X.XXX        median sum of per-layer forward times / median plain forward time
-    overhead_ratio: X.XXX  median profiled step time / median plain step time (step interleaving)
+    <arm>_ratio: X.XXX      median step / the hand loop's median step (one run, same rounds)
 
-Targets (DESIGN.md): overhead_ratio <= 1.03 on CPU, coverage within 0.95-1.05.
-Usage: python benchmarks/overhead.py [--net lenet5 --net alexnet-article] [--batch-size 64]
-       [--device cpu] [--mode train] [--rounds 5] [--steps N] [--threads T] [--separate-runs]
+Target (issue 9): ls+profile and cli+profile <= 1.03 for lenet5 and alexnet-article. A shared
+machine is noisy: look at the load average printed, the IQRs and the per-round ranges.
+``--legacy`` runs the former profiled-vs-plain step interleaving (overhead_ratio, coverage).
+Usage: python benchmarks/overhead.py [--net lenet5 --net alexnet-article] [--rounds 5]
+       [--seconds 2] [--threads 1] [--batch-size 64] [--skip-cli] [--legacy]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
 from engine.run.live import LiveFeed  # noqa: E402
@@ -153,7 +161,7 @@ def report_rounds(title, rounds) -> tuple[float, float]:
     return med(w1) / med(w0), med(c1) / med(c0)
 
 
-def main(argv=None) -> int:
+def legacy_main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--net", action="append", help="preset name or net file (repeatable)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -166,6 +174,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores but one)")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="what overhead_ratio is computed from (cpu: process CPU time, for a busy machine)")
+    p.add_argument("--legacy", action="store_true")
     p.add_argument("--separate-runs", action="store_true",
                    help="also compare whole plain runs against whole profiled runs")
     args = p.parse_args(argv)
@@ -207,6 +216,143 @@ def main(argv=None) -> int:
           file=sys.stderr)
     return 0
 
+ARMS = ("hand", "hand+profiler", "ls", "ls+profile", "cli", "cli+profile")
+
+
+def hand_loop(spec, args, steps: int, profiler: bool = False) -> list[float]:
+    """Per-step seconds (gap between step starts) of a hand-written training loop."""
+    import torch
+
+    torch.manual_seed(0)
+    model = engine.build_model(spec).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    pool = torch.randn(512, *spec.input.shape)
+    labels = torch.randint(0, spec.input.classes, (512,))
+    g = torch.Generator().manual_seed(0)
+    loss_fn = torch.nn.functional.cross_entropy
+    starts = []
+
+    def step(i):
+        idx = torch.randint(0, 512, (args.batch_size,), generator=g)
+        x, y = pool[idx], labels[idx]
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    ctx = None
+    if profiler:
+        from torch.profiler import ProfilerActivity, profile
+
+        ctx = profile(activities=[ProfilerActivity.CPU])
+        ctx.__enter__()
+    try:
+        for i in range(args.warmup + steps + 1):
+            starts.append(time.perf_counter())
+            step(i)
+    finally:
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+    starts = starts[args.warmup:]
+    return [b - a for a, b in zip(starts, starts[1:])]
+
+
+def ls_loop(spec, args, steps: int, profile_every: int) -> list[float]:
+    """Per-step seconds (gap between StepRecord.t of consecutive steps) of LayerScope in-process."""
+    t = []
+
+    def sink(rec):
+        if isinstance(rec, StepRecord) and not rec.warmup:
+            t.append(rec.t)
+
+    cfg = RunConfig(net=spec, mode="train", device="cpu", batch_size=args.batch_size, steps=steps + 1,
+                    warmup=args.warmup, profile_every=profile_every, threads=args.threads, telemetry_hz=0,
+                    dataset="synthetic", seed=0, optimizer="sgd", lr=0.01, momentum=0.9)
+    res = Run(cfg, [LiveFeed(), sink]).run()
+    if res.status != "completed":
+        raise SystemExit(f"run failed: {res.message}")
+    return [b - a for a, b in zip(t, t[1:])]
+
+
+def cli_loop(name, args, steps: int, profile_every: int) -> list[float]:
+    """Per-step seconds from the session ``layerscope profile`` writes (gaps between step starts)."""
+    from engine.session import open_session
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run.lsession"
+        cmd = [sys.executable, "-m", "engine.cli", "profile", name, "--threads", str(args.threads), "--batch-size",
+               str(args.batch_size), "--telemetry-hz", "0", "--steps", str(steps + 1), "--warmup", str(args.warmup),
+               "--profile-every", str(profile_every), "--optimizer", "sgd", "--lr", "0.01", "--momentum", "0.9",
+               "--out", str(out), "--quiet"]
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
+        if res.returncode != 0:
+            raise SystemExit(f"CLI run failed ({res.returncode}): {res.stderr.strip()[-400:]}")
+        with open_session(out) as r:
+            t = [s.t for s in r.steps() if not s.warmup and s.phase != "test"]
+    return [b - a for a, b in zip(t, t[1:])]
+
+
+def arm(name, spec, args, which: str, steps: int) -> list[float]:
+    if which == "hand":
+        return hand_loop(spec, args, steps)
+    if which == "hand+profiler":
+        return hand_loop(spec, args, steps, profiler=True)
+    if which in ("ls", "ls+profile"):
+        return ls_loop(spec, args, steps, 1 if which.endswith("profile") else 0)
+    return cli_loop(name, args, steps, 1 if which.endswith("profile") else 0)
+
+
+def main(argv=None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--legacy" in argv:
+        return legacy_main([a for a in argv if a != "--legacy"])
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--net", action="append", help="preset name (repeatable)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=2.0, help="about this long per arm per round")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--skip-cli", action="store_true", help="in-process arms only")
+    args = p.parse_args(argv)
+    nets = args.net or ["lenet5", "alexnet-article"]
+    prev = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    arms = [a for a in ARMS if not (args.skip_cli and a.startswith("cli"))]
+    print(f"cpu, train, batch {args.batch_size}, threads {args.threads}, {args.rounds} rounds, arms interleaved; "
+          f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores")
+    for name in nets:
+        spec = engine.resolve_net(name)
+        probe = hand_loop(spec, args, 3)
+        steps = int(min(400, max(4, round(args.seconds / med(probe)))))
+        print(f"\n{name}: {steps} measured steps per arm per round")
+        got = {a: [] for a in arms}
+        per_round = {a: [] for a in arms}
+        for r in range(args.rounds):
+            order = arms[r % len(arms):] + arms[:r % len(arms)]
+            meds = {}
+            for a in order:
+                torch.set_num_threads(args.threads)
+                xs = arm(name, spec, args, a, steps)
+                got[a] += xs
+                meds[a] = med(xs)
+            for a in arms:
+                per_round[a].append(meds[a] / meds["hand"])
+        base = med(got["hand"])
+        print(f"  {'arm':14} {'ms/step':>8} {'IQR %':>6} {'ratio':>6} {'per-round ratios':>17}")
+        for a in arms:
+            m = med(got[a])
+            print(f"  {a:14} {m * 1000:8.3f} {iqr_pct(got[a]):6.1f} {m / base:6.3f} "
+                  f"{min(per_round[a]):8.3f}..{max(per_round[a]):.3f}")
+        for a in arms[1:]:
+            print(f"{name.replace('-', '_')}_{a.replace('+', '_').replace('-', '_')}_ratio: {med(got[a]) / base:.3f}")
+    torch.set_num_threads(prev)
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end (1 min)", file=sys.stderr)
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -68,6 +68,10 @@ class LayerTimes:
     bwd_start_ms: list[float | None]
     mem_bytes: list[int | None]  # allocator growth across the layer's forward (CUDA) else activation bytes
     peak_bytes: list[int | None] = field(default_factory=list)  # allocator peak during the layer (CUDA)
+    # CPU: minor page faults the thread took during each layer's forward (getrusage(RUSAGE_THREAD)
+    # at the same stamps); empty where not counted
+    minor_faults: list[int | None] = field(default_factory=list)
+    fault_ns: float | None = None  # what one minor fault (first touch of a fresh page) costs here, ns
 
 
 @dataclass

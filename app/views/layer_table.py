@@ -1,5 +1,6 @@
 """Per-layer table: id, kind, output shape, params, FLOPs, forward/backward ms, share of the step,
-achieved GFLOP/s and activation bytes. Sortable by any column (numbers sort as numbers) and
+achieved GFLOP/s, activation bytes, the forward spread across steps (p5–p95) and, on the CPU,
+page faults with the allocator flag. Sortable by any column (numbers sort as numbers) and
 copyable: Ctrl+C puts the selected rows (or all of them) on the clipboard as tab-separated text."""
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ COLUMNS = (  # key, title, formatter; the measured times come right after the na
     ("params", "Params", fmt.fmt_count),
     ("flops", "FLOPs/sample", fmt.fmt_count),
     ("act_bytes", "Activations", fmt.fmt_bytes),
+    ("fwd_spread", "Fwd p5–p95 ms", lambda v: f"{fmt.fmt_ms(v[0])}–{fmt.fmt_ms(v[1])}"),
+    ("faults", "Page faults", fmt.fmt_count),
+    ("alloc", "Allocator", lambda v: f"mostly allocator ({fmt.fmt_pct(v)})" if v >= 0.5 else fmt.fmt_pct(v)),
 )
 TEXT_COLUMNS = ("id", "kind", "shape")  # left-aligned; numbers align right
 SORT_ROLE = Qt.UserRole + 1
@@ -37,7 +41,9 @@ def table_rows(snap) -> list[dict]:
     GFLOP/s the forward rate at the median time, as in the exports."""
     return [{"id": r["id"], "kind": r["kind"], "shape": tuple(r["out_shape"] or ()), "params": r["params"],
              "flops": r["flops"], "fwd_ms": r["fwd_mean_ms"], "bwd_ms": r["bwd_mean_ms"], "share": r["share"],
-             "gflops": r["fwd_gflops"], "act_bytes": r["act_bytes"]}
+             "gflops": r["fwd_gflops"], "act_bytes": r["act_bytes"],
+             "fwd_spread": (r["fwd_p5_ms"], r["fwd_p95_ms"]) if r["fwd_p5_ms"] is not None else None,
+             "faults": r.get("minor_faults"), "alloc": r.get("alloc_share")}
             for r in engine.snapshot_layer_rows(snap)]
 
 
@@ -59,7 +65,14 @@ class LayerTableModel(QAbstractTableModel):
             return {"share": "forward + backward time as a share of the mean step time",
                     "gflops": "achieved forward GFLOP/s (FLOPs per sample x batch / median forward time)",
                     "act_bytes": "output bytes for the run's batch size and precision",
-                    "flops": "forward FLOPs per sample (PyTorch's FlopCounterMode)"}.get(COLUMNS[section][0])
+                    "flops": "forward FLOPs per sample (PyTorch's FlopCounterMode)",
+                    "fwd_spread": "forward time across steps: 5th to 95th percentile (a wide spread: the "
+                                  "time moves from step to step, the median alone does not tell)",
+                    "faults": "minor page faults during the layer's forward (CPU, latest profiled step): "
+                              "first touches of fresh memory",
+                    "alloc": "share of the layer's median forward time its page faults account for; "
+                             "'mostly allocator' from 50%: the time is allocator cost, not compute, and "
+                             "lands on whichever layer allocates next"}.get(COLUMNS[section][0])
         return None
 
     def data(self, index, role=Qt.DisplayRole):
@@ -74,6 +87,8 @@ class LayerTableModel(QAbstractTableModel):
                 return v or ""
             if key == "shape":
                 return float(np.prod(v)) if v else -1.0
+            if key == "fwd_spread":
+                return -1.0 if v is None else float(v[1] - v[0])
             return -1.0 if v is None else float(v)
         if role == Qt.TextAlignmentRole:
             left = COLUMNS[index.column()][0] in TEXT_COLUMNS

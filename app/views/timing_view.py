@@ -101,8 +101,8 @@ class LayerTimeView(MonitorView):
 
     def rows(self) -> list[dict]:
         """The rows as drawn (display order): id, kind, fwd_ms, bwd_ms (means, NaN where not
-        measured), total_ms, share and gflops (forward, at the median time), each taken as is
-        from ``engine.snapshot_layer_rows``."""
+        measured), total_ms, share and gflops (forward, at the median time), fwd_p5_ms/fwd_p95_ms
+        (the spread across steps) and alloc_bound, each taken as is from ``engine.snapshot_layer_rows``."""
         nan = float("nan")
         out = []
         for i in self._order:
@@ -110,7 +110,9 @@ class LayerTimeView(MonitorView):
             f, b = r["fwd_mean_ms"], r["bwd_mean_ms"]
             out.append({"id": r["id"], "kind": r["kind"] or "", "fwd_ms": nan if f is None else f,
                         "bwd_ms": nan if b is None else b, "total_ms": (f or 0.0) + (b or 0.0),
-                        "share": r["share"], "gflops": r["fwd_gflops"]})
+                        "share": r["share"], "gflops": r["fwd_gflops"],
+                        "fwd_p5_ms": r["fwd_p5_ms"], "fwd_p95_ms": r["fwd_p95_ms"],
+                        "alloc_bound": r.get("alloc_bound")})
         return out
 
     def update_snapshot(self, snap) -> None:
@@ -181,6 +183,9 @@ class LayerTimeView(MonitorView):
         if step_ms:
             text += f" of a {fmt.fmt_ms(step_ms)} ms step"
         text += f" · mean of {max(r['samples'] for r in rows)} profiled steps"
+        alloc = [r["id"] for r in rows if r.get("alloc_bound")]
+        if alloc:
+            text += f" · {len(alloc)} mostly allocator cost ({', '.join(alloc[:3])}{'…' if len(alloc) > 3 else ''})"
         self.summary.setText(text)
 
     # -- hover -----------------------------------------------------------------------------------
@@ -188,6 +193,16 @@ class LayerTimeView(MonitorView):
         r = self._rows[self._order[k]]
         lines = [f"<b>{r['id']}</b> <span style='color:{style.MUTED}'>{r['kind'] or ''}</span>",
                  f"forward: {fmt.fmt_ms(r['fwd_mean_ms'])} ms"]
+        if r["fwd_p5_ms"] is not None:
+            lines.append(f"forward across steps: median {fmt.fmt_ms(r['fwd_median_ms'])} ms, "
+                         f"p5–p95 {fmt.fmt_ms(r['fwd_p5_ms'])}–{fmt.fmt_ms(r['fwd_p95_ms'])} ms")
+        if r.get("minor_faults") is not None:
+            line = f"page faults: {fmt.fmt_count(r['minor_faults'])}"
+            if r.get("alloc_share") is not None:
+                line += f" (≈ {fmt.fmt_pct(r['alloc_share'])} of the median time)"
+            if r.get("alloc_bound"):
+                line += " · <b>mostly allocator cost</b>: this time lands on whichever layer allocates next"
+            lines.append(line)
         if r["bwd_mean_ms"] is not None:
             lines.append(f"backward: {fmt.fmt_ms(r['bwd_mean_ms'])} ms")
         if r["share"] is not None:

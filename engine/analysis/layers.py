@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.analysis.stats import batch_used, clean, layer_step_ms, percentile, sorted_percentile
+from engine.analysis.stats import (NS_PER_MS, batch_used, clean, interpolate, layer_step_ms, ms_of_ns, ns_total,
+                                   percentile, percentile_ranks, sorted_percentile)
 
 # forward + backward (~2x forward) per sample: only for sessions written before backward FLOPs
 # were recorded per layer (LayerRow.bwd_flops None), an estimate
@@ -33,6 +34,8 @@ class LayerSamples:
     bwd: dict = field(default_factory=dict)
     mem: dict = field(default_factory=dict)
     peak: dict = field(default_factory=dict)
+    faults: dict = field(default_factory=dict)  # minor page faults per step (CPU), where counted
+    fault_ns: float | None = None  # what one minor fault costs on the run's machine (ns)
 
 
 def samples_from_layer_times(lts: list) -> LayerSamples:
@@ -47,15 +50,58 @@ def samples_from_layer_times(lts: list) -> LayerSamples:
             out.bwd[nid].append(lt.bwd_ms[k] if k < len(lt.bwd_ms) else None)
             out.mem[nid].append(lt.mem_bytes[k] if k < len(lt.mem_bytes) else None)
             out.peak[nid].append(lt.peak_bytes[k] if k < len(lt.peak_bytes) else None)
+            faults = getattr(lt, "minor_faults", None)
+            if faults:
+                out.faults.setdefault(nid, []).append(faults[k] if k < len(faults) else None)
+        if getattr(lt, "fault_ns", None) is not None:
+            out.fault_ns = lt.fault_ns
     return out
 
 
+# the percentiles of a layer's per-step times every table shows: p5..p95 is the spread
+TIME_PERCENTILES = {"p5": 5, "median": 50, "p95": 95}
+
+
 def time_stats(values: list) -> dict:
-    """{mean, median, p95} (ms) of one node's per-step times, and ``samples``: how many were measured."""
+    """{mean, p5, median, p95} (ms) of one node's per-step times, and ``samples``: how many were
+    measured. The mean is exact over the times in whole ns (``stats.ns_total``)."""
     v = clean(values)
     s = sorted(v)
-    return {"mean": sum(v) / len(v) if v else None, "median": sorted_percentile(s, 50),
-            "p95": sorted_percentile(s, 95), "samples": len(v)}
+    out = {"mean": ms_of_ns(ns_total(v), len(v))}
+    out.update({k: sorted_percentile(s, q) for k, q in TIME_PERCENTILES.items()})
+    out["samples"] = len(v)
+    return out
+
+
+def order_ranks(n: int, percentiles=tuple(TIME_PERCENTILES.values())) -> set[int]:
+    """The 0-based ranks of ``n`` sorted values that ``percentiles`` read (``stats.percentile_ranks``)."""
+    ranks = set()
+    for q in percentiles:
+        lo, hi, _ = percentile_ranks(n, q)
+        ranks.update((lo, hi))
+    return ranks
+
+
+def time_stats_from_order(n: int, total_ns: int | None, at: dict) -> dict:
+    """``time_stats`` from a session's aggregates of one node's ns column: ``n`` values measured,
+    their exact sum ``total_ns`` and ``at`` {rank: ns} for every rank ``order_ranks(n)`` names."""
+    out = {"mean": ms_of_ns(int(total_ns or 0), n)}
+    for k, q in TIME_PERCENTILES.items():
+        if not n:
+            out[k] = None
+            continue
+        lo, hi, w = percentile_ranks(n, q)
+        out[k] = interpolate(at[lo] / NS_PER_MS, at[hi] / NS_PER_MS, w)
+    out["samples"] = n
+    return out
+
+
+def median_from_order(n: int, at: dict) -> float | None:
+    """The median of n sorted values from {rank: value} (``order_ranks(n, (50,))``)."""
+    if not n:
+        return None
+    lo, hi, w = percentile_ranks(n, 50)
+    return interpolate(at[lo], at[hi], w)
 
 
 def share_of_step(fwd_ms: float | None, bwd_ms: float | None, step_ms: float | None) -> float | None:
@@ -95,29 +141,66 @@ def layer_gflops(flops_per_sample, batch: int, fwd_median_ms, bwd_median_ms, mod
     return fwd, total
 
 
+def node_stats(samples: LayerSamples) -> dict:
+    """{node_id: {"fwd": time_stats, "bwd": time_stats, "mem": median bytes (int) or None,
+    "peak": max bytes or None}} of per-node samples (the figures ``rows_from_stats`` lays out)."""
+    out = {}
+    for nid in samples.order:
+        m = percentile(samples.mem.get(nid, []), 50)
+        out[nid] = {"fwd": time_stats(samples.fwd.get(nid, [])), "bwd": time_stats(samples.bwd.get(nid, [])),
+                    "mem": None if m is None else int(round(m)),
+                    "peak": max([x for x in samples.peak.get(nid, []) if x is not None], default=None),
+                    "faults": percentile(samples.faults.get(nid, []), 50), "fault_ns": samples.fault_ns}
+    return out
+
+
+ALLOC_BOUND_SHARE = 0.5  # a layer whose page-fault time is at least half its median time is flagged
+
+
+def allocator_share(faults: float | None, fault_ns: float | None, fwd_median_ms: float | None) -> float | None:
+    """The part of a layer's median forward time its minor page faults account for (median faults
+    per step x the machine's cost of one fault, over the median ms; may exceed 1 where faults
+    overlap compute); None where faults were not counted. On the CPU, fresh activation memory is
+    first touched by whichever layer allocates, so such a layer's time is mostly allocator cost
+    and moves between runs with the allocation pattern."""
+    if faults is None or fault_ns is None or not fwd_median_ms:
+        return None
+    return faults * fault_ns / 1e6 / fwd_median_ms
+
+
 def layer_rows(layers: list, samples: LayerSamples, step_ms: float | None, batch: int, mode: str | None,
                j_per_sample: float | None = None, mem_bytes: dict | None = None) -> list[dict]:
+    """``rows_from_stats`` of per-node samples (a session's LayerTimes or a live snapshot's)."""
+    return rows_from_stats(layers, samples.order, node_stats(samples), step_ms, batch, mode, j_per_sample,
+                           mem_bytes)
+
+
+_EMPTY = {"mean": None, "median": None, "p5": None, "p95": None, "samples": 0}
+
+
+def rows_from_stats(layers: list, order: list, stats: dict, step_ms: float | None, batch: int, mode: str | None,
+                    j_per_sample: float | None = None, mem_bytes: dict | None = None) -> list[dict]:
     """One dict per node: the layers (``LayerRow``s, in net order) first, then nodes only the
-    samples know. Keys: id, kind, out_shape, params, flops and bwd_flops (per sample), act_bytes, samples,
-    fwd_/bwd_ mean/median/p95 _ms, share (of ``step_ms``), fwd_gflops, total_gflops, mem_bytes
-    (median per step, or ``mem_bytes[node]`` when given), peak_bytes, energy_est_j_per_sample
-    (``j_per_sample`` x share: an estimate, split by time)."""
+    samples know (``order``). ``stats``: ``node_stats`` (or the same from a session's SQL
+    aggregates). Keys: id, kind, out_shape, params, flops and bwd_flops (per sample), act_bytes, samples,
+    fwd_/bwd_ mean/median/p5/p95 _ms (p5..p95: the spread across steps), share (of ``step_ms``),
+    fwd_gflops, total_gflops, mem_bytes (median per step, or ``mem_bytes[node]`` when given),
+    peak_bytes, energy_est_j_per_sample (``j_per_sample`` x share: an estimate, split by time),
+    minor_faults (median per step, CPU), alloc_share (``allocator_share``) and alloc_bound (the
+    share >= ``ALLOC_BOUND_SHARE``; None where faults were not counted)."""
     by_id = {r.node_id: r for r in layers}
     ids = [r.node_id for r in sorted(by_id.values(), key=lambda r: r.idx)]
-    ids += [n for n in samples.order if n not in by_id]
+    ids += [n for n in order if n not in by_id]
     rows = []
     for nid in ids:
         r = by_id.get(nid)
-        f, b = time_stats(samples.fwd.get(nid, [])), time_stats(samples.bwd.get(nid, []))
+        st = stats.get(nid) or {}
+        f, b = st.get("fwd") or _EMPTY, st.get("bwd") or _EMPTY
         flops = r.flops if r else None
         bwd_flops = r.bwd_flops if r else None
         fwd_gf, total_gf = layer_gflops(flops, batch, f["median"], b["median"], mode, bwd_flops)
         share = share_of_step(f["mean"], b["mean"], step_ms)
-        if mem_bytes is not None:
-            mem = mem_bytes.get(nid)
-        else:
-            m = percentile(samples.mem.get(nid, []), 50)
-            mem = None if m is None else int(round(m))
+        mem = mem_bytes.get(nid) if mem_bytes is not None else st.get("mem")
         rows.append({
             "id": nid, "kind": r.kind if r else None,
             "out_shape": list(r.out_shape) if r else None,
@@ -128,10 +211,15 @@ def layer_rows(layers: list, samples: LayerSamples, step_ms: float | None, batch
             "bwd_mean_ms": b["mean"], "bwd_median_ms": b["median"], "bwd_p95_ms": b["p95"],
             "share": share, "fwd_gflops": fwd_gf, "total_gflops": total_gf,
             "mem_bytes": mem,
-            "peak_bytes": max([x for x in samples.peak.get(nid, []) if x is not None], default=None),
+            "peak_bytes": st.get("peak"),
             "energy_est_j_per_sample": j_per_sample * share if j_per_sample is not None and share is not None
             else None,
+            "fwd_p5_ms": f["p5"], "bwd_p5_ms": b["p5"],
+            "minor_faults": st.get("faults"),
+            "alloc_share": allocator_share(st.get("faults"), st.get("fault_ns"), f["median"]),
         })
+        rows[-1]["alloc_bound"] = (rows[-1]["alloc_share"] >= ALLOC_BOUND_SHARE
+                                   if rows[-1]["alloc_share"] is not None else None)
     return rows
 
 

@@ -38,7 +38,23 @@ def samples_from_snapshot(snap) -> LayerSamples:
     for i, nid in enumerate(snap.node_ids):
         out.fwd[nid], out.bwd[nid] = fwd[i], bwd[i]
         out.mem[nid], out.peak[nid] = [], []
+    # page faults: those of the latest step that counted them (the probe counts them on at most a
+    # few steps a second; the feed keeps only the last LayerTimes, so the last counted one is kept here)
+    lt = snap.last_layer_times
+    if lt is not None and getattr(lt, "minor_faults", None):
+        _faults_seen[:] = [snap.info, lt]
+    elif _faults_seen[0] is snap.info and snap.info is not None:
+        lt = _faults_seen[1]
+    else:
+        lt = None
+    if lt is not None and getattr(lt, "minor_faults", None):
+        for nid, f in zip(lt.node_ids, lt.minor_faults):
+            out.faults[nid] = [f]
+        out.fault_ns = lt.fault_ns
     return out
+
+
+_faults_seen: list = [None, None]  # (RunInfo of the run, its last LayerTimes with page faults)
 
 
 def snapshot_layer_rows(snap) -> list[dict]:

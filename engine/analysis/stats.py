@@ -24,13 +24,44 @@ def percentile(values: Iterable, q: float) -> float | None:
     return sorted_percentile(sorted(clean(values)), q)
 
 
+def percentile_ranks(n: int, q: float) -> tuple[int, int, float]:
+    """The one percentile method: the q-th percentile of ``n`` sorted values lies between the
+    values of 0-based ranks ``lo`` and ``hi`` (linear interpolation, numpy's default), at
+    ``weight`` of the way from the first to the second. Python lists and the session's SQL
+    aggregates (``SessionReader.node_order_stats``) both read the values at these ranks."""
+    k = (n - 1) * q / 100.0
+    lo = math.floor(k)
+    return lo, math.ceil(k), k - lo
+
+
+def interpolate(lo_value: float, hi_value: float, weight: float) -> float:
+    """The percentile between the values at the ranks ``percentile_ranks`` gave."""
+    return lo_value + (hi_value - lo_value) * weight
+
+
 def sorted_percentile(v: list, q: float) -> float | None:
     """``percentile`` of values already cleaned and sorted (one sort serves several percentiles)."""
     if not v:
         return None
-    k = (len(v) - 1) * q / 100.0
-    lo, hi = math.floor(k), math.ceil(k)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+    lo, hi, w = percentile_ranks(len(v), q)
+    return interpolate(v[lo], v[hi], w)
+
+
+NS_PER_MS = 1_000_000
+
+
+def ns_total(values_ms: Iterable) -> int:
+    """Exact sum of the measured times (ms), each taken to whole ns as a session stores it.
+
+    Layer means and per-step layer sums are this exact integer sum over the count (``ms_of_ns``),
+    so a session's SQL ``sum()`` of its ns columns and a list of ms floats give the same figure
+    whatever the order or the SQLite version."""
+    return sum(int(round(x * NS_PER_MS)) for x in clean(values_ms))
+
+
+def ms_of_ns(total_ns: int, n: int = 1) -> float | None:
+    """``total_ns / n`` in ms (a mean when n > 1); None for n == 0."""
+    return total_ns / n / NS_PER_MS if n else None
 
 
 def mean(values: Iterable) -> float | None:

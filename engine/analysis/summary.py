@@ -14,7 +14,8 @@ from typing import Iterable
 from engine.analysis import layers as _layers
 from engine.analysis.energy import ENERGY_COUNTERS, power_note as _power_note, primary_energy_source, run_energy as _run_energy
 from engine.analysis.layers import TRAIN_FLOP_FACTOR, batch_size  # noqa: F401  (TRAIN_FLOP_FACTOR: public here too)
-from engine.analysis.stats import batch_requested, main_steps, percentile, steady_steps as _steady, step_time_stats
+from engine.analysis.stats import (batch_requested, main_steps, ms_of_ns, ns_total, percentile,
+                                   steady_steps as _steady, step_time_stats)
 from engine.records import LayerTimes, RunEnded, RunInfo, StepRecord, TelemetryBatch, TelemetryStatus, EvalRecord
 
 
@@ -85,6 +86,46 @@ def as_source(reader_or_records):
     return _Records(reader_or_records)
 
 
+class _StepsOnce:
+    """A source whose ``steps()`` is read once (a summary asks for them several times)."""
+
+    def __init__(self, src):
+        self._src = src
+        self._steps = None
+
+    def steps(self, phase=None):
+        if self._steps is None:
+            self._steps = self._src.steps()
+        return [s for s in self._steps if phase is None or s.phase == phase]
+
+    def __getattr__(self, name):
+        return getattr(self._src, name)
+
+
+def _in_sql(src) -> bool:
+    """Whether the per-layer figures come from the session's SQL aggregates (a SessionReader)."""
+    return hasattr(src, "node_order_stats")
+
+
+def _sql_node_stats(reader) -> tuple[list, dict]:
+    """(node order, ``layers.node_stats``) of a session from its SQL aggregates: only the values at
+    the ranks the percentiles read leave SQLite, so memory does not grow with the session."""
+    reader.ensure_aggregate_indexes()
+    agg = {c: reader.node_order_stats(c, ranks) for c, ranks in
+           (("fwd_ns", _layers.order_ranks), ("bwd_ns", _layers.order_ranks),
+            ("mem_bytes", lambda n: _layers.order_ranks(n, (50,))), ("peak_bytes", lambda n: ()))}
+    order = list(agg["fwd_ns"])
+    stats = {}
+    for nid in order:
+        f, b, m, p = (agg[c].get(nid) or {"n": 0, "sum": 0, "max": None, "at": {}}
+                      for c in ("fwd_ns", "bwd_ns", "mem_bytes", "peak_bytes"))
+        med = _layers.median_from_order(m["n"], m["at"])
+        stats[nid] = {"fwd": _layers.time_stats_from_order(f["n"], f["sum"], f["at"]),
+                      "bwd": _layers.time_stats_from_order(b["n"], b["sum"], b["at"]),
+                      "mem": None if med is None else int(round(med)), "peak": p["max"]}
+    return order, stats
+
+
 
 def steady_steps(src) -> list[StepRecord]:
     """The steps statistics are taken over (see ``stats.steady_steps``) of a session or record list."""
@@ -103,7 +144,13 @@ def layer_summary(reader_or_records, energy: dict | None = None) -> list[dict]:
     (``engine.analysis.layers.layer_rows``). ``energy``: the run's primary energy dict, for the
     per-layer estimate."""
     src = as_source(reader_or_records)
-    return _layers.summary_layer_rows(src.info, src.steps(), src.layer_times(), (energy or {}).get("j_per_sample"))
+    j = (energy or {}).get("j_per_sample")
+    if not _in_sql(src):
+        return _layers.summary_layer_rows(src.info, src.steps(), src.layer_times(), j)
+    info, steps = src.info, src.steps()
+    order, stats = _sql_node_stats(src)
+    return _layers.rows_from_stats(info.layers, order, stats, _layers.layer_step_ms(steps),
+                                   batch_size(info) or 1, (info.config or {}).get("mode"), j)
 
 
 def _counters(src) -> dict:
@@ -169,9 +216,13 @@ def run_summary(reader_or_records) -> dict:
     for source, metric in src.telemetry_series():
         if metric == "mem_used_bytes":
             gpu_mem += src.series(source, metric)[1]
-    lts = steady_layer_times(src)
-    fwd_sum = [sum(x for x in lt.fwd_ms if x is not None) for lt in lts]
-    bwd_sum = [sum(x for x in lt.bwd_ms if x is not None) for lt in lts]
+    if _in_sql(src):
+        fwd_ns, bwd_ns = src.step_layer_sums()
+        fwd_sum, bwd_sum = [ms_of_ns(v) for v in fwd_ns], [ms_of_ns(v) for v in bwd_ns]
+    else:  # exact sums in whole ns, as SQL gives them
+        lts = steady_layer_times(src)
+        fwd_sum = [ms_of_ns(ns_total(lt.fwd_ms)) for lt in lts]
+        bwd_sum = [ms_of_ns(ns_total(lt.bwd_ms)) for lt in lts]
     primary = primary_energy_source(energy, (info.device or {}).get("id") or cfg.get("device"))
     return {
         "net": net.get("name") or cfg.get("net_name"),
@@ -204,7 +255,7 @@ def run_summary(reader_or_records) -> dict:
 
 def summary(reader_or_records) -> dict:
     """Run totals and per-layer rows together (the JSON export and ``layerscope summary``)."""
-    src = as_source(reader_or_records)
+    src = _StepsOnce(as_source(reader_or_records))
     run = run_summary(src)
     energy = run["energy"].get(run["energy_source"]) if run["energy_source"] else None
     return {"run": run, "layers": layer_summary(src, energy=energy)}

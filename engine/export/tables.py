@@ -10,7 +10,7 @@ from engine.export.common import jsonable as _jsonable, write_text as _write_tex
 
 CSV_COLUMNS = ["id", "kind", "out_shape", "params", "flops", "fwd_mean_ms", "fwd_median_ms", "fwd_p95_ms",
                "bwd_mean_ms", "bwd_median_ms", "bwd_p95_ms", "share", "fwd_gflops", "total_gflops",
-               "act_bytes", "mem_bytes", "peak_bytes", "energy_est_j_per_sample", "samples"]
+               "act_bytes", "mem_bytes", "peak_bytes", "energy_est_j_per_sample", "samples", "fwd_p5_ms", "bwd_p5_ms"]
 
 
 def export_csv(reader, path) -> Path:

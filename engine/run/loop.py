@@ -122,6 +122,8 @@ class Run:
 
     def _drain(self) -> None:
         """Apply every command waiting in the queue, without blocking."""
+        if self._commands.empty():  # the usual case, every step: no exception raised and caught
+            return
         while True:
             try:
                 command, arg = self._commands.get_nowait()
@@ -499,8 +501,7 @@ class Run:
                 scaler.update()
             else:
                 opt.step()
-            correct = (out.detach().argmax(1) == y).sum()
-            loss_v, n_ok = torch.stack([loss.detach().float(), correct.float()]).tolist()  # note: sync point
+            loss_v, n_ok = self._loss_and_correct(loss, out, y, device)  # note: sync point
             acc = n_ok / len(y)
         else:
             self._phase = "forward"
@@ -513,8 +514,7 @@ class Run:
                     out = model(x)
                 if y is not None:
                     loss = loss_fn(out, y)
-                    correct = (out.argmax(1) == y).sum()
-                    loss_v, n_ok = torch.stack([loss.float(), correct.float()]).tolist()  # note: sync point
+                    loss_v, n_ok = self._loss_and_correct(loss, out, y, device)  # note: sync point
                     acc = n_ok / len(y)
                 elif device.type == "cuda":
                     torch.cuda.synchronize(device)  # note: sync point (end of a benchmark step)
@@ -544,6 +544,21 @@ class Run:
             self._emit(fm)
         if mem is not None:
             self._allocator_telemetry(mem, device)
+
+    @staticmethod
+    def _loss_and_correct(loss, out, y, device) -> tuple[float, float]:
+        """(loss, correct predictions) of a step as Python numbers: the step's one sync point.
+
+        On a GPU both come back in one transfer (one sync); on the CPU there is nothing to wait
+        for, so the fewest tensor ops win (each op costs microseconds of dispatch a hand-written
+        loop does not pay)."""
+        import torch
+
+        out = out.detach()
+        if device.type == "cpu":
+            return loss.item(), float(out.argmax(1).eq_(y).sum().item())
+        correct = (out.argmax(1) == y).sum()
+        return tuple(torch.stack([loss.detach().float(), correct.float()]).tolist())
 
     def _allocator_telemetry(self, mem, device) -> None:
         """The caching allocator's allocated/reserved bytes as telemetry, at most 10 times a second."""
