@@ -66,7 +66,7 @@ def _parse_range(text: str | None) -> tuple[int | None, int | None]:
 def cmd_export(args) -> int:
     """A session as a Chrome trace, CSV, HTML report or JSON summary."""
     from engine import export
-    from engine.export.common import write_text
+    from engine.export.trace import write_trace
 
     session = Path(args.session)
     lo, hi = _parse_range(args.steps)
@@ -75,9 +75,7 @@ def cmd_export(args) -> int:
         _check_export_out(out, session, args.force)
         try:
             if args.format == "trace":
-                obj = export.trace_events(r, lo, hi, max_steps=args.max_steps or None)
-                write_text(out, json.dumps(obj, separators=(",", ":")))
-                meta = obj["otherData"]
+                meta = write_trace(r, out, lo, hi, max_steps=args.max_steps or None)  # streamed
                 if meta["profiled_steps_in_trace"] < meta["profiled_steps_total"]:
                     print(f"note: the trace holds {meta['profiled_steps_in_trace']} of {meta['profiled_steps_total']} "
                           f"profiled steps (--max-steps 0 for all, --steps FROM:TO to choose)", file=sys.stderr)
