@@ -8,7 +8,7 @@ import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QLabel, QWidget
 
-from app.main_window import squeezed_widgets
+from app.window_layout import squeezed_widgets
 
 RUN_TIMEOUT = 180_000
 
@@ -119,7 +119,8 @@ def test_opening_and_closing_a_session_leaves_the_run_dock_whole(qtbot, window):
 
 
 def test_the_window_fits_the_screen(qtbot, window):
-    from app.main_window import DEFAULT_SIZE, MainWindow
+    from app.main_window import MainWindow
+    from app.window_layout import DEFAULT_SIZE
 
     free = window.screen().availableGeometry()
     fresh = MainWindow(window.settings)
