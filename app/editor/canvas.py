@@ -4,31 +4,32 @@ Drop a layer kind from the palette on empty space to append it, on an edge to in
 on a node to insert it after that node. Drag from a node's output port (bottom dot) to
 another node to connect them (a skip into ``add``/``concat`` is one drag). Items are
 rebuilt only when the graph's structure changes; text and colours are updated in place.
-The items are in ``items``; the legend, drop hint and dot grid in ``overlays``.
+The items are in ``items``; the legend, minimap, drop hint, dot grid and their placing in
+``overlays``; a connection being dragged in ``linking``.
 
 Run alone: ``python -m app.editor.canvas [preset]``.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QAction, QFont, QKeySequence, QPainter, QPainterPath, QPen
-from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsScene, QGraphicsView, QWidget
+from PySide6.QtCore import QEvent, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QAction, QFont, QKeySequence, QPainter
+from PySide6.QtWidgets import QGraphicsScene, QGraphicsView, QWidget
 
 import engine
 from engine import INPUT_ID
 
 from . import theme
+from .actions import make_canvas_actions
 from .edits import structure
 from .items import EdgeItem, NodeItem
 from .layout import NODE_H, NODE_W
+from .linking import PortLink
 from .model import EditorModel
-from .overlays import METRIC_KEYS, METRIC_TITLES, DropHint, MetricLegend, Minimap, draw_dot_grid, metric_text
+from .overlays import METRIC_KEYS, METRIC_TITLES, OverlayStrip, draw_dot_grid, metric_text
 from .validation import Validation
 
 KIND_MIME = "application/x-layerscope-kind"
 READABLE_SCALE = 0.55  # "fit" zooms out no further: 9.5 pt node ids stay >= 7 px tall
-SIDE_W = 160           # the strip beside the viewport holding the metric legend and the minimap
-SIDE_GAP = 8
 
 
 class CanvasView(QGraphicsView):
@@ -59,20 +60,13 @@ class CanvasView(QGraphicsView):
         self._metrics: dict[str, dict] = {}
         self._color_by: str | None = None
         self._hot_edge: EdgeItem | None = None
-        self._link_src: str | None = None
-        self._link_item: QGraphicsPathItem | None = None
-        self._link_target: NodeItem | None = None
+        self._link: PortLink | None = None  # a connection being dragged from an output port
         self._pan_from = None
         self._space = False
         self._fit_pending = True
-        # overlays are children of the view, not of the viewport, so scrolling does not move them;
-        # the legend and the minimap sit in a strip beside the viewport (viewport margins), so
-        # they never cover a node; the drop hint is placed below the Input node
-        self._legend = MetricLegend(self)
-        self._legend.resize(SIDE_W, 46)
-        self._minimap = Minimap(self)
-        self._hint = DropHint(self, self.colors.muted)
-        self._actions = self._make_actions()
+        self._overlays = OverlayStrip(self)
+        self._legend, self._minimap, self._hint = self._overlays.legend, self._overlays.minimap, self._overlays.hint
+        self._actions = make_canvas_actions(self)
         self.scene().selectionChanged.connect(self._on_scene_selection)
         model.spec_changed.connect(self._on_spec_changed)
         model.spec_loaded.connect(self._on_spec_loaded)
@@ -85,7 +79,7 @@ class CanvasView(QGraphicsView):
     # -- public ------------------------------------------------------------------------------------
     @property
     def linking(self) -> bool:
-        return self._link_src is not None
+        return self._link is not None
 
     def node_item(self, node_id: str) -> NodeItem | None:
         return self._nodes.get(node_id)
@@ -333,40 +327,7 @@ class CanvasView(QGraphicsView):
         return (float(vp.width()), float(vp.height()))
 
     def _place_overlays(self, fits: bool | None = None) -> None:
-        """Open the side strip (a right viewport margin) while the legend or the minimap is shown,
-        and place them in it: the legend at the bottom, the minimap above it. ``fits``: whether the
-        net fits the view (measured now when None)."""
-        if getattr(self, "_placing", False):
-            return
-        self._placing = True
-        try:
-            spec_nodes = len(self._nodes) > 1
-            if fits is None:
-                fits = not spec_nodes or self.net_fits()
-            show_map = spec_nodes and not fits
-            strip = SIDE_W + 2 * SIDE_GAP if (show_map or self._legend.isVisibleTo(self)) else 0
-            if self.viewportMargins().right() != strip:
-                self.setViewportMargins(0, 0, strip, 0)
-            g = self.viewport().geometry()
-            x = g.right() + 1 + SIDE_GAP
-            self._legend.move(x, g.bottom() - self._legend.height() - SIDE_GAP)
-            map_bottom = (self._legend.y() - SIDE_GAP) if self._legend.isVisibleTo(self) else g.bottom() - SIDE_GAP
-            self._minimap.setGeometry(x, g.top() + SIDE_GAP, SIDE_W, max(40, map_bottom - g.top() - SIDE_GAP))
-            self._minimap.setVisible(show_map)
-            if show_map:
-                self._minimap.update()
-            self._place_hint(g)
-        finally:
-            self._placing = False
-
-    def _place_hint(self, g) -> None:
-        """The empty-net hint goes below the Input node, never over it."""
-        item = self._nodes.get(INPUT_ID)
-        top = g.top()
-        if item is not None:
-            top = max(top, self.mapFromScene(item.sceneBoundingRect().bottomLeft()).y() + g.top() + 16)
-        self._hint.setGeometry(g.left(), top, g.width(), max(60, g.bottom() - top))
-        self._hint.setAlignment(Qt.AlignHCenter | Qt.AlignTop)
+        self._overlays.place(fits)
 
     def scrollContentsBy(self, dx: int, dy: int) -> None:
         super().scrollContentsBy(dx, dy)
@@ -478,7 +439,7 @@ class CanvasView(QGraphicsView):
         if event.button() == Qt.LeftButton:
             node = self._node_at(event.position())
             if node is not None and node.port_at(node.mapFromScene(self.mapToScene(event.position().toPoint()))) == "out":
-                self._start_link(node, self.mapToScene(event.position().toPoint()))
+                self._link = PortLink(self, node, self.mapToScene(event.position().toPoint()))
                 event.accept()
                 return
         super().mousePressEvent(event)
@@ -491,8 +452,8 @@ class CanvasView(QGraphicsView):
             self.verticalScrollBar().setValue(self.verticalScrollBar().value() - int(d.y()))
             event.accept()
             return
-        if self._link_src is not None:
-            self._update_link(event.position())
+        if self._link is not None:
+            self._link.update(event.position())
             event.accept()
             return
         super().mouseMoveEvent(event)
@@ -503,8 +464,9 @@ class CanvasView(QGraphicsView):
             self.viewport().setCursor(Qt.OpenHandCursor if self._space else Qt.ArrowCursor)
             event.accept()
             return
-        if self._link_src is not None and event.button() == Qt.LeftButton:
-            self._finish_link(event.position())
+        if self._link is not None and event.button() == Qt.LeftButton:
+            link, self._link = self._link, None
+            link.finish(event.position())
             event.accept()
             return
         super().mouseReleaseEvent(event)
@@ -523,50 +485,6 @@ class CanvasView(QGraphicsView):
                  if nid in pos and (item.pos().x(), item.pos().y()) != tuple(pos[nid])}
         if moves:
             self.model.move_nodes(moves)
-
-    def _start_link(self, node: NodeItem, scene_pos: QPointF) -> None:
-        self._link_src = node.node_id
-        self._link_item = QGraphicsPathItem()
-        pen = QPen(self.colors.selected, 2, Qt.DashLine)
-        self._link_item.setPen(pen)
-        self._link_item.setZValue(5)
-        self.scene().addItem(self._link_item)
-        self._update_link(self.mapFromScene(scene_pos))
-
-    def _update_link(self, view_pos) -> None:
-        src = self._nodes.get(self._link_src)
-        if src is None:
-            return
-        a = src.mapToScene(src.out_port())
-        b = self.mapToScene(view_pos.toPoint() if hasattr(view_pos, "toPoint") else view_pos)
-        path = QPainterPath(a)
-        dy = max(30.0, abs(b.y() - a.y()) / 2)
-        path.cubicTo(a + QPointF(0, dy), b - QPointF(0, dy), b)
-        self._link_item.setPath(path)
-        target = self._node_at(view_pos)
-        if target is not None and (target.is_input or target.node_id == self._link_src):
-            target = None
-        if target is not self._link_target:
-            if self._link_target is not None:
-                self._link_target.port_hot = ""
-                self._link_target.update()
-            if target is not None:
-                target.port_hot = "in"
-                target.update()
-            self._link_target = target
-
-    def _finish_link(self, view_pos) -> None:
-        self._update_link(view_pos)
-        src, target = self._link_src, self._link_target
-        self.scene().removeItem(self._link_item)
-        self._link_item = None
-        self._link_src = None
-        self._link_target = None
-        if target is not None:
-            target.port_hot = ""
-            target.update()
-            why = self.model.connect(src, target.node_id)
-            self.status_message.emit(why or f"connected {src} to {target.node_id}")
 
     def wheelEvent(self, event) -> None:
         if event.modifiers() & Qt.ShiftModifier or event.angleDelta().x():
@@ -590,10 +508,9 @@ class CanvasView(QGraphicsView):
             self.viewport().setCursor(Qt.OpenHandCursor)
             event.accept()
             return
-        if event.key() == Qt.Key_Escape and self._link_src is not None:
-            self.scene().removeItem(self._link_item)
-            self._link_item = None
-            self._link_src = None
+        if event.key() == Qt.Key_Escape and self._link is not None:
+            link, self._link = self._link, None
+            link.cancel()
             return
         super().keyPressEvent(event)
 
@@ -606,36 +523,6 @@ class CanvasView(QGraphicsView):
         super().keyReleaseEvent(event)
 
     # -- actions -----------------------------------------------------------------------------------
-    def _make_actions(self) -> dict[str, QAction]:
-        stack = self.model.undo_stack()
-        undo = stack.createUndoAction(self, "Undo")
-        undo.setShortcuts([QKeySequence("Ctrl+Z")])
-        redo = stack.createRedoAction(self, "Redo")
-        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
-        acts = {"undo": undo, "redo": redo}
-
-        def make(key, text, shortcuts, slot):
-            a = QAction(text, self)
-            a.setShortcuts([QKeySequence(s) for s in shortcuts])
-            a.triggered.connect(slot)
-            acts[key] = a
-
-        make("cut", "Cut", ["Ctrl+X"], lambda: self.model.cut_nodes(self.selected_ids()))
-        make("copy", "Copy", ["Ctrl+C"], lambda: self.model.copy_nodes(self.selected_ids()))
-        make("paste", "Paste", ["Ctrl+V"], lambda: self.model.paste())
-        make("delete", "Delete", ["Delete", "Backspace"], self.delete_selection)
-        make("duplicate", "Duplicate", ["Ctrl+D"], lambda: self.model.duplicate(self.selected_ids()))
-        make("select_all", "Select All", ["Ctrl+A"], self._select_all)
-        make("fit", "Fit to View", ["F"], self.fit_view)
-        make("relayout", "Re-layout", ["L"], self.relayout)
-        make("zoom_in", "Zoom In", ["Ctrl+=", "Ctrl++"], lambda: self.zoom_by(1.25))
-        make("zoom_out", "Zoom Out", ["Ctrl+-"], lambda: self.zoom_by(0.8))
-        make("zoom_reset", "Actual Size", ["Ctrl+0"], self.zoom_reset)
-        for a in acts.values():
-            a.setShortcutContext(Qt.WidgetWithChildrenShortcut)
-            self.addAction(a)
-        return acts
-
     def _select_all(self) -> None:
         for item in self._nodes.values():
             if not item.is_input:

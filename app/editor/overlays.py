@@ -1,5 +1,6 @@
 """What the canvas draws over or under the graph, outside the scene: the metric colour
-legend, the empty-net drop hint and the dot grid, plus how a node metric is written."""
+legend, the minimap, the empty-net drop hint and the dot grid, where they are placed (``OverlayStrip``),
+plus how a node metric is written."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QLinearGradient, QPainter, QPen
 from PySide6.QtWidgets import QLabel, QWidget
 
-from engine import fmt
+from engine import INPUT_ID, fmt
 
 from . import theme
 
@@ -172,3 +173,58 @@ class Minimap(QWidget):
         if at is not None:
             self.canvas.centerOn(at)
             self.update()
+
+
+SIDE_W = 160  # px: the strip beside the viewport holding the metric legend and the minimap
+SIDE_GAP = 8
+
+
+class OverlayStrip:
+    """The view's overlays and where they go: the metric legend and the minimap in a strip beside
+    the viewport (a right viewport margin, opened only while either is shown, so they never cover
+    a node), the empty-net drop hint below the Input node. They are children of the view, not of
+    the viewport, so scrolling does not move them. ``view`` is the ``CanvasView``."""
+
+    def __init__(self, view):
+        self.view = view
+        self.legend = MetricLegend(view)
+        self.legend.resize(SIDE_W, 46)
+        self.minimap = Minimap(view)
+        self.hint = DropHint(view, view.colors.muted)
+        self._placing = False
+
+    def place(self, fits: bool | None = None) -> None:
+        """Open or close the strip and place the legend at its bottom, the minimap above it.
+        ``fits``: whether the net fits the view (measured now when None)."""
+        if self._placing:  # setViewportMargins resizes the viewport, which asks to place again
+            return
+        self._placing = True
+        view = self.view
+        try:
+            spec_nodes = len(view.node_items()) > 1
+            if fits is None:
+                fits = not spec_nodes or view.net_fits()
+            show_map = spec_nodes and not fits
+            strip = SIDE_W + 2 * SIDE_GAP if (show_map or self.legend.isVisibleTo(view)) else 0
+            if view.viewportMargins().right() != strip:
+                view.setViewportMargins(0, 0, strip, 0)
+            g = view.viewport().geometry()
+            x = g.right() + 1 + SIDE_GAP
+            self.legend.move(x, g.bottom() - self.legend.height() - SIDE_GAP)
+            map_bottom = (self.legend.y() - SIDE_GAP) if self.legend.isVisibleTo(view) else g.bottom() - SIDE_GAP
+            self.minimap.setGeometry(x, g.top() + SIDE_GAP, SIDE_W, max(40, map_bottom - g.top() - SIDE_GAP))
+            self.minimap.setVisible(show_map)
+            if show_map:
+                self.minimap.update()
+            self._place_hint(g)
+        finally:
+            self._placing = False
+
+    def _place_hint(self, g) -> None:
+        """The empty-net hint goes below the Input node, never over it."""
+        item = self.view.node_item(INPUT_ID)
+        top = g.top()
+        if item is not None:
+            top = max(top, self.view.mapFromScene(item.sceneBoundingRect().bottomLeft()).y() + g.top() + 16)
+        self.hint.setGeometry(g.left(), top, g.width(), max(60, g.bottom() - top))
+        self.hint.setAlignment(Qt.AlignHCenter | Qt.AlignTop)
