@@ -13,7 +13,6 @@ on, and GPU memory is released so the next run works.
 from __future__ import annotations
 
 import gc
-import math
 import os
 import queue
 import socket
@@ -24,24 +23,25 @@ from typing import Callable
 
 from engine.errors import LayerScopeError
 from engine.run.config import MODES, OPTIMIZERS, PRECISIONS, RunConfig, RunResult
-from engine.records import (EvalRecord, LayerRow, LogRecord, RunEnded, RunInfo, StateChanged, StepRecord,
-                                TelemetryBatch, TelemetrySample, TelemetryStatus)
-from engine.run.setup import (Failed, RunContext, build_context, first_line, is_oom, layer_name, load_splits,
-                              oom_message, used_batch, versions)
+from engine.records import EvalRecord, LayerRow, LogRecord, RunEnded, RunInfo, StateChanged, TelemetryStatus
+from engine.run.setup import (Failed, RunContext, build_context, first_line, layer_name, load_splits, used_batch,
+                              versions)
+from engine.run.step import StepMixin
 
 __all__ = ["Run", "RunConfig", "RunResult", "MODES", "PRECISIONS", "OPTIMIZERS"]
 
 _PAUSE, _RESUME, _STOP, _FEATURE = "pause", "resume", "stop", "feature"
 
 
-class Run:
+class Run(StepMixin):
     """One run of one net; ``run()`` blocks in the calling thread and returns a RunResult.
 
     Records go to every sink in order: RunInfo, then StateChanged / StepRecord / LayerTimes /
     FeatureMap / EvalRecord / LogRecord (TelemetryBatch from the sampler thread, serialised
     with the loop's own records by a lock), and last RunEnded. With ``cfg.out`` set, the
     session file writer is one more sink. The sinks are fixed for the run; one that raises is
-    reported once in a LogRecord and skipped from then on.
+    reported once in a LogRecord and skipped from then on. The per-step work (``_step``) is
+    ``engine.run.step.StepMixin``.
     """
 
     def __init__(self, cfg: RunConfig, sinks: list[Callable] | tuple = ()):
@@ -428,148 +428,6 @@ class Run:
         if self._stopping:
             return self._stopped(ctx, extra, epochs[-1])
         return "completed", ""
-
-    def _guarded_step(self, ctx: RunContext, x, y, step, epoch, t_begin, data_ms) -> None:
-        """One step; an out-of-memory error becomes a failure naming the batch and the node.
-
-        The node of a forward failure comes from the probe when it walked the plan, else from
-        the model's ``failed_node`` (set by the LayerNet executor); a backward failure is only
-        placed when the probe's gradient hooks were on.
-        """
-        probe = ctx.probe
-        cfg = self.cfg
-        profiled = cfg.profile_every > 0 and (step - 1) % cfg.profile_every == 0
-        feature = probe.feature_due()
-        try:
-            self._step(ctx, x, y, step, epoch, t_begin, data_ms, profiled, feature)
-        except Exception as e:
-            if not is_oom(e):
-                raise
-            phase = self._phase
-            node = None
-            if phase in ("forward", "backward") and (profiled or feature):
-                node = probe.current_node()
-            if node is None and phase == "forward":
-                node = ctx.model.failed_node
-            raise Failed(oom_message(ctx.device, ctx.batch, node, phase)) from None
-        finally:
-            if profiled or feature:
-                probe.detach()
-
-    def _step(self, ctx: RunContext, x, y, step, epoch, t_begin, data_ms, profiled, feature) -> None:
-        import torch
-
-        cfg = self.cfg
-        model, probe, autocast, loss_fn = ctx.model, ctx.probe, ctx.autocast, ctx.loss_fn
-        device, mem = ctx.device, ctx.mem
-        warm = step <= cfg.warmup
-        t_compute = time.perf_counter()
-        t_lt = t_compute - self._t0
-        # the step's slice is [t_begin, t_end]: the wait before compute counts as the batch wait
-        # (data_ms), and a step with no batch to wait for (benchmark) begins at its compute
-        if data_ms is None:
-            t_begin = t_compute
-        else:
-            data_ms = (t_compute - t_begin) * 1000.0
-        if mem is not None and not profiled:
-            mem.read()  # resets the allocator peak for this step (host side)
-        if profiled:
-            probe.begin_step()
-        loss_v = acc = None
-        if cfg.mode == "train":
-            opt, scaler = ctx.opt, ctx.scaler
-            opt.zero_grad(set_to_none=True)
-            self._phase = "forward"
-            with autocast():
-                if profiled:
-                    out = probe.forward(x)
-                elif feature:
-                    out = probe.forward(x, timing=False)
-                else:
-                    out = model(x)
-                loss = loss_fn(out, y)
-            self._phase = "backward"
-            if scaler is not None:
-                scaler.scale(loss).backward()
-            else:
-                loss.backward()
-            if profiled:
-                probe.end_backward()
-            self._phase = "optimizer step"
-            if scaler is not None:
-                scaler.step(opt)  # note: sync point (the scaler reads its inf check)
-                scaler.update()
-            else:
-                opt.step()
-            loss_v, n_ok = self._loss_and_correct(loss, out, y, device)  # note: sync point
-            acc = n_ok / len(y)
-        else:
-            self._phase = "forward"
-            with torch.inference_mode(), autocast():
-                if profiled:
-                    out = probe.forward(x)
-                elif feature:
-                    out = probe.forward(x, timing=False)
-                else:
-                    out = model(x)
-                if y is not None:
-                    loss = loss_fn(out, y)
-                    loss_v, n_ok = self._loss_and_correct(loss, out, y, device)  # note: sync point
-                    acc = n_ok / len(y)
-                elif device.type == "cuda":
-                    torch.cuda.synchronize(device)  # note: sync point (end of a benchmark step)
-                elif device.type == "mps":
-                    torch.mps.synchronize()  # note: sync point (end of a benchmark step)
-        self._phase = "records"
-        lt = probe.collect(step, t_lt) if profiled and not warm else None
-        fm = probe.take_feature(step, time.perf_counter() - self._t0) if (profiled or feature) else None
-        peak = None
-        if mem is not None:
-            peak = probe.step_peak_bytes() if profiled else mem.read()[1]
-        t_end = time.perf_counter()
-        step_ms = (t_end - t_compute) * 1000.0
-        if loss_v is not None and not math.isfinite(loss_v):
-            hint = f"lower the learning rate (now {cfg.lr:g})"
-            if cfg.precision != "fp32":
-                hint += " or use fp32"
-            raise Failed(f"the loss became {loss_v} at step {step}; {hint}")
-        batch = int(x.shape[0])
-        total_ms = step_ms + (data_ms or 0.0)
-        self._emit(StepRecord(step, t_begin - self._t0, cfg.mode, loss_v, acc, step_ms,
-                              batch * 1000.0 / total_ms if total_ms > 0 else 0.0, data_ms, epoch, warm,
-                              lt is not None, peak))
-        if lt is not None:
-            self._emit(lt)
-        if fm is not None:
-            self._emit(fm)
-        if mem is not None:
-            self._allocator_telemetry(mem, device)
-
-    @staticmethod
-    def _loss_and_correct(loss, out, y, device) -> tuple[float, float]:
-        """(loss, correct predictions) of a step as Python numbers: the step's one sync point.
-
-        On a GPU both come back in one transfer (one sync); on the CPU there is nothing to wait
-        for, so the fewest tensor ops win (each op costs microseconds of dispatch a hand-written
-        loop does not pay)."""
-        import torch
-
-        out = out.detach()
-        if device.type == "cpu":
-            return loss.item(), float(out.argmax(1).eq_(y).sum().item())
-        correct = (out.argmax(1) == y).sum()
-        return tuple(torch.stack([loss.detach().float(), correct.float()]).tolist())
-
-    def _allocator_telemetry(self, mem, device) -> None:
-        """The caching allocator's allocated/reserved bytes as telemetry, at most 10 times a second."""
-        now = time.perf_counter()
-        if now - self._last_alloc_t < 0.1:
-            return
-        self._last_alloc_t = now
-        allocated, reserved = mem.current()  # host-side allocator stats, no device sync
-        t, src = now - self._t0, f"torch:{device}"
-        self._emit(TelemetryBatch([TelemetrySample(t, src, "allocated_bytes", float(allocated)),
-                                   TelemetrySample(t, src, "reserved_bytes", float(reserved))]))
 
     def _evaluate(self, ctx: RunContext, epoch) -> EvalRecord | None:
         """Loss and accuracy over the whole test split (no probes); None when stopped or empty."""

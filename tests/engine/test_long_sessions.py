@@ -15,7 +15,7 @@ from engine.analysis.summary import layer_summary, summary
 from engine.export import CSV_COLUMNS, export_csv, export_trace, trace_events
 from engine.records import LayerRow, LayerTimes, RunEnded, RunInfo, StepRecord
 from engine.session import SessionWriter, open_session
-from engine.session.reader import AGGREGATE_INDEXES
+from engine.session.aggregates import AGGREGATE_INDEXES
 
 IDS = ["conv1", "relu1", "pool1", "fc1", "extra"]
 ROWS = [LayerRow(i, n, n, k, (4, 4), 10, f, 64) for i, (n, k, f) in
