@@ -7,13 +7,12 @@ CLI runs and app runs share ``engine.runs_dir()``, so both show.
 """
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.records import StepRecord
-from engine.session.schema import FORMAT_NAME, SessionError, _header_problem
+from engine.session.schema import FORMAT_NAME, SessionError, _header_problem, read_meta
 
 SUFFIX = ".lsession"
 TAIL_STEPS = 200  # throughput is taken over the last steady steps recorded, at most this many
@@ -56,12 +55,7 @@ def _read(path: Path) -> SessionEntry:
         entry.problem = f"{path.name} cannot be read ({e})"
         return entry
     try:
-        meta = {}
-        for k, v in con.execute("SELECT key, value FROM meta"):
-            try:
-                meta[k] = json.loads(v)
-            except (TypeError, ValueError):
-                meta[k] = v
+        meta = read_meta(con)
         if meta.get("format") != FORMAT_NAME:
             entry.problem = f"{path.name} is not a LayerScope session"
             return entry

@@ -18,7 +18,8 @@ from typing import Iterator
 from engine.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
                                 StepRecord, TelemetryBatch, TelemetrySample)
 from engine.session.aggregates import SessionAggregates
-from engine.session.schema import SCHEMA_VERSION, SessionError, check_is_session, meta_problem, ms_from_ns
+from engine.session.schema import (SCHEMA_VERSION, SessionError, check_is_session, meta_problem, ms_from_ns,
+                                   read_meta)
 
 
 def open_session(path) -> "SessionReader":
@@ -61,12 +62,11 @@ class SessionReader(SessionAggregates):
 
     def refresh(self) -> None:
         """Re-read ``meta`` and the node table (for a session another process is still writing)."""
-        meta = {}
-        for k, v in self._query("SELECT key, value FROM meta"):
+        with self._lock:
             try:
-                meta[k] = json.loads(v)
-            except (TypeError, ValueError):
-                meta[k] = v
+                meta = read_meta(self._con)
+            except sqlite3.Error as e:
+                raise SessionError(f"{self.path} cannot be read ({str(e).splitlines()[0]})") from None
         problem = meta_problem(meta)
         if problem:
             raise SessionError(f"{self.path} holds a value LayerScope cannot read ({problem})")
@@ -115,7 +115,6 @@ class SessionReader(SessionAggregates):
             cond.append("step <= ?")
             args.append(step_to)
         where = "".join(" AND " + c for c in cond)
-        names = self._node_names
         last = -1 if step_from is None else self._first_rowid_at("profiled_steps", "step", step_from) - 1
         while True:  # paged by rec, so a long session is never listed whole
             part = self._query("SELECT rec, step, t, first_row, n FROM profiled_steps WHERE rec > ?" + where
@@ -123,28 +122,7 @@ class SessionReader(SessionAggregates):
             if not part:
                 return
             last = part[-1][0]
-            lo, hi = part[0][3], part[-1][3] + part[-1][4] - 1
-            rows = self._query("SELECT row, node, fwd_ns, bwd_ns, mem_bytes, fwd_start_ns, bwd_start_ns, "
-                               "peak_bytes FROM layer_times_ns WHERE row BETWEEN ? AND ? ORDER BY row", (lo, hi))
-            if any(r[1] not in names for r in rows):  # nodes added since we opened (live file)
-                self._node_names = names = dict(self._query("SELECT id, node_id FROM nodes"))
-            k = 0
-            for rec, step, t, first, n in part:
-                while k < len(rows) and rows[k][0] < first:
-                    k += 1
-                j = k
-                while j < len(rows) and rows[j][0] < first + n:
-                    j += 1
-                got, k = rows[k:j], j
-                cols = list(zip(*got)) if got else [()] * 8
-                peaks = list(cols[7])
-                yield LayerTimes(step=step, t=t, node_ids=[names.get(i, str(i)) for i in cols[1]],
-                                 fwd_ms=[ms_from_ns(v) for v in cols[2]],
-                                 bwd_ms=[ms_from_ns(v) for v in cols[3]],
-                                 fwd_start_ms=[ms_from_ns(v) for v in cols[5]],
-                                 bwd_start_ms=[ms_from_ns(v) for v in cols[6]],
-                                 mem_bytes=list(cols[4]),
-                                 peak_bytes=peaks if any(v is not None for v in peaks) else [])
+            yield from self._layer_times_of(part)
             if len(part) < chunk:
                 return
 
@@ -204,6 +182,11 @@ class SessionReader(SessionAggregates):
                            f"{cond} ORDER BY rec", [rec_lo, rec_hi, *args])
         if not recs:
             return
+        yield from self._layer_times_of(recs)
+
+    def _layer_times_of(self, recs: list) -> Iterator[LayerTimes]:
+        """One LayerTimes per ``(rec, step, t, first_row, n)`` of ``recs`` (in rec order), from one
+        range read of ``layer_times_ns``."""
         lo, hi = recs[0][3], recs[-1][3] + recs[-1][4] - 1
         rows = self._query("SELECT row, node, fwd_ns, bwd_ns, mem_bytes, fwd_start_ns, bwd_start_ns, "
                            "peak_bytes FROM layer_times_ns WHERE row BETWEEN ? AND ? ORDER BY row", (lo, hi))

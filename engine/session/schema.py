@@ -73,6 +73,18 @@ def ns_from_ms(ms):
     return None if ms is None else int(round(ms * _NS))
 
 
+def read_meta(con) -> dict:
+    """The ``meta`` table as a dict: each value JSON-decoded, or kept as its text when it is not
+    JSON (``meta_problem`` says whether what a reader needs is sound)."""
+    meta = {}
+    for k, v in con.execute("SELECT key, value FROM meta"):
+        try:
+            meta[k] = json.loads(v)
+        except (TypeError, ValueError):
+            meta[k] = v
+    return meta
+
+
 def ms_from_ns(ns):
     """Nanoseconds (int or None) from a ``*_ns`` column as float milliseconds.
 
@@ -324,12 +336,7 @@ def check_is_session(p: Path) -> tuple[sqlite3.Connection, dict]:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table','view')")}
         if "meta" not in tables:
             raise SessionError(f"{p} is an SQLite database but not a LayerScope session")
-        meta = {}
-        for k, v in con.execute("SELECT key, value FROM meta"):
-            try:
-                meta[k] = json.loads(v)
-            except (TypeError, ValueError):
-                meta[k] = v
+        meta = read_meta(con)
         if app_id != APPLICATION_ID and meta.get("format") != FORMAT_NAME:
             raise SessionError(f"{p} is an SQLite database but not a LayerScope session")
         if version > SCHEMA_VERSION:
