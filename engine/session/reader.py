@@ -107,14 +107,7 @@ class SessionReader(SessionAggregates):
         return list(self._iter_layer_times(step_from, step_to))
 
     def _iter_layer_times(self, step_from=None, step_to=None, chunk: int = 256) -> Iterator[LayerTimes]:
-        cond, args = [], []
-        if step_from is not None:
-            cond.append("step >= ?")
-            args.append(step_from)
-        if step_to is not None:
-            cond.append("step <= ?")
-            args.append(step_to)
-        where = "".join(" AND " + c for c in cond)
+        where, args = self._step_range(step_from, step_to)
         last = -1 if step_from is None else self._first_rowid_at("profiled_steps", "step", step_from) - 1
         while True:  # paged by rec, so a long session is never listed whole
             part = self._query("SELECT rec, step, t, first_row, n FROM profiled_steps WHERE rec > ?" + where
