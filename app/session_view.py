@@ -13,6 +13,7 @@ from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSlider, QWidget
 
 import engine
+from app.views.base import ElidedLabel
 
 
 class SessionPlayer(QObject):
@@ -140,10 +141,11 @@ class SessionBar(QWidget):
     def __init__(self, player: SessionPlayer, parent=None):
         super().__init__(parent)
         self.player = player
-        self.label = QLabel("")
+        # elided (full text in the tooltip): a long file name must not widen the window past the screen
+        self.label = ElidedLabel("")
         self.label.setObjectName("summary")
         self.slider = QSlider(Qt.Horizontal)
-        self.slider.setMinimumWidth(240)
+        self.slider.setMinimumWidth(160)
         self.slider.valueChanged.connect(self._on_slider)
         self.step_label = QLabel("")
         self.step_label.setMinimumWidth(110)
@@ -155,7 +157,7 @@ class SessionBar(QWidget):
         self._timer.timeout.connect(self._seek_now)
         lay = QHBoxLayout(self)
         lay.setContentsMargins(8, 3, 8, 3)
-        lay.addWidget(self.label)
+        lay.addWidget(self.label, 2)
         lay.addWidget(QLabel("Step"))
         lay.addWidget(self.slider, 1)
         lay.addWidget(self.step_label)
@@ -169,8 +171,9 @@ class SessionBar(QWidget):
         net = (cfg.get("net") or {}).get("name") or "net"
         dev = ((info.device or {}).get("id") if info else None) or cfg.get("device") or "?"
         status = p.reader.status if p.reader is not None else "?"
-        self.label.setText(f"<b>{os.path.basename(p.path or '')}</b> · {net} · {cfg.get('mode', '')} on {dev} · "
-                           f"batch {cfg.get('batch_size', '?')} · {status}")
+        batch = cfg.get("batch_used") or cfg.get("batch_size", "?")
+        self.label.setText(f"{os.path.basename(p.path or '')} · {net} · {cfg.get('mode', '')} on {dev} · "
+                           f"batch {batch} · {status}")
         steps = p.steps()
         self.slider.blockSignals(True)
         self.slider.setRange(steps[0] if steps else 0, steps[-1] if steps else 0)

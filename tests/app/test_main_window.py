@@ -320,3 +320,15 @@ def test_closing_joins_a_prediction_draw(qtbot, window, tmp_path):
     assert dlg is not None and dlg.is_busy()
     assert window.close()
     assert dlg.shutdown(0)  # the draw's thread is gone: nothing left to wait for
+
+
+def test_a_session_with_a_long_name_does_not_widen_the_session_bar(qtbot, window, tmp_path):
+    """The session bar's run facts are elided (full text in the tooltip), so a long file name never
+    pushes the window past a 1280-pixel screen."""
+    path = _record_session(tmp_path, steps=2)
+    long = path.with_name("alexnet-article-cpu-20261129-224400-a-rather-long-descriptive-name.lsession")
+    path.rename(long)
+    assert window.open_session(str(long))
+    bar = window.session_bar
+    assert long.name in bar.label.toolTip()
+    assert bar.minimumSizeHint().width() < 700, bar.minimumSizeHint()
