@@ -55,15 +55,25 @@ class LogView(MonitorView):
 
     def update_snapshot(self, snap) -> None:
         if snap.info is not self._info and snap.info is not None:
+            same_run = self._info is not None and _run_key(snap.info) == _run_key(self._info)
             self._info = snap.info
-            self._seen = 0
-            self._last = None
-            self._ended = None
-            cfg = snap.info.config or {}
-            net = (cfg.get("net") or {}).get("name") or "net"
-            dev = (snap.info.device or {}).get("id") or cfg.get("device")
-            self.append("app", f"── {net} · {cfg.get('mode', '')} on {dev} · batch {cfg.get('batch_size')} · "
-                               f"{cfg.get('precision', '')} ──")
+            if same_run:  # a session replayed again (a seek): its lines are shown already, once
+                self._last = self._last and _Seen(self._last.t)
+            else:
+                self._new_run(snap)
+        self._take(snap)
+
+    def _new_run(self, snap) -> None:
+        self._seen = 0
+        self._last = None
+        self._ended = None
+        cfg = snap.info.config or {}
+        net = (cfg.get("net") or {}).get("name") or "net"
+        dev = (snap.info.device or {}).get("id") or cfg.get("device")
+        self.append("app", f"── {net} · {cfg.get('mode', '')} on {dev} · batch {cfg.get('batch_size')} · "
+                           f"{cfg.get('precision', '')} ──")
+
+    def _take(self, snap) -> None:
         logs = snap.logs
         start = 0
         if self._last is not None:
@@ -77,7 +87,7 @@ class LogView(MonitorView):
             self.append(rec.level, rec.message, rec.t)
         if logs:
             self._last = logs[-1]
-        if snap.ended is not None and snap.ended is not self._ended:
+        if snap.ended is not None and snap.ended != self._ended:  # by value: a replay makes new objects
             self._ended = snap.ended
             e = snap.ended
             if e.status == "failed":
@@ -89,6 +99,18 @@ class LogView(MonitorView):
                 acc = extra.get("test_accuracy")
                 more = f", test accuracy {100 * acc:.2f} %" if isinstance(acc, (int, float)) else ""
                 self.append("ok", f"run completed: {e.steps} steps{more}", e.t)
+
+
+def _run_key(info) -> tuple:
+    """What tells one run from another (a replayed session gives new RunInfo objects of one run)."""
+    return (info.start_time, info.host)
+
+
+class _Seen:
+    """The time of the last line shown, when the record object itself belongs to an earlier replay."""
+
+    def __init__(self, t: float):
+        self.t = t
 
 
 def main(argv=None) -> int:

@@ -332,3 +332,16 @@ def test_a_session_with_a_long_name_does_not_widen_the_session_bar(qtbot, window
     bar = window.session_bar
     assert long.name in bar.label.toolTip()
     assert bar.minimumSizeHint().width() < 700, bar.minimumSizeHint()
+
+
+def test_seeking_a_session_does_not_repeat_its_log(qtbot, window, tmp_path):
+    """Seeking replays the session into the views; the Log shows the session's lines once, not again
+    per seek."""
+    path = _record_session(tmp_path, steps=4)
+    assert window.open_session(str(path))
+    window.log_view.update_snapshot(window.player.snapshot())
+    before = list(window.log_view.lines)
+    for step in (2, 5, 3):
+        window.session_bar.seek(step)
+        window.log_view.update_snapshot(window.player.snapshot())
+    assert window.log_view.lines == before
