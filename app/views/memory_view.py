@@ -71,6 +71,7 @@ class MemoryView(MonitorView):
         lay.addWidget(self.legend)
         lay.addWidget(self.glw, 1)
         self._ids = ()
+        self._rows_shown = 0  # per-layer rows in view (a big net scrolls)
         self.clear()
 
     def _arrange(self, vertical: bool) -> None:
@@ -179,10 +180,11 @@ class MemoryView(MonitorView):
                 fit = max(6, int(h / 16)) if h > 0 else n
                 self.layer_plot.setYRange(-0.6, min(n, fit) - 0.4, padding=0)
                 self.layer_plot.setLimits(yMin=-0.6, yMax=n - 0.4)
+                self._rows_shown = min(n, fit)
             total = float(np.nansum(mem))
-            what = ("allocator growth per layer" if kind == "cuda" and what_kind == "measured"
-                    else "activation bytes per layer")
-            self.layer_plot.setTitle(f"<span style='font-size:9pt'>{what} · total {fmt.fmt_bytes(total)}</span>",
+            what = ("allocator growth" if kind == "cuda" and what_kind == "measured" else "activation bytes")
+            more = (f" · {self._rows_shown} of {n} layers, drag to scroll" if self._rows_shown < n else "")
+            self.layer_plot.setTitle(f"<span style='font-size:9pt'>{what} · total {fmt.fmt_bytes(total)}{more}</span>",
                                      color=style.MUTED)
         self.notice.setText(" ".join(notes))
         self.notice.setVisible(bool(notes))

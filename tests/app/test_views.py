@@ -291,3 +291,24 @@ def pg_point(x, y):
     from PySide6.QtCore import QPointF
 
     return QPointF(x, y)
+
+
+def test_memory_view_says_when_a_big_net_has_more_layers_than_rows(qtbot):
+    """A big net's per-layer memory shows as many rows as fit and says how many layers there are."""
+    import engine
+    from app.views.memory_view import MemoryView
+
+    spec = engine.load_preset("resnet18")
+    info = engine.analyze(spec)
+    rows = [engine.LayerRow(i, l.id, l.id, l.kind, l.out_shape, l.params, l.flops, l.activation_bytes(4))
+            for i, l in enumerate(info.layers)]
+    feed = engine.LiveFeed(window=5)
+    feed(engine.RunInfo({"net": spec.to_dict(), "mode": "train", "batch_size": 4, "device": "cpu"},
+                        {"id": "cpu"}, {}, "h", 0.0, rows))
+    view = MemoryView()
+    qtbot.addWidget(view)
+    view.resize(600, 400)
+    view.show()
+    view.update_snapshot(feed.snapshot())
+    title = view.layer_plot.titleLabel.text
+    assert f"of {len(rows)} layers, drag to scroll" in title, title
