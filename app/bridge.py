@@ -204,14 +204,15 @@ class RunBridge(QObject):
         if self.run is not None and self._thread is not None:
             self.run.stop()
 
-    def set_feature_node(self, node_id: str | None) -> str | None:
-        """Ask the running run for this node's feature maps; returns a reason when it cannot."""
+    def set_feature_node(self, node_id: str | None, first_channel: int = 0) -> str | None:
+        """Ask the running run for this node's feature maps, the window of 32 channels from
+        ``first_channel`` (0-based); returns a reason when it cannot."""
         import engine
 
         if self.run is None or self._thread is None:
             return None
         try:
-            self.run.set_feature_node(node_id)
+            self.run.set_feature_node(node_id, first_channel)
         except engine.LayerScopeError as e:
             return str(e)
         return None

@@ -312,6 +312,7 @@ class MainWindow(DockedWindow):
         self.training_view = TrainingView()
         self.feature_view = FeatureMapView()
         self.feature_view.layer_chosen.connect(self._on_feature_layer)
+        self.feature_view.channels_requested.connect(self.runs.set_feature_channels)
         self.table_view = LayerTableView()
         self.memory_view = MemoryView()
         self.power_view = PowerView()
@@ -437,10 +438,13 @@ class MainWindow(DockedWindow):
         self.nets.show_recorded_net(net)
         self._build_deferred_views()  # a session opened before the first paint's views exist
         self.power_view.set_telemetry_status(telemetry if telemetry is not None else self.telemetry)
+        self.feature_view.set_recorded(True)
 
     def _on_session_closed(self) -> None:
         if self.power_view is not None:
             self.power_view.set_telemetry_status(self.telemetry)
+        if self.feature_view is not None:
+            self.feature_view.set_recorded(False)
 
     def set_color_by(self, key: str) -> None:
         """Colour the canvas by "time", "memory", "flops" or nothing (""); remembered in the settings."""

@@ -93,7 +93,11 @@ class TelemetryBatch:
 
 @dataclass
 class FeatureMap:
-    """One sample's output of one node, reduced: uint8 array (channels, h, w) as bytes."""
+    """One sample's output of one node, reduced: uint8 array (channels, h, w) as bytes.
+
+    The maps are channels ``first_channel .. first_channel + shape[0] - 1`` (0-based) of the
+    layer's ``channels_total``; the probe captures at most 32 of them per map.
+    """
 
     step: int
     t: float
@@ -102,6 +106,8 @@ class FeatureMap:
     data: bytes  # uint8, row-major, len == prod(shape)
     lo: float = 0.0  # value that maps to 0
     hi: float = 0.0  # value that maps to 255
+    first_channel: int = 0  # 0-based channel of the layer that is data's first map
+    channels_total: int | None = None  # the layer's own channel count (None: unknown or a vector)
 
     def array(self):
         import numpy as np

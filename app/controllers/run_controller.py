@@ -170,6 +170,16 @@ class RunController(Controller):
         if reason:
             self._status(reason, 5000)
 
+    def set_feature_channels(self, node_id: str, first_channel: int) -> None:
+        """Ask the running run for ``node_id``'s channels from ``first_channel`` (0-based, 32 at a
+        time); without a run going, says in the status bar that no other channels can come."""
+        if not self.bridge.is_running():
+            self._status("No run is going: only the channels already captured can be shown", 5000)
+            return
+        reason = self.bridge.set_feature_node(node_id or None, first_channel)
+        if reason:
+            self._status(reason, 5000)
+
     def _on_device_changed(self, device_id: str) -> None:
         if not self.bridge.is_running():
             self.status_device.setText(f"device: {device_id or '–'}")

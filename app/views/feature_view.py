@@ -1,10 +1,13 @@
 """Feature maps: the selected layer's channels for one sample as a grid of tiles, refreshed live.
 
-The run sends at most a few reduced maps per second (uint8, the first channels of the layer, at
-most 32); this view only lays them out and says how many of the layer's channels those are. The
-layer is chosen here or by selecting a node on the canvas; "Channels" picks a group of 8 to see
-larger, the wheel zooms, and a click on a map enlarges it with its value range (click again for
-the grid).
+The run sends at most a few reduced maps per second (uint8, a window of at most 32 of the layer's
+channels, the first 32 unless asked otherwise); this view lays them out and says which of the
+layer's channels those are. The layer is chosen here or by selecting a node on the canvas.
+"Channels" offers every window of 32 across the layer's channels ("1–32", "33–64", "65–96"):
+picking one that is not on screen asks the running run for it (``channels_requested``); a
+recorded session holds only the channels it recorded, so only those are offered. It also offers
+groups of 8 of the captured channels to see larger; the wheel zooms, and a click on a map
+enlarges it with its value range (click again for the grid).
 """
 from __future__ import annotations
 
@@ -44,12 +47,15 @@ class FeatureMapView(MonitorView):
     title = "Feature maps"
     max_hz = 4.0
     layer_chosen = Signal(str)  # node id, '' for none
+    channels_requested = Signal(str, int)  # node id, first channel (0-based) of the window asked
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self._lut = pg.colormap.get("viridis").getLookupTable(0.0, 1.0, 256, alpha=False).astype(np.uint8)
         self._shown = None
         self._ids: list[str] = []
+        self._recorded = False  # showing a recorded session: no run to ask for other channels
+        self._requested: int | None = None  # first channel asked of the run, not arrived yet
         top = QHBoxLayout()
         top.setContentsMargins(6, 4, 6, 0)
         top.addWidget(QLabel("Layer"))
@@ -61,8 +67,9 @@ class FeatureMapView(MonitorView):
         top.addWidget(self.combo, 1)
         top.addWidget(QLabel("Channels"))
         self.channels = QComboBox()
-        self.channels.setToolTip(f"Show every captured channel, or a group of {GROUP} at a larger size")
-        self.channels.currentIndexChanged.connect(lambda _i: self._leave_enlarged_and_render())
+        self.channels.setToolTip(f"Which of the layer's channels the run sends (32 at a time), or a group of {GROUP} "
+                                 "of them at a larger size")
+        self.channels.currentIndexChanged.connect(self._on_channels)
         top.addWidget(self.channels)
         self.fit_button = QPushButton("Fit")
         self.fit_button.setToolTip("Zoom to fit (the mouse wheel zooms, dragging pans)")
@@ -129,6 +136,7 @@ class FeatureMapView(MonitorView):
         self._enlarged = None
         self._layout = None
         self._total = None
+        self._requested = None
         self.caption.setText("")
         self._fill_channels(0)
         self._update_notice()
@@ -158,12 +166,17 @@ class FeatureMapView(MonitorView):
             fm.array()
         except ValueError:
             return
-        self._total = None
-        if snap.info is not None:  # the layer's own channel count, from the run's layer table
+        old_total = self._total
+        self._total = fm.channels_total
+        if self._total is None and snap.info is not None:  # older records: the run's layer table
             row = next((r for r in snap.info.layers if r.node_id == fm.node_id), None)
             if row is not None and len(row.out_shape) >= 1:
                 self._total = int(row.out_shape[0]) if len(row.out_shape) == 3 else None
-        fresh = self._shown is None or self._shown.shape != fm.shape or self._shown.node_id != fm.node_id
+        prev = self._shown
+        fresh = (prev is None or prev.shape != fm.shape or prev.node_id != fm.node_id
+                 or prev.first_channel != fm.first_channel or old_total != self._total)
+        if (prev is not None and prev.node_id != fm.node_id) or self._requested == fm.first_channel:
+            self._requested = None
         self._shown = fm
         if fresh:
             self._enlarged = None
@@ -174,22 +187,71 @@ class FeatureMapView(MonitorView):
         self._update_notice()
 
     # -- channels, zoom and the enlarged map -------------------------------------------------------
+    def set_recorded(self, recorded: bool) -> None:
+        """Showing a recorded session (True) or a run (False): a session offers only the channels
+        it recorded, a run every window of the layer's channels."""
+        self._recorded = bool(recorded)
+        self._requested = None
+        if self._shown is not None:
+            self._fill_channels(self._shown.shape[0] if self._shown.shape[1] * self._shown.shape[2] > 1 else 0)
+            self._render()
+
+    def _windows(self, n: int) -> list[int]:
+        """First channels (0-based) of the windows of ``n`` the chooser offers: the captured one
+        only, unless a run can be asked for the others (the last window ends at the layer's end,
+        as the run captures it)."""
+        first = self._shown.first_channel if self._shown is not None else 0
+        total = self._total
+        if self._recorded or not n or not total or total <= n:
+            return [first]
+        return sorted({min(a, total - n) for a in range(0, total, n)})
+
     def _fill_channels(self, n: int) -> None:
-        """Offer "all" and groups of GROUP for ``n`` captured channels (none for a vector)."""
+        """Offer the windows of the layer's channels (data ``-1 - first``) and groups of GROUP of
+        the ``n`` captured ones (data: start within the capture); only "all" for a vector."""
+        first = self._shown.first_channel if self._shown is not None else 0
         self.channels.blockSignals(True)
         self.channels.clear()
-        self.channels.addItem(f"all {n}" if n else "all", -1)
+        windows = self._windows(n)
+        for a in windows:
+            label = f"{a + 1}–{a + n}" if len(windows) > 1 else (f"all {n}" if n else "all")
+            self.channels.addItem(label, -1 - a)
         for a in range(0, n if n > GROUP else 0, GROUP):
-            self.channels.addItem(f"{a + 1}–{min(n, a + GROUP)}", a)
+            self.channels.addItem(f"{first + a + 1}–{first + min(n, a + GROUP)}", a)
+        want = self._requested if self._requested is not None else first
+        i = self.channels.findData(-1 - want)
+        self.channels.setCurrentIndex(max(i, 0))
         self.channels.blockSignals(False)
         self.channels.setEnabled(self.channels.count() > 1)
 
+    def channel_choices(self) -> list[str]:
+        """The chooser's entries as shown ("1–32", "33–64", …, then the groups of GROUP)."""
+        return [self.channels.itemText(i) for i in range(self.channels.count())]
+
     def set_channels(self, first: int | None) -> None:
-        """Show the group of GROUP channels starting at ``first`` (1-based, as the chooser offers it);
-        None: all captured channels."""
-        i = self.channels.findData(-1 if first is None else first - 1)
+        """Show the group of GROUP captured channels starting at the layer's channel ``first``
+        (1-based, as the chooser offers it); None: all captured channels."""
+        base = self._shown.first_channel if self._shown is not None else 0
+        i = self.channels.findData(-1 - base if first is None else first - 1 - base)
         if i >= 0:
             self.channels.setCurrentIndex(i)
+
+    def choose_window(self, first: int) -> None:
+        """Pick the window of the layer's channels that starts at ``first`` (1-based), as a click in
+        the chooser does: one not on screen is asked of the run."""
+        i = self.channels.findData(-1 - (first - 1))
+        if i >= 0:
+            self.channels.setCurrentIndex(i)
+
+    def _on_channels(self, _i: int) -> None:
+        d = self.channels.currentData()
+        fm = self._shown
+        if fm is not None and d is not None and d < 0 and -1 - d != fm.first_channel:
+            self._requested = -1 - d
+            self.channels_requested.emit(fm.node_id, self._requested)
+        elif d is not None and d < 0:
+            self._requested = None
+        self._leave_enlarged_and_render()
 
     def shown_channels(self) -> list[int]:
         """The captured channels on screen (0-based), in tile order."""
@@ -247,7 +309,7 @@ class FeatureMapView(MonitorView):
             lo_v = fm.lo + span * float(maps[k].min()) / 255.0
             hi_v = fm.lo + span * float(maps[k].max()) / 255.0
             of = f" of {self._total}" if self._total else ""
-            text = (f"{fm.node_id} · step {fm.step} · channel {k + 1}{of}, {h}×{w} · values {lo_v:.3g} … {hi_v:.3g} "
+            text = (f"{fm.node_id} · step {fm.step} · channel {fm.first_channel + k + 1}{of}, {h}×{w} · values {lo_v:.3g} … {hi_v:.3g} "
                     f"(dark → bright) · click for the grid")
         else:
             start = self.channels.currentData() if spatial else -1
@@ -255,13 +317,20 @@ class FeatureMapView(MonitorView):
             subset = list(range(start, min(c, start + GROUP))) if group else list(range(c))
             grid, rows, cols = tile(maps[subset], gap=GAP)
             self._layout = (subset, rows, cols, h, w) if spatial else None
+            first = fm.first_channel
             if self._total and self._total > c:
-                count = f"first {c} of {self._total} channels"
+                count = (f"first {c} of {self._total} channels" if first == 0
+                         else f"channels {first + 1}–{first + c} of {self._total}")
             else:
                 count = f"{c} channel{'s' if c != 1 else ''}"
-            part = f" (showing {subset[0] + 1}–{subset[-1] + 1})" if group else ""
+            part = f" (showing {first + subset[0] + 1}–{first + subset[-1] + 1})" if group else ""
             text = (f"{fm.node_id} · step {fm.step} · {count}{part} of {h}×{w} · values {fm.lo:.3g} … {fm.hi:.3g} "
                     f"(dark → bright)" + (" · click a map to enlarge it" if spatial else ""))
+            if self._requested is not None and self._total:
+                end = min(self._total, self._requested + c)
+                text += f" · asked the run for channels {self._requested + 1}–{end}, waiting"
+            elif self._recorded and self._total and self._total > c:
+                text += " · the session recorded only these channels"
         rgb = np.empty(grid.shape + (3,), dtype=np.uint8)
         gap = grid < 0
         rgb[~gap] = self._lut[grid[~gap]]

@@ -56,6 +56,7 @@ class Run(StepMixin):
         self._paused = False
         self._stopping = False
         self._feature_node = cfg.feature_node
+        self._feature_first = 0  # first channel of the feature maps asked by set_feature_node
         self._ctx: RunContext | None = None
         self._t0 = time.perf_counter()
         self._phase = "setup"
@@ -95,15 +96,20 @@ class Run(StepMixin):
         """
         self._commands.put((_STOP, None))
 
-    def set_feature_node(self, node_id: str | None) -> None:
-        """Show this node's feature maps from the next step on (None: none).
+    def set_feature_node(self, node_id: str | None, first_channel: int = 0) -> None:
+        """Show this node's feature maps from the next step on (None: none): at most 32 channels
+        from ``first_channel`` (0-based; a window past the layer's end is moved back inside it,
+        and the FeatureMap records say which channels they hold).
 
-        LayerScopeError (in the caller's thread) for a node the net does not have.
+        LayerScopeError (in the caller's thread) for a node the net does not have, or a
+        ``first_channel`` that is not an integer >= 0.
         """
         net = self.cfg.net
         if node_id is not None and (net is None or not hasattr(net, "node") or net.node(node_id) is None):
             raise LayerScopeError(f"'{node_id}' is not a node of this net")
-        self._commands.put((_FEATURE, node_id))
+        if isinstance(first_channel, bool) or not isinstance(first_channel, int) or first_channel < 0:
+            raise LayerScopeError(f"first channel must be a whole number >= 0, not {first_channel!r}")
+        self._commands.put((_FEATURE, (node_id, first_channel)))
 
     # ---- commands (loop thread) ----------------------------------------------------------
 
@@ -115,10 +121,12 @@ class Run(StepMixin):
         elif command == _STOP:
             self._stopping = True
         elif command == _FEATURE:
-            self._feature_node = arg
+            node_id, first_channel = arg
+            self._feature_node = node_id
+            self._feature_first = first_channel
             probe = self._ctx.probe if self._ctx is not None else None
-            if probe is not None and arg in (None, *probe.node_ids):
-                probe.set_feature_node(arg)
+            if probe is not None and node_id in (None, *probe.node_ids):
+                probe.set_feature_node(node_id, first_channel)
 
     def _drain(self) -> None:
         """Apply every command waiting in the queue, without blocking."""
@@ -207,6 +215,8 @@ class Run(StepMixin):
                 telemetry = self._start_telemetry(device)
                 self._ctx = build_context(cfg, device, net_info, self._log, restore, self._feature_node,
                                           splits=splits)
+                if self._feature_node is not None and self._feature_first:  # asked before the probe existed
+                    self._ctx.probe.set_feature_node(self._feature_node, self._feature_first)
                 status, message = self._loop(self._ctx, extra)
             except Failed as e:
                 message = str(e)

@@ -143,16 +143,18 @@ def fault_cost_ns() -> float | None:
     return None if best == math.inf else best
 
 
-def reduce_feature(t: torch.Tensor):
+def reduce_feature(t: torch.Tensor, first_channel: int = 0):
     """One sample's output (C,H,W) or (F,) -> (uint8 stack (c,h,w), tensor [lo, hi]) on its device.
 
-    At most 32 channels, average-pooled to at most 64x64, min-max scaled to 0..255; a flat
+    At most 32 channels, from ``first_channel`` (0-based; clamped so that the last group of the
+    layer is taken when it lies past the end; see ``feature_window``), average-pooled to at most 64x64, min-max scaled to 0..255; a flat
     vector is laid out row by row in a square so it can be drawn as an image.
     """
     t = t.detach().float()
     flat = t.dim() == 1
     if t.dim() == 3:
-        t = t[:FEATURE_CHANNELS]
+        first = feature_window(int(t.shape[0]), first_channel)
+        t = t[first:first + FEATURE_CHANNELS]
         h, w = t.shape[-2:]
         if h > FEATURE_SIDE or w > FEATURE_SIDE:
             t = torch.nn.functional.adaptive_avg_pool2d(
@@ -170,6 +172,13 @@ def reduce_feature(t: torch.Tensor):
             u8 = torch.nn.functional.adaptive_avg_pool2d(
                 u8.float().unsqueeze(0), (FEATURE_SIDE, FEATURE_SIDE))[0].round_().to(torch.uint8)
     return u8.contiguous(), torch.stack([lo, hi])
+
+
+def feature_window(channels: int, first_channel: int) -> int:
+    """The first channel (0-based) actually captured of a ``channels``-channel layer when
+    ``first_channel`` is asked: the same, or an earlier one so that the window of at most 32
+    channels stays inside the layer (a request made for another layer may lie past its end)."""
+    return max(0, min(int(first_channel), channels - FEATURE_CHANNELS if channels > FEATURE_CHANNELS else 0))
 
 
 class CudaMemory:
@@ -231,6 +240,7 @@ class Probe:
         self.clock = clock
         self.feature_hz = feature_hz
         self._feature_k = -1
+        self._feature_first = 0
         self._last_feature = -math.inf
         self.set_feature_node(feature_node)
         # what the run loop reports when a step fails inside a layer
@@ -278,13 +288,18 @@ class Probe:
 
     # ---- feature maps -------------------------------------------------------------------
 
-    def set_feature_node(self, node_id: str | None) -> None:
-        """Sample this node's output from now on (None: no feature maps). Any thread."""
+    def set_feature_node(self, node_id: str | None, first_channel: int = 0) -> None:
+        """Sample this node's output from now on (None: no feature maps), at most 32 channels
+        from ``first_channel`` (0-based, >= 0). Any thread. ValueError for an unknown node or a
+        negative channel."""
         if node_id is None:
             self._feature_k = -1
             return
         if node_id not in self.node_ids:
             raise ValueError(node_id)
+        if int(first_channel) < 0:
+            raise ValueError(f"first_channel {first_channel} < 0")
+        self._feature_first = int(first_channel)
         self._feature_k = self.node_ids.index(node_id)
         self._last_feature = -math.inf  # show the new node at once
 
@@ -302,29 +317,33 @@ class Probe:
         return self.clock() - self._last_feature >= 1.0 / self.feature_hz
 
     def _capture(self, out) -> None:
-        u8, lohi = reduce_feature(out[0])
+        sample = out[0]
+        total = int(sample.shape[0]) if sample.dim() == 3 else None
+        first = feature_window(total, self._feature_first) if total is not None else 0
+        u8, lohi = reduce_feature(sample, first)
         if self.cuda:
             host = torch.empty(u8.shape, dtype=torch.uint8, pin_memory=True)
             host.copy_(u8, non_blocking=True)
             host_lohi = torch.empty(2, dtype=torch.float32, pin_memory=True)
             host_lohi.copy_(lohi, non_blocking=True)
-            self._feature = (self.node_ids[self._feature_k], host, host_lohi)
+            self._feature = (self.node_ids[self._feature_k], host, host_lohi, first, total)
         elif u8.device.type != "cpu":
             self._feature = (self.node_ids[self._feature_k], u8.to("cpu", non_blocking=True),
-                             lohi.to("cpu", non_blocking=True))
+                             lohi.to("cpu", non_blocking=True), first, total)
         else:
-            self._feature = (self.node_ids[self._feature_k], u8, lohi)
+            self._feature = (self.node_ids[self._feature_k], u8, lohi, first, total)
         self._last_feature = self.clock()
 
     def take_feature(self, step: int, t: float) -> FeatureMap | None:
         """The feature map captured this step, as a record; call after the step's sync."""
         if self._feature is None:
             return None
-        node_id, u8, lohi = self._feature
+        node_id, u8, lohi, first, total = self._feature
         self._feature = None
         lo, hi = (float(v) for v in lohi.tolist())  # already on the host, synced by the loop
         arr = u8.numpy()
-        return FeatureMap(step, t, node_id, tuple(int(d) for d in arr.shape), arr.tobytes(), lo, hi)
+        return FeatureMap(step, t, node_id, tuple(int(d) for d in arr.shape), arr.tobytes(), lo, hi,
+                          first, total)
 
     # ---- one step -----------------------------------------------------------------------
 

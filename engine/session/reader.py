@@ -272,16 +272,9 @@ class SessionReader(SessionAggregates):
         return [r[0] for r in rows], [r[1] for r in rows]
 
     def feature_maps(self, node_id: str | None = None) -> list[FeatureMap]:
-        sql = ("SELECT step, t, node_id, shape, data, lo, hi, codec FROM feature_maps"
+        sql = (f"SELECT step, t, node_id, shape, data, lo, hi, codec, {self._fm_window} FROM feature_maps"
                + (" WHERE node_id = ?" if node_id else "") + " ORDER BY rowid")
-        out = []
-        for step, t, nid, shape, data, lo, hi, codec in self._query(sql, (node_id,) if node_id else ()):
-            try:
-                raw = zlib.decompress(data) if codec == "zlib" else bytes(data)
-            except zlib.error:
-                raise SessionError(f"{self.path} is damaged (a feature map of {nid} cannot be decoded)") from None
-            out.append(FeatureMap(step, t, nid, tuple(json.loads(shape)), raw, lo, hi))
-        return out
+        return [self._feature_map(*r) for r in self._query(sql, (node_id,) if node_id else ())]
 
     def evals(self) -> list[EvalRecord]:
         return [EvalRecord(*r) for r in self._query(
@@ -400,13 +393,13 @@ class SessionReader(SessionAggregates):
         if want(FeatureMap) and hi >= lo:
             def fm_stream():
                 last = -1 if s_lo == -inf else self._first_rowid_at("feature_maps", "step", s_lo) - 1
+                window = self._fm_window
                 while True:
-                    rows = self._query("SELECT rowid, step, t, node_id, shape, data, lo, hi, codec FROM feature_maps "
-                                       "WHERE rowid > ? AND step >= ? AND step <= ? ORDER BY rowid LIMIT ?",
-                                       (last, s_lo, s_hi, 64))
-                    for rowid, step, t, nid, shape, data, a, b, codec in rows:
-                        yield (placed(step, t), 2, rowid), self._feature_map(step, t, nid, shape, data, a, b,
-                                                                                    codec)
+                    rows = self._query(f"SELECT rowid, step, t, node_id, shape, data, lo, hi, codec, {window} "
+                                       "FROM feature_maps WHERE rowid > ? AND step >= ? AND step <= ? ORDER BY rowid "
+                                       "LIMIT ?", (last, s_lo, s_hi, 64))
+                    for rowid, *row in rows:
+                        yield (placed(row[0], row[1]), 2, rowid), self._feature_map(*row)
                     if len(rows) < 64:
                         return
                     last = rows[-1][0]
@@ -486,9 +479,17 @@ class SessionReader(SessionAggregates):
         """The step of the last feature map recorded at or before ``step``; None when there is none."""
         return self._query("SELECT max(step) FROM feature_maps WHERE step <= ?", (step,))[0][0]
 
-    def _feature_map(self, step, t, nid, shape, data, lo, hi, codec) -> FeatureMap:
+    @property
+    def _fm_window(self) -> str:
+        """The select list of a map's channel window: its columns, or "0, NULL" in files written
+        before they were added (those maps are the layer's first channels)."""
+        cols = {r[1] for r in self._query('PRAGMA table_info("feature_maps")')}
+        return "first_channel, channels_total" if {"first_channel", "channels_total"} <= cols else "0, NULL"
+
+    def _feature_map(self, step, t, nid, shape, data, lo, hi, codec, first=0, total=None) -> FeatureMap:
         try:
             raw = zlib.decompress(data) if codec == "zlib" else bytes(data)
         except zlib.error:
             raise SessionError(f"{self.path} is damaged (a feature map of {nid} cannot be decoded)") from None
-        return FeatureMap(step, t, nid, tuple(json.loads(shape)), raw, lo, hi)
+        return FeatureMap(step, t, nid, tuple(json.loads(shape)), raw, lo, hi, int(first or 0),
+                          None if total is None else int(total))

@@ -55,7 +55,7 @@ CREATE VIEW telemetry AS
     SELECT v.t AS t, s.source AS source, s.metric AS metric, v.value AS value
     FROM telemetry_values v JOIN telemetry_series s ON s.id = v.series;
 CREATE TABLE feature_maps(step INTEGER, node_id TEXT, shape TEXT, data BLOB, t REAL, lo REAL,
-                          hi REAL, codec TEXT);
+                          hi REAL, codec TEXT, first_channel INTEGER, channels_total INTEGER);
 CREATE TABLE evals(step INTEGER, t REAL, epoch INTEGER, split TEXT, loss REAL, accuracy REAL,
                    samples INTEGER);
 CREATE TABLE logs(t REAL, level TEXT, message TEXT);

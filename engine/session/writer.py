@@ -305,8 +305,9 @@ class SessionWriter:
         packed = zlib.compress(data, 1)
         if len(packed) < len(data) * 0.9:
             data, codec = packed, "zlib"
-        self._con.execute("INSERT INTO feature_maps VALUES (?,?,?,?,?,?,?,?)", (
-            fm.step, fm.node_id, shape_text(fm.shape), data, fm.t, fm.lo, fm.hi, codec))
+        self._con.execute("INSERT INTO feature_maps VALUES (?,?,?,?,?,?,?,?,?,?)", (
+            fm.step, fm.node_id, shape_text(fm.shape), data, fm.t, fm.lo, fm.hi, codec, fm.first_channel,
+            fm.channels_total))
         self.rows_written += 1
 
     def _write_held_feature_maps(self) -> None:

@@ -345,3 +345,26 @@ def test_seeking_a_session_does_not_repeat_its_log(qtbot, window, tmp_path):
         window.session_bar.seek(step)
         window.log_view.update_snapshot(window.player.snapshot())
     assert window.log_view.lines == before
+
+
+def test_feature_channels_chosen_in_the_view_reach_the_run(window, monkeypatch):
+    """Issue 10 item 8: the chooser's request goes view -> run controller -> bridge.set_feature_node;
+    without a run the status bar says only captured channels can be shown."""
+    from engine.records import FeatureMap
+    from engine.run.live import LiveFeed
+
+    window._build_deferred_views()
+    v = window.feature_view
+    feed = LiveFeed(window=10)
+    feed(FeatureMap(3, 0.1, "conv1", (32, 4, 4), bytes(32 * 16), 0.0, 1.0, 0, 96))
+    v.set_layers(["conv1"])
+    v.push(feed.snapshot(), force=True)
+    calls = []
+    monkeypatch.setattr(window.bridge, "is_running", lambda: True)
+    monkeypatch.setattr(window.bridge, "set_feature_node", lambda node, first=0: calls.append((node, first)))
+    v.choose_window(65)
+    assert calls == [("conv1", 64)]
+    monkeypatch.setattr(window.bridge, "is_running", lambda: False)
+    v.choose_window(33)
+    assert calls == [("conv1", 64)]
+    assert "only the channels already captured" in window.statusBar().currentMessage()

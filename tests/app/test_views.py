@@ -312,3 +312,53 @@ def test_memory_view_says_when_a_big_net_has_more_layers_than_rows(qtbot):
     view.update_snapshot(feed.snapshot())
     title = view.layer_plot.titleLabel.text
     assert f"of {len(rows)} layers, drag to scroll" in title, title
+
+
+def _wide_map(first: int, step: int = 5, total: int = 96) -> FeatureMap:
+    maps = np.zeros((32, 12, 12), dtype=np.uint8)
+    for k in range(32):
+        maps[k] = k * 4 + np.arange(12, dtype=np.uint8)[None, :]
+    return FeatureMap(step, 0.5, "big", (32, 12, 12), maps.tobytes(), 0.0, 2.55, first, total)
+
+
+def test_feature_view_offers_every_window_of_the_layer_and_asks_the_run(views, qtbot):
+    """Issue 10 item 8: the chooser lists 1–32, 33–64, 65–96 for a 96-channel layer; choosing
+    33–64 asks for channel 32 on; the maps that come say "channels 33–64 of 96"."""
+    v = views["FeatureMapView"]
+    v.resize(700, 500)
+    v.set_layers(["big"])
+    v.push(snapshot([_wide_map(0)]), force=True)
+    assert v.channel_choices()[:3] == ["1–32", "33–64", "65–96"]
+    assert v.channel_choices()[3] == "1–8" and len(v.channel_choices()) == 3 + 4
+    asked = []
+    v.channels_requested.connect(lambda node, first: asked.append((node, first)))
+    v.choose_window(33)
+    assert asked == [("big", 32)]
+    assert "first 32 of 96 channels" in v.caption.text() and "asked the run for channels 33–64" in v.caption.text()
+    v.push(snapshot([_wide_map(32, step=6)]), force=True)
+    text = v.caption.text()
+    assert "channels 33–64 of 96 of 12×12" in text and "asked" not in text, text
+    assert v.channels.currentText() == "33–64"
+    assert v.channel_choices()[3] == "33–40"  # the groups name the layer's channels
+    v.set_channels(41)
+    assert v.shown_channels() == list(range(8, 16)) and "showing 41–48" in v.caption.text()
+    v.enlarge(0)
+    assert "channel 33 of 96" in v.caption.text()
+    v.enlarge(None)
+    v.choose_window(33)  # the window on screen: nothing to ask
+    assert asked == [("big", 32)]
+    # a layer whose channels do not split in 32s: the last window ends at its last channel
+    v.push(snapshot([_wide_map(0, step=7, total=100)]), force=True)
+    assert v.channel_choices()[:4] == ["1–32", "33–64", "65–96", "69–100"]
+
+
+def test_feature_view_of_a_recorded_session_offers_only_what_was_recorded(views):
+    v = views["FeatureMapView"]
+    v.set_layers(["big"])
+    v.set_recorded(True)
+    v.push(snapshot([_wide_map(0)]), force=True)
+    assert v.channel_choices()[0] == "all 32" and "33–64" not in v.channel_choices()
+    assert "first 32 of 96 channels" in v.caption.text()
+    assert "the session recorded only these channels" in v.caption.text()
+    v.set_recorded(False)
+    assert v.channel_choices()[:3] == ["1–32", "33–64", "65–96"]

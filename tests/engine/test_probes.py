@@ -245,3 +245,36 @@ def test_reduce_feature_downsamples_and_lays_out_vectors():
     assert v.flatten()[:10].tolist()[0] == 0 and v.flatten()[9].item() == 255
     big, _ = reduce_feature(torch.randn(9216))
     assert tuple(big.shape) == (1, 64, 64)
+
+
+def test_feature_map_captures_the_asked_channels_and_says_which():
+    """Issue 10 item 8: a 96-channel layer, channels 33-64 asked: the map holds exactly those
+    (first_channel 32, channels_total 96); a window past the end moves back inside the layer."""
+    spec = engine.from_dict({"format": "layerscope-net", "version": 1, "name": "wide",
+                             "input": {"channels": 3, "height": 8, "width": 8, "classes": 10},
+                             "nodes": [{"id": "conv1", "kind": "conv2d",
+                                        "params": {"out_channels": 96, "kernel": 1}},
+                                       {"id": "flatten", "kind": "flatten"},
+                                       {"id": "fc", "kind": "linear", "params": {"out_features": 10}}]})
+    model = engine.build_model(spec).eval()
+    now = [0.0]
+    probe = Probe(model, torch.device("cpu"), feature_node="conv1", feature_hz=1.0, clock=lambda: now[0])
+    x = torch.randn(2, 3, 8, 8)
+    with torch.inference_mode():
+        probe.forward(x, timing=False)
+        fm = probe.take_feature(1, 0.1)
+        assert (fm.first_channel, fm.channels_total, fm.shape[0]) == (0, 96, 32)
+        probe.set_feature_node("conv1", first_channel=32)
+        now[0] += 10.0
+        probe.forward(x, timing=False)
+        fm = probe.take_feature(2, 0.2)
+        assert (fm.first_channel, fm.channels_total, fm.shape) == (32, 96, (32, 8, 8))
+        probe.set_feature_node("conv1", first_channel=90)
+        now[0] += 10.0
+        probe.forward(x, timing=False)
+        assert probe.take_feature(3, 0.3).first_channel == 64
+        with pytest.raises(ValueError):
+            probe.set_feature_node("conv1", first_channel=-1)
+    # the maps are those channels: scaled back, channel 33 of the layer is the map's first
+    captured, lohi = reduce_feature(torch.arange(96, dtype=torch.float32)[:, None, None].expand(96, 2, 2), 32)
+    assert captured.shape == (32, 2, 2) and lohi.tolist() == [32.0, 63.0]

@@ -136,6 +136,36 @@ def test_feature_maps_and_switching_node():
         r.set_feature_node("nope")
 
 
+def test_feature_channels_asked_through_the_run():
+    """Issue 10 item 8: set_feature_node(node, first_channel) goes through the command queue; the
+    records from then on carry that window of the layer's channels and its total."""
+    holder = {}
+
+    def switch(rec):
+        if isinstance(rec, StepRecord) and rec.step == 2:
+            holder["run"].set_feature_node("wide", first_channel=32)
+            holder["run"].set_feature_node("conv2", first_channel=8)  # fewer than 32: from 0
+
+    net = engine.from_dict({"format": "layerscope-net", "version": 1, "name": "wide",
+                            "input": {"channels": 1, "height": 8, "width": 8, "classes": 10},
+                            "nodes": [{"id": "wide", "kind": "conv2d", "params": {"out_channels": 96, "kernel": 1}},
+                                      {"id": "conv2", "kind": "conv2d", "params": {"out_channels": 16, "kernel": 1}},
+                                      {"id": "flatten", "kind": "flatten"},
+                                      {"id": "fc", "kind": "linear", "params": {"out_features": 10}}]})
+    c = cfg(net=net, steps=4, warmup=0, feature_node="wide", feature_hz=1e6, profile_every=2)
+    recs = []
+    r = Run(c, [recs.append, switch])
+    holder["run"] = r
+    r.set_feature_node("wide", first_channel=64)  # asked before the run starts: kept
+    assert r.run().status == "completed"
+    fms = of(recs, FeatureMap)
+    assert [(f.node_id, f.first_channel, f.channels_total, f.shape[0]) for f in fms] == [
+        ("wide", 64, 96, 32), ("wide", 64, 96, 32), ("conv2", 0, 16, 16), ("conv2", 0, 16, 16)]
+    for bad in (-1, 1.5, True):
+        with pytest.raises(LayerScopeError):
+            r.set_feature_node("conv2", first_channel=bad)
+
+
 def test_pause_resume_stop_from_another_thread():
     first_step = threading.Event()
     recs = []

@@ -336,3 +336,30 @@ def test_importing_the_session_package_is_cheap():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_feature_map_window_is_recorded_and_old_files_read_as_the_first_channels(tmp_path):
+    """Issue 10 item 8: a map of channels 33-64 of 96 reads back as such; a file without the
+    window columns (written before them) reads as the layer's first channels."""
+    import sqlite3
+
+    from engine.records import FeatureMap, StepRecord
+    from engine.session.reader import SessionReader
+    from engine.session.writer import SessionWriter
+
+    path = tmp_path / "w.lsession"
+    w = SessionWriter(path)
+    w(StepRecord(1, 0.1, "train", 1.0, 0.5, 10.0, 100.0))
+    w(FeatureMap(1, 0.1, "c", (2, 2, 2), bytes(range(8)), 0.0, 1.0, 32, 96))
+    w.close()
+    with SessionReader(path) as r:
+        fm = r.feature_maps()[0]
+        assert (fm.first_channel, fm.channels_total, fm.array().ravel().tolist()) == (32, 96, list(range(8)))
+        assert [(f.first_channel, f.channels_total) for f in r.records() if isinstance(f, FeatureMap)] == [(32, 96)]
+    con = sqlite3.connect(path)
+    con.execute("ALTER TABLE feature_maps DROP COLUMN channels_total")
+    con.execute("ALTER TABLE feature_maps DROP COLUMN first_channel")
+    con.commit()
+    con.close()
+    with SessionReader(path) as r:
+        assert [(f.first_channel, f.channels_total) for f in r.feature_maps()] == [(0, None)]
