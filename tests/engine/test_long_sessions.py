@@ -140,3 +140,18 @@ def test_trace_export_and_summary_memory_do_not_grow_with_the_session(tmp_path):
     assert peaks["long"][0] < 1.3 * peaks["short"][0] + 128, peaks
     # the per-layer figures come out of SQLite without any per-step list
     assert peaks["long"][1] < 1.3 * peaks["short"][1] + 64, peaks
+
+
+@pytest.mark.parametrize("column,value", [("fwd_ns", "'x'"), ("bwd_ns", "x'00ff'"), ("fwd_ns", "9e999"),
+                                          ("bwd_ns", "-9e999"), ("fwd_ns", "-9e999")])
+@pytest.mark.parametrize("indexed", [True, False])
+def test_odd_layer_time_refused_with_and_without_indexes(tmp_path, column, value, indexed):
+    from engine.session.schema import SessionError
+
+    path = write(tmp_path / "s.lsession", records(30, end=indexed))  # a running session gets no indexes
+    with sqlite3.connect(path) as con:
+        con.execute(f"UPDATE layer_times_ns SET {column} = {value} WHERE row = 7")
+    with open_session(path) as r:
+        assert r.ensure_aggregate_indexes() is indexed
+        with pytest.raises(SessionError):
+            summary(r)
