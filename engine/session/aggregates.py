@@ -52,7 +52,17 @@ class SessionAggregates:
     def _steady_row_filter(self) -> tuple[str, list]:
         """SQL condition (and arguments) on ``layer_times_ns.row`` leaving out the rows of profiled
         warm-up steps (none of them when every profiled step was warm-up), as
-        ``analysis.layers.steady_layer_times`` does. Only row ids are tested, which every index holds."""
+        ``analysis.layers.steady_layer_times`` does. Only row ids are tested, which every index holds.
+        Read once per reader of a finished session (each call scans the steps table)."""
+        cached = getattr(self, "_steady_filter", None)
+        if cached is not None:
+            return cached
+        out = self._steady_row_filter_read()
+        if self.status != "running":  # a session being written may still gain profiled steps
+            self._steady_filter = out
+        return out
+
+    def _steady_row_filter_read(self) -> tuple[str, list]:
         warm = self._query("SELECT first_row, first_row + n - 1 FROM profiled_steps WHERE step IN "
                            "(SELECT step FROM steps WHERE warmup AND phase != 'test') ORDER BY rec")
         if not warm or len(warm) == self.profiled_step_count():
