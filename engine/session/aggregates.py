@@ -52,7 +52,17 @@ class SessionAggregates:
     def _steady_row_filter(self) -> tuple[str, list]:
         """SQL condition (and arguments) on ``layer_times_ns.row`` leaving out the rows of profiled
         warm-up steps (none of them when every profiled step was warm-up), as
-        ``analysis.layers.steady_layer_times`` does. Only row ids are tested, which every index holds."""
+        ``analysis.layers.steady_layer_times`` does. Only row ids are tested, which every index holds.
+        Read once per reader of a finished session (each call scans the steps table)."""
+        cached = getattr(self, "_steady_filter", None)
+        if cached is not None:
+            return cached
+        out = self._steady_row_filter_read()
+        if self.status != "running":  # a session being written may still gain profiled steps
+            self._steady_filter = out
+        return out
+
+    def _steady_row_filter_read(self) -> tuple[str, list]:
         warm = self._query("SELECT first_row, first_row + n - 1 FROM profiled_steps WHERE step IN "
                            "(SELECT step FROM steps WHERE warmup AND phase != 'test') ORDER BY rec")
         if not warm or len(warm) == self.profiled_step_count():
@@ -120,11 +130,39 @@ class SessionAggregates:
         if getattr(self, "_times_checked", False):
             return
         odd = "typeof({c}) IN ('text', 'blob') OR (typeof({c}) = 'real' AND abs({c}) > 1e308)"  # 1e308+: inf
-        bad = self._query(f"SELECT fwd_ns FROM layer_times_ns WHERE {odd.format(c='fwd_ns')} UNION ALL "
-                          f"SELECT bwd_ns FROM layer_times_ns WHERE {odd.format(c='bwd_ns')} LIMIT 1")
+        if self._has_time_indexes():
+            bad = self._odd_extremes(odd)
+        else:
+            bad = self._query(f"SELECT fwd_ns FROM layer_times_ns WHERE {odd.format(c='fwd_ns')} UNION ALL "
+                              f"SELECT bwd_ns FROM layer_times_ns WHERE {odd.format(c='bwd_ns')} LIMIT 1")
         if bad:
             ms_from_ns(bad[0][0])  # raises the same one-line SessionError as reading it row by row
         self._times_checked = True
+
+    def _has_time_indexes(self) -> bool:
+        names = {r[0] for r in self._query("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        return {"layer_times_node_fwd", "layer_times_node_bwd"} <= names
+
+    def _odd_extremes(self, odd: str) -> list:
+        """The odd values (``odd``: an SQL condition on ``{c}``) among each node's smallest and
+        largest ``fwd_ns`` and ``bwd_ns``, read off the (node, column) indexes: SQLite orders
+        numbers before text before blobs, so any text or blob is a node's largest value and an
+        infinite one its smallest or largest number. Index probes only, no scan."""
+        nodes, node = [], None
+        while True:  # each distinct node by one probe of the index
+            node = self._query("SELECT min(node) FROM layer_times_ns" + ("" if node is None else " WHERE node > ?"),
+                               [] if node is None else [node])[0][0]
+            if node is None:
+                break
+            nodes.append(node)
+        for c in ("fwd_ns", "bwd_ns"):
+            cond = odd.format(c="v")
+            for node in nodes:
+                for agg in ("min", "max"):  # one aggregate per query: read off the index end
+                    v = self._query(f"SELECT {agg}({c}) FROM layer_times_ns WHERE node = ?", [node])[0][0]
+                    if v is not None and self._query(f"SELECT 1 FROM (SELECT ? AS v) WHERE {cond}", [v]):
+                        return [(v,)]
+        return []
 
     def step_layer_sums(self) -> tuple[list[int], list[int]]:
         """(forward ns, backward ns) summed over the nodes of each steady profiled step (warm-up

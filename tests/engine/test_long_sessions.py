@@ -140,3 +140,36 @@ def test_trace_export_and_summary_memory_do_not_grow_with_the_session(tmp_path):
     assert peaks["long"][0] < 1.3 * peaks["short"][0] + 128, peaks
     # the per-layer figures come out of SQLite without any per-step list
     assert peaks["long"][1] < 1.3 * peaks["short"][1] + 64, peaks
+
+
+@pytest.mark.parametrize("column,value", [("fwd_ns", "'x'"), ("bwd_ns", "x'00ff'"), ("fwd_ns", "9e999"),
+                                          ("bwd_ns", "-9e999"), ("fwd_ns", "-9e999")])
+@pytest.mark.parametrize("indexed", [True, False])
+def test_odd_layer_time_refused_with_and_without_indexes(tmp_path, column, value, indexed):
+    from engine.session.schema import SessionError
+
+    path = write(tmp_path / "s.lsession", records(30, end=indexed))  # a running session gets no indexes
+    with sqlite3.connect(path) as con:
+        con.execute(f"UPDATE layer_times_ns SET {column} = {value} WHERE row = 7")
+    with open_session(path) as r:
+        assert r.ensure_aggregate_indexes() is indexed
+        with pytest.raises(SessionError):
+            summary(r)
+
+
+def test_energy_windows_inlined_span_is_step_span():
+    from engine.analysis.energy import energy_windows, step_span
+
+    rng = random.Random(3)
+    steps, t = [], 0.0
+    for s in range(400):  # a test phase in between, data waits present and absent, shuffled order
+        phase = "test" if 200 <= s < 220 else "train"
+        data = None if s % 3 else rng.random()
+        steps.append(StepRecord(s, t, phase, 1.0, 0.5, rng.uniform(5, 20), 6400.0, data, None, False, True, None))
+        t += rng.uniform(0.006, 0.03)
+    rng.shuffle(steps)
+    ts = [0.05 * k for k in range(int(t / 0.05) + 2)]
+    joules = [3.0 * x + 0.1 * (k % 2) for k, x in enumerate(ts)]
+    inlined = energy_windows(ts, joules, steps)
+    assert len(inlined) > 3
+    assert inlined == energy_windows(ts, joules, steps, span=lambda s: step_span(s))
