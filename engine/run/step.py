@@ -68,12 +68,7 @@ class StepMixin:
             opt.zero_grad(set_to_none=True)
             self._phase = "forward"
             with autocast():
-                if profiled:
-                    out = probe.forward(x)
-                elif feature:
-                    out = probe.forward(x, timing=False)
-                else:
-                    out = model(x)
+                out = _forward(model, probe, x, profiled, feature)
                 loss = loss_fn(out, y)
             self._phase = "backward"
             if scaler is not None:
@@ -93,12 +88,7 @@ class StepMixin:
         else:
             self._phase = "forward"
             with torch.inference_mode(), autocast():
-                if profiled:
-                    out = probe.forward(x)
-                elif feature:
-                    out = probe.forward(x, timing=False)
-                else:
-                    out = model(x)
+                out = _forward(model, probe, x, profiled, feature)
                 if y is not None:
                     loss = loss_fn(out, y)
                     loss_v, n_ok = self._loss_and_correct(loss, out, y, device)  # note: sync point
@@ -157,3 +147,13 @@ class StepMixin:
         t, src = now - self._t0, f"torch:{device}"
         self._emit(TelemetryBatch([TelemetrySample(t, src, "allocated_bytes", float(allocated)),
                                    TelemetrySample(t, src, "reserved_bytes", float(reserved))]))
+
+
+def _forward(model, probe, x, profiled: bool, feature: bool):
+    """One forward pass: timed per layer by the probe, or through it only to capture a feature
+    map, or the plain model call (no probe code at all on an unprofiled step)."""
+    if profiled:
+        return probe.forward(x)
+    if feature:
+        return probe.forward(x, timing=False)
+    return model(x)
