@@ -342,6 +342,8 @@ def study_runs(folder) -> tuple[list[Path], list[str]]:
     for c in study["configs"]:
         if not isinstance(c, dict) or c.get("status") != "done" or not isinstance(c.get("session"), str):
             continue
+        if Path(c["session"]).is_absolute() or ".." in Path(c["session"]).parts:
+            continue  # a study names files inside its own folder only
         p = folder / c["session"]
         if p.is_file():
             paths.append(p)

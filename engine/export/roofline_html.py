@@ -34,7 +34,7 @@ def svg_roofline(r: dict, width: int = 760, height: int = 360) -> str:
     ys = [p[2]["achieved_flop_s"] for p in pts] + [peak]
     x0, x1 = 10 ** math.floor(math.log10(min(xs)) - 0.3), 10 ** math.ceil(math.log10(max(xs)) + 0.3)
     y0, y1 = 10 ** math.floor(math.log10(min(ys))), 10 ** math.ceil(math.log10(peak) + 0.2)
-    left, right, top, bottom = 70, 20, 12, 40
+    left, right, top, bottom = 70, 40, 12, 40
     pw, ph = width - left - right, height - top - bottom
 
     def X(v):
