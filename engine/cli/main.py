@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile.register(sub)
     sessions.register(sub)
     info.register_devices(sub)
+    from engine.cli import sweep
+    sweep.register(sub)
     return p
 
 
