@@ -163,6 +163,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="also write the rows as JSON here")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads for both the LayerScope run and the profiler (default: all cores but one)")
+    ap.add_argument("--sweep-only", action="store_true", help="only the sweep, ceilings and roofline (issue 11)")
     ap.add_argument("--sweep-dir", default=None, help="folder for the sweep's sessions and study.json "
                     "(default: a new temporary folder)")
     args = ap.parse_args(argv)
@@ -185,6 +186,8 @@ def main(argv=None) -> int:
     nets = ["resnet18"] if args.quick else ["resnet18", "alexnet"]
     combos = [(n, m, p) for n in nets for m in ("train", "infer")
               for p in (("fp32",) if args.quick else ("fp32", "bf16"))]
+    if args.sweep_only:
+        combos = []
     rows, worst_over = [], 0.0
     hdr = f"{'net':9} {'mode':5} {'prec':4} {'step_ms':>8} {'overhead':>8} {'layers>=50us':>12} " \
           f"{'within10%':>9} {'worst':>6} {'J/sample':>9} {'tel_hz':>6}"
@@ -236,28 +239,18 @@ def sweep_and_ceilings(args, threads) -> dict:
     precisions = ("fp32", "bf16") if cpu and args.quick else ("fp32", "bf16", "fp16")
     batch, steps = (8, 3) if cpu else (64, 20)
     folder = Path(args.sweep_dir or tempfile.mkdtemp(prefix="ls-gpu-sweep-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = engine.load_preset("resnet18")
-    configs = []
     print(f"# sweep: resnet18 train batch {batch}, {steps} steps, {' / '.join(precisions)} x channels_last; "
           f"sessions in {folder}")
-    for prec in precisions:
-        for cl in (False, True):
-            key = f"{prec}-{'cl' if cl else 'nchw'}"
-            out = folder / f"{key}.lsession"
-            out.unlink(missing_ok=True)
-            cfg = RunConfig(net=spec, mode="train", device=args.device, precision=prec, batch_size=batch,
-                            steps=steps, warmup=3, dataset="synthetic", telemetry_hz=10.0, cudnn_benchmark=True,
-                            channels_last=cl, seed=0, threads=threads, out=str(out))
-            res = Run(cfg, []).run()
-            done = res.status == "completed"
-            configs.append({"key": key, "label": f"{prec} {'channels-last' if cl else 'nchw'}",
-                            "values": {"precision": prec, "channels_last": cl}, "session": out.name,
-                            "status": "done" if done else "failed", "reason": None if done else res.message})
-            print(f"sweep {key}: {res.status}" + ("" if done else f" ({res.message})"))
-    (folder / "study.json").write_text(json.dumps({
-        "format": "layerscope-study", "version": 1, "kind": "sweep",
-        "axes": {"precision": list(precisions), "channels_last": [False, True]}, "configs": configs}, indent=1))
+    from engine.sweep import run_sweep
+
+    study = run_sweep("resnet18", {"precision": list(precisions), "channels_last": [False, True]},
+                      {"mode": "train", "device": args.device, "batch_size": batch, "steps": steps, "warmup": 3,
+                       "dataset": "synthetic", "telemetry_hz": 10.0, "cudnn_benchmark": True, "seed": 0,
+                       "threads": threads}, folder, resume=False)
+    configs = [{"label": c.label, "session": c.session, "status": c.status, "reason": c.reason}
+               for c in study.configs]
+    for c in study.configs:
+        print(f"sweep {c.key}: {c.status}" + (f" ({c.reason})" if c.reason else ""))
     done = [c for c in configs if c["status"] == "done"]
     result = {"sweep_dir": str(folder)}
     if len(done) >= 2:

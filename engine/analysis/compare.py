@@ -316,38 +316,17 @@ def compare_runs(sources: list, baseline: int | str | None = None, labels: list[
             "families": families}
 
 
-STUDY_FILE = "study.json"
-
-
 def study_runs(folder) -> tuple[list[Path], list[str]]:
-    """(session paths, labels) of a study's finished configurations: ``folder/study.json``
-    (``{"format": "layerscope-study", "configs": [{"label", "session" (relative to the folder),
-    "status", ...}]}``, as ``layerscope sweep`` writes it), configurations whose status is "done"
-    and whose session file exists, in the study's order. Raises ``LayerScopeError`` (one line)
-    for a folder without a readable study or with fewer than two finished configurations."""
-    import json
+    """(session paths, labels) of a study's finished configurations (``engine.sweep.study.read_study``
+    of ``folder`` or its study.json): those whose status is "done" and whose session file exists,
+    in the study's order, with the study's labels. Raises ``LayerScopeError`` (one line) for a
+    folder without a readable study or with fewer than two finished configurations."""
+    from engine.sweep.study import read_study
 
-    folder = Path(folder)
-    f = folder / STUDY_FILE
-    try:
-        study = json.loads(f.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LayerScopeError(f"{folder} holds no {STUDY_FILE} (not a study folder)") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise LayerScopeError(f"{f} cannot be read ({str(e).splitlines()[0]})") from None
-    if not isinstance(study, dict) or study.get("format") != "layerscope-study" \
-            or not isinstance(study.get("configs"), list):
-        raise LayerScopeError(f"{f} is not a LayerScope study (format 'layerscope-study' with 'configs')")
-    paths, labels = [], []
-    for c in study["configs"]:
-        if not isinstance(c, dict) or c.get("status") != "done" or not isinstance(c.get("session"), str):
-            continue
-        if Path(c["session"]).is_absolute() or ".." in Path(c["session"]).parts:
-            continue  # a study names files inside its own folder only
-        p = folder / c["session"]
-        if p.is_file():
-            paths.append(p)
-            labels.append(str(c.get("label") or c.get("key") or p.stem))
-    if len(paths) < 2:
-        raise LayerScopeError(f"{f} has {len(paths)} finished configuration(s) with a session; compare needs two")
-    return paths, _unique(labels)
+    study = read_study(folder)
+    done = [(study.session_path(c), c.label) for c in study.configs if c.status == "done"]
+    done = [(p, lab) for p, lab in done if p.is_file()]
+    if len(done) < 2:
+        raise LayerScopeError(f"{study.path} has {len(done)} finished configuration(s) with a session; "
+                              "compare needs two")
+    return [p for p, _ in done], _unique([lab for _, lab in done])

@@ -168,7 +168,8 @@ def test_study_folder_uses_its_finished_configs_and_labels(sessions, tmp_path, c
     configs.append({"key": "batch=999", "label": "batch 999", "values": {"batch_size": 999},
                     "session": "gone.lsession", "status": "failed", "reason": "out of memory"})
     (study / "study.json").write_text(json.dumps({"format": "layerscope-study", "version": 1, "kind": "sweep",
-                                                  "axes": {"batch_size": [2, 4, 8, 999]}, "configs": configs}))
+                                                  "axes": {"batch_size": [2, 4, 8, 999]}, "fixed": {},
+                                                  "configs": configs}))
     paths, labels = study_runs(study)
     assert labels == ["batch 2", "batch 4", "batch 8"] and [p.name for p in paths] == [p.name for p in sessions]
     capsys.readouterr()
