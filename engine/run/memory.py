@@ -84,8 +84,14 @@ class SavedAccounting:
         self._stor: dict[int, list] = {}  # serial of a saved storage -> [owner, nbytes, first saver]
         self._out_serial: list[int | None] = [None] * n
         self._new_out = [False] * n
+        self.input_bytes = 0
         if x is not None:
             self._entry(storage_key(x), x, INPUT)
+            self.input_bytes = x.nelement() * x.element_size()
+
+    def made_output(self, k: int) -> bool:
+        """Whether layer ``k``'s output is a new storage (not a view or an in-place result)."""
+        return self._new_out[k]
 
     def _entry(self, key: int, t, owner: int) -> tuple[int, int, bool]:
         """(owner, serial, new) of the storage ``key`` that ``t`` lies on."""
