@@ -26,7 +26,8 @@ Gradients, the loss and the optimizer's buffers are not in the model. Each event
 CUDA (``CudaHistory``): ``torch.cuda.memory._record_memory_history`` for one step only, at most
 ``max_entries`` trace entries, no stacks; each alloc/free becomes ``(t_ms, owner_node, delta)``
 with ``t_ms`` the host time the allocator served it (ms from the step start) and the owner the
-layer whose forward the host was running then.
+layer whose forward the host was running when the block was allocated (None outside the
+forward); the first event ``(0.0, None, allocated bytes at the start)`` is the baseline.
 """
 from __future__ import annotations
 
@@ -229,6 +230,7 @@ class CudaHistory:
             return False
         self._t0_us = time.time() * 1e6
         self._marks = []
+        self._base = int(torch.cuda.memory_allocated(self.device))  # what the step starts with
         return True
 
     def mark(self, k: int) -> None:
@@ -250,7 +252,8 @@ class CudaHistory:
         traces = snap.get("device_traces") or []
         entries = traces[index] if index < len(traces) else []
         ends = [t for t, _k in self._marks]
-        out = []
+        out = [(0.0, None, self._base)]
+        owner_of: dict[int, str | None] = {}  # block address -> the layer that allocated it
         for e in entries:
             act = e.get("action")
             if act not in ("alloc", "free_completed"):
@@ -258,8 +261,13 @@ class CudaHistory:
             t_us = float(e.get("time_us") or 0.0)
             if t_us < self._t0_us:
                 continue
-            j = bisect.bisect_left(ends, t_us)
-            owner = node_ids[self._marks[j][1]] if j < len(self._marks) else None
             size = int(e.get("size") or 0)
+            addr = int(e.get("addr") or 0)
+            if act == "alloc":
+                j = bisect.bisect_left(ends, t_us)
+                owner = node_ids[self._marks[j][1]] if j < len(self._marks) else None
+                owner_of[addr] = owner
+            else:
+                owner = owner_of.pop(addr, None)
             out.append(((t_us - self._t0_us) / 1000.0, owner, size if act == "alloc" else -size))
         return out
