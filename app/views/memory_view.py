@@ -66,7 +66,7 @@ class MemoryView(MonitorView):
         self.bars = pg.BarGraphItem(x0=[0], y=[0], height=0.7, width=[0], brush=style.SERIES[5], pen=None)
         self.layer_plot.addItem(self.bars)
         # side by side needs about 2 x 240 px; a narrower dock stacks the two plots
-        self.glw.setMinimumSize(240, 260)
+        self.glw.setMinimumSize(240, 230)  # the tab bar above takes ~30 px of what the dock gives
         self._vertical = False
         # tab 1: memory over the run and per layer; tab 2: one step's timeline
         over = QWidget()
@@ -79,6 +79,8 @@ class MemoryView(MonitorView):
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(over, "Run && layers")
         self.tabs.addTab(self.timeline_view, "Step timeline")
+        # explicit, so the dock is sized for the tab bar too (its hint alone left it short)
+        self.tabs.setMinimumHeight(self.tabs.minimumSizeHint().height())
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.notice)
