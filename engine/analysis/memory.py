@@ -28,6 +28,8 @@ def _counted(source) -> list:
     """The LayerTimes with memory figures: every counted one of a reader, the latest of a snapshot."""
     if hasattr(source, "iter_layer_times"):
         return [lt for lt in source.iter_layer_times() if lt.saved_bytes or lt.memory_events]
+    if hasattr(source, "layer_times"):  # a record list wrapped as a source (analysis.summary.as_source)
+        return [lt for lt in source.layer_times() if lt.saved_bytes or lt.memory_events]
     lt = getattr(source, "last_memory_layer_times", None)
     return [lt] if lt is not None else []
 

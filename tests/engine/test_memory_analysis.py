@@ -92,3 +92,29 @@ def test_cuda_events_make_a_timeline_from_the_baseline():
     assert tl["points"][0] == (0.0, 1000) and tl["baseline"] == 1000
     assert tl["peak"] == {"t": 1.5, "bytes": 1600, "alive": ["a", "b"], "alive_bytes": {"a": 400, "b": 200}}
     assert tl["points"][-1] == (3.5, 1000)
+
+
+def test_html_report_has_the_memory_section(lenet_session, tmp_path):
+    from engine.export.html import export_html
+    from engine.fmt import fmt_bytes
+
+    path, _snap = lenet_session
+    with engine.open_session(path) as r:
+        out = export_html(r, tmp_path / "r.html")
+        t = layer_memory_table(r)
+        tl = memory_timeline(r)
+    html = out.read_text()
+    assert "Training memory: what each layer holds for backward" in html
+    assert f"Memory timeline of step {tl['step']}" in html
+    assert f"Peak {fmt_bytes(tl['peak']['bytes'])}" in html and "relu1 " in html
+    assert f"Total {fmt_bytes(t['saved_total'])}" in html
+    assert html.count("<rect") > len(tl["bands"])  # the bands strip, and the bars above
+
+
+def test_html_memory_section_says_when_nothing_was_counted(tmp_path):
+    from engine.export.memory_html import memory_section
+    from tests.engine.test_session import make_records, write_session
+
+    p = write_session(tmp_path / "old.lsession", make_records(steps=3))
+    with engine.open_session(p) as r:
+        assert "Not recorded" in memory_section(r)
