@@ -237,6 +237,13 @@ class CudaHistory:
         """Plan step ``k`` ended on the host now."""
         self._marks.append((time.time() * 1e6, k))
 
+    def cancel(self) -> None:
+        """Stop recording without keeping anything (a step whose records are not kept, or that
+        failed): the next counted step records again."""
+        import torch
+
+        torch.cuda.memory._record_memory_history(enabled=None, device=self.device)
+
     def stop(self, node_ids: list[str]) -> list[tuple]:
         """Stop recording; the step's events ``(t_ms, owner_node|None, delta_bytes)``."""
         import bisect

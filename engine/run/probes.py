@@ -508,9 +508,9 @@ class Probe:
     def detach(self) -> None:
         """Remove every hook still registered (a step that failed between forward and backward)."""
         self._remove_handles()
-        if getattr(self, "_history_on", False):  # a step that failed while the allocator trace was on
+        if getattr(self, "_history_on", False):  # a warm-up or failed step: its trace is not kept
             self._history_on = False
-            self.cuda_history.stop(self.node_ids)
+            self.cuda_history.cancel()
         for k in range(self.n):
             self._gfs[k] = None
         self._feature = None
