@@ -42,6 +42,7 @@ _LAZY = {
     "read_study": "sweep.study", "is_study": "sweep.study", "Study": "sweep.study", "StudyConfig": "sweep.study",
     "run_sweep": "sweep.runner", "SweepProgress": "sweep.runner", "CPU_ALLOCATORS": "run.allocator",
     "parse_axis": "sweep.axes", "check_axes": "sweep.axes", "allocator_problem": "run.allocator",
+    "layer_memory_table": "analysis.memory", "memory_timeline": "analysis.memory",
     **{name: "records" for name in ("EvalRecord", "FeatureMap", "LayerRow", "LayerTimes", "LogRecord",
                                         "RunEnded", "StateChanged", "TelemetryBatch", "TelemetrySample",
                                         "TelemetryStatus")},

@@ -72,6 +72,15 @@ class LayerTimes:
     # at the same stamps); empty where not counted
     minor_faults: list[int | None] = field(default_factory=list)
     fault_ns: float | None = None  # what one minor fault (first touch of a fresh page) costs here, ns
+    # training memory on the steps the probe counted it (``engine.run.memory``; empty elsewhere):
+    # bytes of the distinct storages each layer created that autograd saved for backward
+    # (parameters left out), and of each layer's output tensor
+    saved_bytes: list[int | None] = field(default_factory=list)
+    out_bytes: list[int | None] = field(default_factory=list)
+    # the step's memory timeline events: CPU (saved-tensor accounting) ``(at_node, phase, owner,
+    # delta_bytes)``, CUDA (allocator history) ``(t_ms, owner, delta_bytes)``; ``memory_source`` says which
+    memory_events: list[tuple] = field(default_factory=list)
+    memory_source: str | None = None
 
 
 @dataclass

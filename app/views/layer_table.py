@@ -1,6 +1,7 @@
 """Per-layer table: id, kind, output shape, params, FLOPs, forward/backward ms, share of the step,
-achieved GFLOP/s, activation bytes, the forward spread across steps (p5–p95) and, on the CPU,
-page faults with the allocator flag. Sortable by any column (numbers sort as numbers) and
+achieved GFLOP/s, activation bytes, the forward spread across steps (p5–p95), on the CPU page
+faults with the allocator flag, and the bytes each layer holds for backward (measured) with their
+share of the step's memory peak. Sortable by any column (numbers sort as numbers) and
 copyable: Ctrl+C puts the selected rows (or all of them) on the clipboard as tab-separated text."""
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ COLUMNS = (  # key, title, formatter; the measured times come right after the na
     ("fwd_spread", "Fwd p5–p95 ms", lambda v: f"{fmt.fmt_ms(v[0])}–{fmt.fmt_ms(v[1])}"),
     ("faults", "Page faults", fmt.fmt_count),
     ("alloc", "Allocator", lambda v: f"mostly allocator ({fmt.fmt_pct(v)})" if v >= 0.5 else fmt.fmt_pct(v)),
+    ("saved", "Saved for bwd", fmt.fmt_bytes),
+    ("peak_share", "Share of peak", fmt.fmt_pct),
 )
 TEXT_COLUMNS = ("id", "kind", "shape")  # left-aligned; numbers align right
 SORT_ROLE = Qt.UserRole + 1
@@ -39,12 +42,16 @@ def table_rows(snap) -> list[dict]:
     """The table's rows from a snapshot (net order; None where a value was not measured):
     ``engine.snapshot_layer_rows`` under the table's column keys - fwd/bwd ms are the means,
     GFLOP/s the forward rate at the median time, as in the exports."""
+    rows = engine.snapshot_layer_rows(snap)
+    mem = {m["id"]: m for m in engine.layer_memory_table(snap)["layers"]} if rows else {}
     return [{"id": r["id"], "kind": r["kind"], "shape": tuple(r["out_shape"] or ()), "params": r["params"],
              "flops": r["flops"], "fwd_ms": r["fwd_mean_ms"], "bwd_ms": r["bwd_mean_ms"], "share": r["share"],
              "gflops": r["fwd_gflops"], "act_bytes": r["act_bytes"],
              "fwd_spread": (r["fwd_p5_ms"], r["fwd_p95_ms"]) if r["fwd_p5_ms"] is not None else None,
-             "faults": r.get("minor_faults"), "alloc": r.get("alloc_share")}
-            for r in engine.snapshot_layer_rows(snap)]
+             "faults": r.get("minor_faults"), "alloc": r.get("alloc_share"),
+             "saved": (mem.get(r["id"]) or {}).get("saved_bytes"),
+             "peak_share": (mem.get(r["id"]) or {}).get("share_of_peak")}
+            for r in rows]
 
 
 class LayerTableModel(QAbstractTableModel):
@@ -70,6 +77,10 @@ class LayerTableModel(QAbstractTableModel):
                                   "time moves from step to step, the median alone does not tell)",
                     "faults": "minor page faults during the layer's forward (CPU, latest profiled step): "
                               "first touches of fresh memory",
+                    "saved": "bytes of the tensors autograd keeps for this layer's backward and that this "
+                             "layer created (measured on sampled steps; each storage once, weights left out)",
+                    "peak_share": "saved bytes as a share of the step's memory peak (CUDA: allocator; CPU: "
+                                  "activation model plus weights, gradients and optimizer state)",
                     "alloc": "share of the layer's median forward time its page faults account for; "
                              "'mostly allocator' from 50%: the time is allocator cost, not compute, and "
                              "lands on whichever layer allocates next"}.get(COLUMNS[section][0])

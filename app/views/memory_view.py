@@ -1,4 +1,6 @@
-"""Memory: device and process memory over time, and each layer's activation memory.
+"""Memory: device and process memory over time, each layer's memory (the bytes it holds for
+backward, measured, with their share of the step's peak, where the run counted them), and one
+step's memory timeline in a second tab (``MemoryTimelineView``).
 
 GPU runs show the memory the caching allocator has allocated and reserved (the engine's
 ``torch:<device>`` telemetry), the allocator peak of each step and the GPU memory in use (NVML);
@@ -12,11 +14,12 @@ import sys
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QVBoxLayout
+from PySide6.QtWidgets import QLabel, QTabWidget, QVBoxLayout, QWidget
 
 import engine
 from app import style
 from app.views.base import MonitorView, notice_label
+from app.views.memory_timeline_view import MemoryTimelineView
 from engine import fmt
 
 
@@ -63,13 +66,25 @@ class MemoryView(MonitorView):
         self.bars = pg.BarGraphItem(x0=[0], y=[0], height=0.7, width=[0], brush=style.SERIES[5], pen=None)
         self.layer_plot.addItem(self.bars)
         # side by side needs about 2 x 240 px; a narrower dock stacks the two plots
-        self.glw.setMinimumSize(240, 260)
+        self.glw.setMinimumSize(240, 230)  # the tab bar above takes ~30 px of what the dock gives
         self._vertical = False
+        # tab 1: memory over the run and per layer; tab 2: one step's timeline
+        over = QWidget()
+        over_lay = QVBoxLayout(over)
+        over_lay.setContentsMargins(0, 0, 0, 0)
+        over_lay.addWidget(self.legend)
+        over_lay.addWidget(self.glw, 1)
+        self.timeline_view = MemoryTimelineView()
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(over, "Run && layers")
+        self.tabs.addTab(self.timeline_view, "Step timeline")
+        # explicit, so the dock is sized for the tab bar too (its hint alone left it short)
+        self.tabs.setMinimumHeight(self.tabs.minimumSizeHint().height())
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.notice)
-        lay.addWidget(self.legend)
-        lay.addWidget(self.glw, 1)
+        lay.addWidget(self.tabs, 1)
         self._ids = ()
         self._rows_shown = 0  # per-layer rows in view (a big net scrolls)
         self.clear()
@@ -102,6 +117,8 @@ class MemoryView(MonitorView):
         self.bars.setVisible(False)
         self.layer_plot.getAxis("left").setTicks([[]])
         self._ids = ()
+        self.saved_shown = False
+        self.timeline_view.clear()
         self.notice.setText("No memory data yet: start a run or open a session.")
 
     def _set(self, key: str, x, y) -> bool:
@@ -163,9 +180,16 @@ class MemoryView(MonitorView):
                          "and system memory.")
         if rss is None and info is not None:
             notes.append("Process memory: not recorded (psutil unavailable or telemetry off).")
-        # per-layer activation memory: allocator growth on CUDA, activation bytes elsewhere
+        # per-layer memory: the bytes each layer holds for backward where the run counted them
+        # (engine.layer_memory_table), else allocator growth on CUDA, activation bytes elsewhere
         ids = snap.node_ids
-        mem_of, what_kind = engine.layer_memory(snap) if info is not None else ({}, "measured")
+        table = engine.layer_memory_table(snap) if info is not None else None
+        saved = {r["id"]: r["saved_bytes"] for r in table["layers"]} if table and table["steps"] else None
+        self.saved_shown = saved is not None
+        if saved is not None:
+            mem_of, what_kind = saved, "saved"
+        else:
+            mem_of, what_kind = engine.layer_memory(snap) if info is not None else ({}, "measured")
         mem = np.array([mem_of.get(nid) for nid in ids], dtype=float)
         if len(ids) and np.isfinite(mem).any():
             n = len(ids)
@@ -183,11 +207,19 @@ class MemoryView(MonitorView):
                 self._rows_shown = min(n, fit)
             total = float(np.nansum(mem))
             what = ("allocator growth" if kind == "cuda" and what_kind == "measured" else "activation bytes")
+            if what_kind == "saved":  # the peak's parts: engine.analysis.memory (the table's tooltip says)
+                what = "saved for backward"
+                if table["peak_bytes"]:
+                    what += f" · {fmt.fmt_pct(total / table['peak_bytes'])} of peak {fmt.fmt_bytes(table['peak_bytes'])}"
+            self.layer_plot.setLabel("bottom", "saved for backward" if what_kind == "saved" else "activation memory",
+                                     units="B", color=style.MUTED)
             more = (f" · {self._rows_shown} of {n} layers, drag to scroll" if self._rows_shown < n else "")
             self.layer_plot.setTitle(f"<span style='font-size:9pt'>{what} · total {fmt.fmt_bytes(total)}{more}</span>",
                                      color=style.MUTED)
         self.notice.setText(" ".join(notes))
         self.notice.setVisible(bool(notes))
+        if self.tabs.currentWidget() is self.timeline_view or self.timeline_view.timeline is None:
+            self.timeline_view.update_snapshot(snap)
 
 
 def main(argv=None) -> int:

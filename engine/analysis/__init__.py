@@ -7,4 +7,6 @@ live views all call these functions (one function per figure).
 - ``summary``: run totals and per-layer rows of a session (the JSON export's content)
 - ``compare``: session B against session A
 - ``snapshot``: a live run's ``LiveSnapshot`` fed to the same functions (``node_metrics`` too)
+- ``memory``: which layers hold the training memory (saved for backward, share of the peak) and one
+  step's memory timeline
 """

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from engine.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, whole_number
+from engine.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, whole_number
 from engine.cli.output import DownloadProgress, Progress, fmt_num
 from engine.errors import LayerScopeError
 from engine.paths import runs_dir
@@ -119,6 +119,8 @@ def cmd_profile(args) -> int:
 
     analyze(spec)  # every problem of the net, before torch spends time on it
     cfg = config_from_args(args, spec)
+    if getattr(args, "dry_run", False):  # the memory estimate and the largest batch, then exit
+        return _dry_run(cfg)
     problems = cfg.problems()
     if problems:
         raise LayerScopeError(problems)
@@ -155,6 +157,20 @@ def cmd_profile(args) -> int:
         return _run(cfg, args, out, claim)
     finally:
         claim.release()  # a no-op once the writer has closed
+
+
+def _dry_run(cfg) -> int:
+    """Print the measured memory estimate and the largest batch that fits; exit 0 when the run
+    fits (or free memory is unknown), 2 when it would be refused. Other bad settings: exit 2 first."""
+    from engine.run.limits import fit_report
+
+    cfg.out = None
+    others = [p for p in cfg.problems() if "needs ≈" not in p]
+    if others:
+        raise LayerScopeError(others)
+    lines, fits = fit_report(cfg)
+    print("\n".join(lines))
+    return EXIT_BAD_INPUT if fits is False else EXIT_OK
 
 
 def _run(cfg, args, out: Path, claim) -> int:
@@ -254,4 +270,6 @@ def register(sub) -> None:
     s.add_argument("--force", action="store_true", help="replace the session file given as --out if it "
                    "exists (never a file that is not a session, nor one being written)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    s.add_argument("--dry-run", action="store_true", help="print the memory estimate (measured on fake tensors) and the "
+                   "largest batch that fits, then exit: 0 fits, 2 would be refused")
     s.set_defaults(func=cmd_profile)

@@ -13,6 +13,7 @@ from engine.analysis.summary import as_source, summary, telemetry_status
 from engine.export.charts import esc as _esc, svg_hbars, svg_lines
 from engine.export.common import title as _title, write_text as _write_text
 from engine.export.roofline_html import roofline_section
+from engine.export.memory_html import memory_section
 from engine.fmt import fmt_bytes as _fmt_bytes, fmt_num as _fmt, fmt_pct as _fmt_pct
 
 _CSS = """
@@ -75,6 +76,7 @@ def html_report(reader) -> str:
         mem_series.append(("allocator peak", [r["peak_bytes"] / 2**20 if r["peak_bytes"] else None for r in rows]))
     parts.append(svg_hbars(labels, mem_series, "MiB") if any(v for _, vs in mem_series for v in vs)
                  else "<p class='note'>No memory figures recorded.</p>")
+    parts.append(memory_section(src))
     parts.append("<h2>Power</h2>")
     power = [(src_name, *src.series(src_name, m)) for src_name, m in src.telemetry_series() if m == "power_w"]
     if power:

@@ -85,6 +85,7 @@ class LiveSnapshot:
     progress: tuple[int, int] = (0, 0)  # (steps done, steps planned), warm-up included; total 0 while setting up
     phase: str = ""  # StateChanged.phase of the latest change
     telemetry_status: dict | None = None  # the run's own sampler status (TelemetryStatus), None before it
+    last_memory_layer_times: LayerTimes | None = None  # the latest LayerTimes that counted memory (engine.run.memory)
 
     def series(self, source: str, metric: str) -> np.ndarray | None:
         """(t, value) rows of one telemetry series, None when it was never reported."""
@@ -127,6 +128,7 @@ class LiveFeed:
         self._index: dict[str, int] = {}
         self._lt: deque = deque(maxlen=self.window)
         self._last_lt: LayerTimes | None = None
+        self._last_mem_lt: LayerTimes | None = None
         self._heat_steps = _Ring(self.heat_len, 1)
         self._heat_fwd: _Ring | None = None
         self._heat_bwd: _Ring | None = None
@@ -218,6 +220,8 @@ class LiveFeed:
         self._heat_fwd.append(fwd)
         self._heat_bwd.append(bwd)
         self._last_lt = rec
+        if rec.saved_bytes or rec.memory_events:
+            self._last_mem_lt = rec
 
     def snapshot(self, since_version: int | None = None) -> LiveSnapshot | None:
         """An immutable copy of the state; None when nothing changed since ``since_version``."""
@@ -257,7 +261,7 @@ class LiveFeed:
                 telemetry={k: r.array() for k, r in self._telemetry.items()}, feature=self._feature,
                 evals=tuple(self._evals), logs=tuple(self._logs), progress=(self._done, total),
                 phase=self._state.phase if self._state is not None else "",
-                telemetry_status=self._telemetry_status)
+                telemetry_status=self._telemetry_status, last_memory_layer_times=self._last_mem_lt)
             self._cache = snap
             return snap
 

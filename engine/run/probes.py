@@ -27,6 +27,7 @@ Unprofiled steps do not use the probe at all (plain ``model(x)``).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import mmap
@@ -41,6 +42,7 @@ except ImportError:  # Windows has no resource module
 import torch
 
 from engine.records import FeatureMap, LayerTimes
+from engine.run.memory import CudaHistory, MemorySampler
 
 FEATURE_CHANNELS = 32
 FEATURE_SIDE = 64
@@ -285,6 +287,9 @@ class Probe:
         self._last_fault_t = -math.inf
         self._counted = False
         self._hooks = [self._make_hook(k) for k in range(n)]
+        # saved-for-backward bytes per layer on sampled steps, and one step's CUDA allocator trace
+        self.memory = MemorySampler(model, n)
+        self.cuda_history = CudaHistory(device) if self.cuda else None
 
     # ---- feature maps -------------------------------------------------------------------
 
@@ -413,9 +418,13 @@ class Probe:
                 if k == feat_k:
                     feat_out = out
             stamps[0] = perf()
+        saving = self.memory.start(x) if timing else None  # memory: sampled steps only
+        if saving is not None and self.memory.active:
+            seen = self._memory_seen(seen)
         try:
             # forward itself, as the plan walk did before: no module hooks are registered to run
-            out = self.model.forward(x, seen if timing or feat_k >= 0 else None)
+            with saving if saving is not None else contextlib.nullcontext():
+                out = self.model.forward(x, seen if timing or feat_k >= 0 else None)
         except BaseException:
             failed = self.model.failed_node
             self.current_k = self.node_ids.index(failed) if failed in self.node_ids else None
@@ -425,6 +434,24 @@ class Probe:
         if feat_out is not None:
             self._capture(feat_out)
         return out
+
+    def _memory_seen(self, seen):
+        """``seen`` followed by the saved-tensor accounting's callback (and, on the first counted
+        CUDA step, the allocator trace's layer marks)."""
+        acct, hist = self.memory.acct, self.cuda_history
+        if hist is not None and not hist.done and hist.start():
+            self._history_on = True
+
+            def both(k, nid, out):
+                seen(k, nid, out)
+                hist.mark(k)
+                acct.on_output(k, out)
+            return both
+
+        def counted(k, nid, out):
+            seen(k, nid, out)
+            acct.on_output(k, out)
+        return counted
 
     def _make_hook(self, k: int):
         order = self._order
@@ -481,6 +508,9 @@ class Probe:
     def detach(self) -> None:
         """Remove every hook still registered (a step that failed between forward and backward)."""
         self._remove_handles()
+        if getattr(self, "_history_on", False):  # a warm-up or failed step: its trace is not kept
+            self._history_on = False
+            self.cuda_history.cancel()
         for k in range(self.n):
             self._gfs[k] = None
         self._feature = None
@@ -537,8 +567,25 @@ class Probe:
                     bwd_ms[k] = 0.0  # no backward work of its own (no grad_fn / identity)
                 elif k not in fired:
                     bwd_ms[k] = None  # hooked but the gradient never reached it
+        saved, out_bytes, events, source = self._memory_collect(fwd_ms)
         return LayerTimes(step, t, list(node_ids), fwd_ms, bwd_ms, fwd_start, bwd_start, mem_bytes,
-                          peak_bytes, faults, self.fault_ns if faults else None)
+                          peak_bytes, faults, self.fault_ns if faults else None,
+                          saved_bytes=saved, out_bytes=out_bytes, memory_events=events, memory_source=source)
+
+    def _memory_collect(self, fwd_ms: list) -> tuple:
+        """(saved bytes, output bytes, timeline events, their source) of this step; empty lists
+        and None when it was not counted. On the CPU the accounting's own time is taken out of
+        each layer's forward time."""
+        saved, out_bytes, events = self.memory.take(self.plan, self.node_ids)
+        source = "saved-tensor accounting" if events else None
+        if saved and not self.events:
+            for k, ns in enumerate(self.memory.acct.hook_ns[:self.n]):
+                if fwd_ms[k] is not None and ns:
+                    fwd_ms[k] = max(0.0, fwd_ms[k] - ns / 1e6)
+        if getattr(self, "_history_on", False):
+            self._history_on = False
+            events, source = self.cuda_history.stop(self.node_ids), "cuda allocator history"
+        return saved, out_bytes, events, source
 
     def step_peak_bytes(self) -> int | None:
         """Allocator peak over the profiled step (CUDA), from the per-layer reads plus one now."""

@@ -105,15 +105,64 @@ def is_oom(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and ("out of memory" in text.lower() or "can't allocate memory" in text)
 
 
-def oom_message(device, batch: int, node: str | None, phase: str) -> str:
-    """The sentence for an out-of-memory failure: where, at which batch, and what to try."""
+def oom_message(device, batch: int, node: str | None, phase: str, *, net_info=None, cfg=None) -> str:
+    """The sentence for an out-of-memory failure: where, at which batch, and what to try.
+
+    With the run's ``net_info`` and ``cfg``, it also says which layers held what at the failure
+    (the saved-for-backward bytes of the layers that had run, measured on fake tensors at this
+    batch and precision by ``engine.run.limits``: every layer when it failed in backward or later)
+    and the largest batch that fits the memory the run can use (free now, plus on CUDA what the
+    allocator holds, on the CPU the weights, gradients and optimizer state already resident).
+    """
     where = {"cuda": "CUDA out of memory", "mps": "MPS out of memory"}.get(device.type, "out of memory")
     at = f" in {node}" if node else ""
     if batch > 1:
         hint = f"try a batch of {batch // 2} or less"
     else:
         hint = "the net does not fit even at batch 1; try bf16, a smaller input or another device"
-    return f"{where} at batch {batch}{at} ({phase}); {hint}"
+    head = f"{where} at batch {batch}{at} ({phase})"
+    if net_info is None or cfg is None:
+        return f"{head}; {hint}"
+    try:
+        held, fits = _oom_measure(device, batch, node, phase, net_info, cfg)
+    except Exception:  # noqa: BLE001 - the advice without the figures is still right
+        return f"{head}; {hint}"
+    return f"{head}; {held}; {fits or hint}"
+
+
+def _oom_measure(device, batch, node, phase, net_info, cfg) -> tuple[str, str | None]:
+    from engine.fmt import fmt_bytes
+    from engine.run.limits import free_memory, largest_batch_measured, memory_estimate
+
+    kw = dict(optimizer=cfg.optimizer, momentum=cfg.momentum, device_type=device.type)
+    mode = cfg.mode if cfg.mode == "train" else "infer"
+    est = memory_estimate(net_info, batch, mode=mode, precision=cfg.precision, **kw)
+    if not est.measured:
+        raise ValueError("not measured")
+    ids = [nid for nid, _b in est.layers]
+    upto = ids.index(node) + 1 if phase == "forward" and node in ids else len(ids)
+    held = [(nid, b) for nid, b in est.layers[:upto] if b]
+    total = sum(b for _nid, b in held)
+    top = sorted(held, key=lambda x: -x[1])[:3]
+    what = "saved for backward" if mode == "train" else "layer outputs"
+    text = (f"{fmt_bytes(total)} {what} by then in {len(held)} layers, most in "
+            + ", ".join(f"{nid} {fmt_bytes(b)}" for nid, b in top)) if top else f"nothing {what} by then"
+    free, _where = free_memory(device)
+    if free is None:
+        return text, None
+    if device.type == "cuda":
+        import torch
+
+        free += int(torch.cuda.memory_reserved(device))
+    else:
+        free += est.fixed
+    k = largest_batch_measured(est, net_info, free, **kw)
+    if k >= batch:
+        return text, (f"the estimate ({fmt_bytes(est.total)}) fits the {fmt_bytes(free)} this run can use now: "
+                      "something else took memory; try a smaller batch")
+    if k < 1:
+        return text, "the net does not fit even at batch 1; try bf16, a smaller input or another device"
+    return text, f"largest batch that fits ≈ {k}"
 
 
 def configure_torch(cfg: RunConfig, device, restore: list[Callable[[], None]]) -> None:

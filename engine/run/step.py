@@ -38,7 +38,7 @@ class StepMixin:
                 node = probe.current_node()
             if node is None and phase == "forward":
                 node = ctx.model.failed_node
-            raise Failed(oom_message(ctx.device, ctx.batch, node, phase)) from None
+            raise Failed(oom_message(ctx.device, ctx.batch, node, phase, net_info=ctx.net_info, cfg=cfg)) from None
         finally:
             if profiled or feature:
                 probe.detach()

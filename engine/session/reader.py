@@ -39,6 +39,7 @@ class SessionReader(SessionAggregates):
         self._lock = threading.Lock()
         self.version = SCHEMA_VERSION
         self._index: tuple[list[int], list[float]] | None = None
+        self._has_events: bool | None = None
         self._node_names = dict(self._query("SELECT id, node_id FROM nodes"))
 
     def _query(self, sql: str, args=()) -> list:
@@ -182,7 +183,9 @@ class SessionReader(SessionAggregates):
         range read of ``layer_times_ns``."""
         lo, hi = recs[0][3], recs[-1][3] + recs[-1][4] - 1
         rows = self._query("SELECT row, node, fwd_ns, bwd_ns, mem_bytes, fwd_start_ns, bwd_start_ns, "
-                           "peak_bytes FROM layer_times_ns WHERE row BETWEEN ? AND ? ORDER BY row", (lo, hi))
+                           f"peak_bytes, {self._memory_cols} FROM layer_times_ns WHERE row BETWEEN ? AND ? "
+                           "ORDER BY row", (lo, hi))
+        events = self._events_of(recs[0][0], recs[-1][0])
         names = self._node_names
         if any(r[1] not in names for r in rows):  # nodes added since we opened (live file)
             self._node_names = names = dict(self._query("SELECT id, node_id FROM nodes"))
@@ -194,13 +197,18 @@ class SessionReader(SessionAggregates):
             while j < len(rows) and rows[j][0] < first + n:
                 j += 1
             got, k = rows[k:j], j
-            cols = list(zip(*got)) if got else [()] * 8
+            cols = list(zip(*got)) if got else [()] * 10
             peaks = list(cols[7])
+            saved, outs = list(cols[8]), list(cols[9])
             yield LayerTimes(step=step, t=t, node_ids=[names.get(x, str(x)) for x in cols[1]],
                              fwd_ms=[ms_from_ns(v) for v in cols[2]], bwd_ms=[ms_from_ns(v) for v in cols[3]],
                              fwd_start_ms=[ms_from_ns(v) for v in cols[5]],
                              bwd_start_ms=[ms_from_ns(v) for v in cols[6]], mem_bytes=list(cols[4]),
-                             peak_bytes=peaks if any(v is not None for v in peaks) else [])
+                             peak_bytes=peaks if any(v is not None for v in peaks) else [],
+                             saved_bytes=saved if any(v is not None for v in saved) else [],
+                             out_bytes=outs if any(v is not None for v in outs) else [],
+                             memory_events=events.get(rec, (None, []))[1],
+                             memory_source=events.get(rec, (None, []))[0])
 
     def _iter_chunks(self, sql: str, args: list, chunk: int) -> Iterator[tuple]:
         """Rows of ``sql`` (which selects rowid first and has a ``rowid > ?`` condition and a
@@ -478,6 +486,58 @@ class SessionReader(SessionAggregates):
     def feature_step_before(self, step: int) -> int | None:
         """The step of the last feature map recorded at or before ``step``; None when there is none."""
         return self._query("SELECT max(step) FROM feature_maps WHERE step <= ?", (step,))[0][0]
+
+    @property
+    def _memory_cols(self) -> str:
+        """The select list of the saved/output bytes columns, or "NULL, NULL" in files written
+        before they were added (nothing counted)."""
+        cols = getattr(self, "_mem_cols", None)
+        if cols is None:
+            have = {r[1] for r in self._query('PRAGMA table_info("layer_times_ns")')}
+            cols = "saved_bytes, out_bytes" if {"saved_bytes", "out_bytes"} <= have else "NULL, NULL"
+            self._mem_cols = cols
+        return cols
+
+    def memory_events(self, step: int | None = None) -> tuple[int | None, str | None, list[tuple]]:
+        """(step, source, events) of the memory timeline recorded at ``step`` (None: the first
+        step that has one). Events as ``LayerTimes.memory_events``: CUDA ``(t_ms, owner, delta)``,
+        CPU ``(at_node, phase, owner, delta)``. (None, None, []) when the session has none (also
+        a file written before the table existed)."""
+        if not self._query("SELECT 1 FROM sqlite_master WHERE name = 'memory_events'"):
+            return None, None, []
+        if step is None:
+            got = self._query("SELECT min(step) FROM memory_events")
+            step = got[0][0] if got else None
+            if step is None:
+                return None, None, []
+        rows = self._query("SELECT source, t_ns, at_node, phase, owner, delta_bytes FROM memory_events "
+                           "WHERE step = ? ORDER BY rowid", (step,))
+        if not rows:
+            return None, None, []
+        source = rows[0][0]
+        ev = [(ms_from_ns(t), owner, int(d)) if t is not None else (at, ph, owner, int(d))
+              for _src, t, at, ph, owner, d in rows]
+        return step, source, ev
+
+    def _events_of(self, rec_lo: int, rec_hi: int) -> dict:
+        """{rec: (source, events)} of the profiled records ``rec_lo..rec_hi`` that have timeline events."""
+        if self._has_events is None:
+            self._has_events = bool(self._query("SELECT 1 FROM sqlite_master WHERE name = 'memory_events'"))
+        if not self._has_events:
+            return {}
+        out: dict = {}
+        for rec, src, t, at, ph, owner, d in self._query(
+                "SELECT rec, source, t_ns, at_node, phase, owner, delta_bytes FROM memory_events "
+                "WHERE rec BETWEEN ? AND ? ORDER BY rowid", (rec_lo, rec_hi)):
+            e = (ms_from_ns(t), owner, int(d)) if t is not None else (at, ph, owner, int(d))
+            out.setdefault(rec, (src, []))[1].append(e)
+        return out
+
+    def memory_steps(self) -> list[int]:
+        """The steps whose memory timeline the session holds (empty for files without the table)."""
+        if not self._query("SELECT 1 FROM sqlite_master WHERE name = 'memory_events'"):
+            return []
+        return [r[0] for r in self._query("SELECT DISTINCT step FROM memory_events ORDER BY step")]
 
     @property
     def _fm_window(self) -> str:

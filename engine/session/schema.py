@@ -42,7 +42,8 @@ CREATE TABLE profiled_steps(rec INTEGER PRIMARY KEY, step INTEGER, t REAL, first
                             n INTEGER);
 CREATE TABLE layer_times_ns(row INTEGER PRIMARY KEY, rec INTEGER, node INTEGER, fwd_ns INTEGER,
                             bwd_ns INTEGER, mem_bytes INTEGER, fwd_start_ns INTEGER,
-                            bwd_start_ns INTEGER, peak_bytes INTEGER);
+                            bwd_start_ns INTEGER, peak_bytes INTEGER, saved_bytes INTEGER,
+                            out_bytes INTEGER);
 CREATE VIEW layer_times AS
     SELECT p.step AS step, n.node_id AS node_id, l.fwd_ns / 1e6 AS fwd_ms, l.bwd_ns / 1e6 AS bwd_ms,
            l.mem_bytes AS mem_bytes, l.fwd_start_ns / 1e6 AS fwd_start_ms,
@@ -59,6 +60,8 @@ CREATE TABLE feature_maps(step INTEGER, node_id TEXT, shape TEXT, data BLOB, t R
 CREATE TABLE evals(step INTEGER, t REAL, epoch INTEGER, split TEXT, loss REAL, accuracy REAL,
                    samples INTEGER);
 CREATE TABLE logs(t REAL, level TEXT, message TEXT);
+CREATE TABLE memory_events(rec INTEGER, step INTEGER, source TEXT, t_ns INTEGER, at_node TEXT,
+                           phase TEXT, owner TEXT, delta_bytes INTEGER);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 

@@ -274,12 +274,28 @@ class SessionWriter:
         for k, node_id in enumerate(lt.node_ids):
             rows.append((first + k, rec, self._node(node_id), ns_from_ms(_at(lt.fwd_ms, k)),
                          ns_from_ms(_at(lt.bwd_ms, k)), _at(lt.mem_bytes, k), ns_from_ms(_at(lt.fwd_start_ms, k)),
-                         ns_from_ms(_at(lt.bwd_start_ms, k)), _at(lt.peak_bytes, k)))
+                         ns_from_ms(_at(lt.bwd_start_ms, k)), _at(lt.peak_bytes, k),
+                         _at(lt.saved_bytes, k), _at(lt.out_bytes, k)))
         self._con.execute("INSERT INTO profiled_steps VALUES (?,?,?,?,?)", (rec, lt.step, lt.t, first, len(rows)))
-        self._con.executemany("INSERT INTO layer_times_ns VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        self._con.executemany("INSERT INTO layer_times_ns (row, rec, node, fwd_ns, bwd_ns, mem_bytes, fwd_start_ns, "
+                              "bwd_start_ns, peak_bytes, saved_bytes, out_bytes) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+        if lt.memory_events:
+            self._write_memory_events(rec, lt)
         self._next_rec += 1
         self._next_row += len(rows)
         self.rows_written += len(rows) + 1
+
+    def _write_memory_events(self, rec: int, lt: LayerTimes) -> None:
+        """One row per timeline event of a step (``LayerTimes.memory_events``): CUDA events
+        carry their time, CPU ones the node and phase they happen at the end of."""
+        rows = []
+        for e in lt.memory_events:
+            if len(e) == 3:  # CUDA allocator history: (t_ms, owner, delta)
+                rows.append((rec, lt.step, lt.memory_source, ns_from_ms(e[0]), None, None, e[1], int(e[2])))
+            else:  # saved-tensor accounting: (at_node, phase, owner, delta)
+                rows.append((rec, lt.step, lt.memory_source, None, e[0], e[1], e[2], int(e[3])))
+        self._con.executemany("INSERT INTO memory_events VALUES (?,?,?,?,?,?,?,?)", rows)
+        self.rows_written += len(rows)
 
     def _write_telemetry(self, batch: TelemetryBatch) -> None:
         rows = []
