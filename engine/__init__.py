@@ -39,6 +39,8 @@ _LAZY = {
     "download": "data.download", "is_downloaded": "data.download",
     "dataset_note": "data", "can_download": "data",
     "memory_estimate": "run.limits", "fit_problem": "run.limits",
+    "layer_energy_summary": "analysis.layer_energy", "snapshot_layer_energy": "analysis.layer_energy",
+    "LayerEnergy": "records",
     **{name: "records" for name in ("EvalRecord", "FeatureMap", "LayerRow", "LayerTimes", "LogRecord",
                                         "RunEnded", "StateChanged", "TelemetryBatch", "TelemetrySample",
                                         "TelemetryStatus")},

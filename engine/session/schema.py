@@ -59,6 +59,8 @@ CREATE TABLE feature_maps(step INTEGER, node_id TEXT, shape TEXT, data BLOB, t R
 CREATE TABLE evals(step INTEGER, t REAL, epoch INTEGER, split TEXT, loss REAL, accuracy REAL,
                    samples INTEGER);
 CREATE TABLE logs(t REAL, level TEXT, message TEXT);
+CREATE TABLE layer_energy(node_id TEXT NOT NULL, pass TEXT NOT NULL, window INTEGER, seconds REAL,
+                          joules REAL, reps REAL, updates INTEGER, rep_ms REAL, edge_s REAL);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
@@ -223,7 +225,7 @@ def _connect(p: Path) -> sqlite3.Connection:
 
 # meta keys whose value must be a JSON object (or null), a finite number, or text; and the keys
 # inside those objects the readers compute with
-_META_OBJECTS = ("config", "device", "versions", "extra", "telemetry")
+_META_OBJECTS = ("config", "device", "versions", "extra", "telemetry", "layer_energy")
 _META_NUMBERS = ("start_time", "end_time", "end_t", "steps")
 _META_TEXTS = ("status", "message", "error", "host")
 _INNER_NUMBERS = {"config": ("batch_size", "steps", "warmup", "epochs", "profile_every", "threads", "seed", "lr",
