@@ -166,6 +166,7 @@ def main(argv=None) -> int:
     ap.add_argument("--le-repeats", type=int, default=3, help="per-layer energy: windows per layer and pass")
     ap.add_argument("--le-min-updates", type=int, default=5, help="per-layer energy: counter updates per window")
     ap.add_argument("--le-cooldown", type=float, default=0.2, help="per-layer energy: idle seconds between layers")
+    ap.add_argument("--le-out", default=None, help="per-layer energy: keep the run's session file here")
     args = ap.parse_args(argv)
     import torch
 
@@ -248,7 +249,7 @@ def layer_energy_section(device: str, threads: int, args) -> dict:
     t0 = time.time()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "le.lsession"
+            out = Path(args.le_out) if args.le_out else Path(tmp) / "le.lsession"
             cfg = RunConfig(net=spec, mode="train", device=device, precision="fp32", batch_size=batch,
                             steps=20 if cpu else 60, warmup=5, profile_every=5, dataset="synthetic",
                             telemetry_hz=10.0, seed=0, threads=threads, layer_energy=True, out=str(out))
