@@ -155,6 +155,8 @@ def layer_energy_summary(src) -> dict:
     data = None
     if hasattr(src, "layer_energy_data"):
         data = src.layer_energy_data()
+    elif hasattr(src, "layer_times") and hasattr(src, "steps"):  # a wrapped record list keeps no replay
+        return layer_energy_figures(None)
     else:
         src = list(src)
         for r in src:
