@@ -137,6 +137,11 @@ class RunPanel(QWidget):
         form.addRow("Length", length_row)
         form.addRow("Profile every", self.profile_every)
         form.addRow("Feature maps", self.feature)
+        le = engine.RunConfig.setting("layer_energy")
+        self.layer_energy = QCheckBox("Energy per layer (replay after the run)")
+        self.layer_energy.setChecked(bool(le.default))
+        self.layer_energy.setToolTip(le.help[:1].upper() + le.help[1:])
+        form.addRow("", self.layer_energy)
         form.addRow(_section("Data"))
         form.addRow("Dataset", data_row)
         form.addRow("", self.data_note)
@@ -424,7 +429,7 @@ class RunPanel(QWidget):
         return {"mode": self.mode_key(), "device": self.device_id() or "auto", "precision": self.precision_key(),
                 "batch_size": self.batch.value(), "steps": steps, "epochs": epochs, "dataset": self.dataset_name(),
                 "profile_every": self.profile_every.value(), "feature_node": self.feature_layer() or None,
-                "skip_bad_images": self.skip_bad_images.isChecked()}
+                "skip_bad_images": self.skip_bad_images.isChecked(), "layer_energy": self.layer_energy.isChecked()}
 
     # -- run state ---------------------------------------------------------------------------------
     def set_run_state(self, state: str) -> None:

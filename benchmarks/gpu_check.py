@@ -14,6 +14,8 @@ measured ceilings per precision (with the vendor figures of a known GPU, for ref
 roofline of the fp32 run, all written into --out.
 
 Usage: python benchmarks/gpu_check.py [--device cuda] [--steps 40] [--quick] [--out FILE] [--sweep-dir DIR]
+[--sweep-only] [--layer-energy-only] [--le-window S --le-repeats K --le-min-updates N --le-cooldown S]; the last section replays every layer
+of resnet18 alone for its energy per sample (per-layer energy, NVML), with coverage.
 (--device cpu runs the same logic on the CPU as a dry run; the profiler comparison then uses CPU
 op time and says so.) Never changes clocks, power limits or GPU modes.
 """
@@ -166,6 +168,12 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep-only", action="store_true", help="only the sweep, ceilings and roofline (issue 11)")
     ap.add_argument("--sweep-dir", default=None, help="folder for the sweep's sessions and study.json "
                     "(default: a new temporary folder)")
+    ap.add_argument("--layer-energy-only", action="store_true", help="only the per-layer energy section")
+    ap.add_argument("--le-window", type=float, default=1.0, help="per-layer energy: shortest window (s)")
+    ap.add_argument("--le-repeats", type=int, default=3, help="per-layer energy: windows per layer and pass")
+    ap.add_argument("--le-min-updates", type=int, default=5, help="per-layer energy: counter updates per window")
+    ap.add_argument("--le-cooldown", type=float, default=0.2, help="per-layer energy: idle seconds between layers")
+    ap.add_argument("--le-out", default=None, help="per-layer energy: keep the run's session file here")
     args = ap.parse_args(argv)
     import torch
 
@@ -183,6 +191,9 @@ def main(argv=None) -> int:
           f"CUDA {torch.version.cuda}; nvml: {st.get('nvml', {}).get('reason') or 'available'}")
     threads = args.threads or default_threads()
     print(f"# threads: {threads} for the LayerScope run and for torch.profiler alike")
+    if args.layer_energy_only:
+        layer_energy_section(args.device, threads, args)
+        return 0
     nets = ["resnet18"] if args.quick else ["resnet18", "alexnet"]
     combos = [(n, m, p) for n in nets for m in ("train", "infer")
               for p in (("fp32",) if args.quick else ("fp32", "bf16"))]
@@ -219,6 +230,7 @@ def main(argv=None) -> int:
         Path(args.out).write_text(json.dumps({"device": name, "date": str(datetime.date.today()),
                                               "rows": rows, **extra}, indent=1, default=str))
     print(f"overhead_ratio_max: {worst_over:.3f}")
+    layer_energy_section(args.device, threads, args)
     return 0
 
 
@@ -287,6 +299,67 @@ def sweep_and_ceilings(args, threads) -> dict:
         print(f"roofline {done[0]['label']}: {bounds}; above the roof: {r['above_roof'] or 'none'}")
         result["roofline"] = jsonable(r)
     return result
+def layer_energy_section(device: str, threads: int, args) -> dict:
+    """Per-layer energy by replay (``--layer-energy``) on resnet18 train fp32: a run of the real
+    loop (its NVML whole-step J/sample), then each layer replayed alone, forward and forward+backward;
+    prints each layer's J/sample with its 95 % interval and the coverage. Without a counter (e.g.
+    ``--device cpu`` here) it prints why and no figures. Windows: ``--le-window`` s,
+    ``--le-repeats`` each, ``--le-min-updates`` counter updates at least."""
+    import functools
+
+    import engine.run.layer_energy as le
+    from engine.analysis.layer_energy import layer_energy_summary
+    from engine.session import open_session
+
+    cpu = device == "cpu"
+    spec = engine.load_preset("lenet5" if cpu and args.quick else "resnet18")
+    batch = 8 if cpu else BATCH["resnet18"]
+    params = dict(window_s=args.le_window, repeats=args.le_repeats, min_updates=args.le_min_updates,
+                  cooldown_s=args.le_cooldown)
+    print(f"# layer energy: {spec.name} train fp32 batch {batch} on {device}; windows >= {args.le_window} s and "
+          f">= {args.le_min_updates} counter updates, {args.le_repeats} per pass, cooldown {args.le_cooldown} s")
+    orig = le.replay_after_run
+    le.replay_after_run = functools.partial(orig, **params)  # the run's replay, with this check's windows
+    t0 = time.time()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(args.le_out) if args.le_out else Path(tmp) / "le.lsession"
+            cfg = RunConfig(net=spec, mode="train", device=device, precision="fp32", batch_size=batch,
+                            steps=20 if cpu else 60, warmup=5, profile_every=5, dataset="synthetic",
+                            telemetry_hz=10.0, seed=0, threads=threads, layer_energy=True, out=str(out))
+            res = Run(cfg, [LiveFeed()]).run()
+            if res.status != "completed":
+                print(f"layer_energy: run failed: {res.message}")
+                return {"error": res.message}
+            with open_session(out) as r:
+                fig = layer_energy_summary(r)
+                run_ms = {x["id"]: (x["fwd_median_ms"], x["bwd_median_ms"]) for x in engine.layer_summary(r)}
+    finally:
+        le.replay_after_run = orig
+    if not fig["available"]:
+        print(f"layer_energy: {fig['reason']}")
+        return fig
+    print(f"layer_energy_counter: {fig['counter']}{' (SIMULATED)' if fig['simulated'] else ''}")
+    print(f"layer_energy_idle_w: {fig['idle_w']:.2f} +- {fig['idle_w_uncertainty'] or float('nan'):.2f}")
+    print(f"{'node':12} {'fwd J/sample':>13} {'bwd J/sample':>13} {'J/sample':>11} {'+-95%':>10} "
+          f"{'replay fwd ms':>13} {'run fwd ms':>10} flags")
+    for node, x in fig["layers"].items():
+        flags = ",".join(t for t, on in (("short", x["short"]), ("noise", x["within_noise"])) if on)
+        run_fwd = (run_ms.get(node) or (None, None))[0]
+
+        def num(v, w, d=5):
+            return f"{v:{w}.{d}f}" if v is not None else f"{'-':>{w}}"
+        print(f"{node:12} {num(x['fwd_j_per_sample'], 13)} {num(x['bwd_j_per_sample'], 13)} "
+              f"{num(x['j_per_sample'], 11)} {num(x['j_uncertainty'], 10)} {num(x['fwd_rep_ms'], 13, 3)} "
+              f"{num(run_fwd, 10, 3)} {flags}")
+    for node, why in fig["errors"].items():
+        print(f"{node:12} not measured: {why}")
+    print(f"layer_energy_sum_j_per_sample: {fig['sum_j_per_sample']:.5f} +- {fig['sum_uncertainty'] or float('nan'):.5f}")
+    print(f"layer_energy_run_j_per_sample: {fig['run_j_per_sample']}")
+    print(f"layer_energy_coverage: {fig['coverage']}")
+    print(f"layer_energy_coverage_above_idle: {fig['coverage_above_idle']}")
+    print(f"layer_energy_seconds: {time.time() - t0:.0f}")
+    return fig
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ _LAZY = {
     "run_sweep": "sweep.runner", "SweepProgress": "sweep.runner", "CPU_ALLOCATORS": "run.allocator",
     "parse_axis": "sweep.axes", "check_axes": "sweep.axes", "allocator_problem": "run.allocator",
     "layer_memory_table": "analysis.memory", "memory_timeline": "analysis.memory",
+    "layer_energy_summary": "analysis.layer_energy", "snapshot_layer_energy": "analysis.layer_energy",
+    "LayerEnergy": "records",
     **{name: "records" for name in ("EvalRecord", "FeatureMap", "LayerRow", "LayerTimes", "LogRecord",
                                         "RunEnded", "StateChanged", "TelemetryBatch", "TelemetrySample",
                                         "TelemetryStatus")},

@@ -190,3 +190,16 @@ RUN_STATES = ("idle", "running", "paused", "evaluating", "saving", "completed", 
 
 Record = (RunInfo | StepRecord | LayerTimes | TelemetryBatch | FeatureMap | EvalRecord | LogRecord
           | StateChanged | RunEnded | TelemetryStatus)
+
+
+@dataclass
+class LayerEnergy:
+    """Per-layer energy replay of a run (opt-in, after its last step; ``engine.run.layer_energy``):
+    ``data`` holds the raw counter windows (J, s, repetitions) per layer and pass and of idle, the
+    counter used, or ``reason`` why nothing was measured. Figures: ``engine.analysis.layer_energy``."""
+
+    t: float
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+Record = Record | LayerEnergy

@@ -33,6 +33,7 @@ COLUMNS = (  # key, title, formatter; the measured times come right after the na
     ("alloc", "Allocator", lambda v: f"mostly allocator ({fmt.fmt_pct(v)})" if v >= 0.5 else fmt.fmt_pct(v)),
     ("saved", "Saved for bwd", fmt.fmt_bytes),
     ("peak_share", "Share of peak", fmt.fmt_pct),
+    ("j_sample", "J/sample", lambda v: fmt.fmt_num(v[0]) + (f" ± {fmt.fmt_num(v[1])}" if v[1] is not None else "")),
 )
 TEXT_COLUMNS = ("id", "kind", "shape")  # left-aligned; numbers align right
 SORT_ROLE = Qt.UserRole + 1
@@ -52,6 +53,35 @@ def table_rows(snap) -> list[dict]:
              "saved": (mem.get(r["id"]) or {}).get("saved_bytes"),
              "peak_share": (mem.get(r["id"]) or {}).get("share_of_peak")}
             for r in rows]
+
+
+def with_layer_energy(rows: list[dict], le: dict) -> list[dict]:
+    """``rows`` with each layer's replayed energy (``engine.snapshot_layer_energy``) as "j_sample":
+    (J per sample, 95 % half-width), None where the run measured none."""
+    per = le.get("layers") or {}
+    for r in rows:
+        x = per.get(r["id"])
+        r["j_sample"] = None if x is None or x["j_per_sample"] is None else (x["j_per_sample"], x["j_uncertainty"])
+    return rows
+
+
+def energy_note(le: dict) -> str:
+    """One line under the table about the J/sample column: how it was measured and its coverage,
+    or why it is absent ("" when the run did not ask for it)."""
+    if not le.get("requested"):
+        return ""
+    if not le.get("available"):
+        return f"J/sample: {le['reason']}"
+    sim = "SIMULATED counter (a test profile, not a measurement); " if le.get("simulated") else ""
+    text = (f"J/sample: {sim}each layer replayed alone, forward and backward, on {le['counter']}, idle "
+            f"{fmt.fmt_num(le['idle_w'])} W subtracted, ± a 95 % interval. Sum over layers "
+            f"{fmt.fmt_num(le['sum_j_per_sample'])} J/sample")
+    if le.get("coverage") is not None:
+        text += (f" = {fmt.fmt_pct(le['coverage'])} of the run's whole-step {fmt.fmt_num(le['run_j_per_sample'])} "
+                 "J/sample")
+        if le.get("coverage_above_idle") is not None:
+            text += f" ({fmt.fmt_pct(le['coverage_above_idle'])} of it above idle)"
+    return text + "."
 
 
 class LayerTableModel(QAbstractTableModel):
@@ -83,7 +113,10 @@ class LayerTableModel(QAbstractTableModel):
                                   "activation model plus weights, gradients and optimizer state)",
                     "alloc": "share of the layer's median forward time its page faults account for; "
                              "'mostly allocator' from 50%: the time is allocator cost, not compute, and "
-                             "lands on whichever layer allocates next"}.get(COLUMNS[section][0])
+                             "lands on whichever layer allocates next",
+                    "j_sample": "energy per sample of the layer replayed alone after the run (forward + backward "
+                                "in train mode), idle power subtracted; ± a 95 % interval over repeated "
+                                "counter windows"}.get(COLUMNS[section][0])
         return None
 
     def data(self, index, role=Qt.DisplayRole):
@@ -100,6 +133,8 @@ class LayerTableModel(QAbstractTableModel):
                 return float(np.prod(v)) if v else -1.0
             if key == "fwd_spread":
                 return -1.0 if v is None else float(v[1] - v[0])
+            if key == "j_sample":
+                return -1.0 if v is None else float(v[0])
             return -1.0 if v is None else float(v)
         if role == Qt.TextAlignmentRole:
             left = COLUMNS[index.column()][0] in TEXT_COLUMNS
@@ -151,13 +186,22 @@ class LayerTableView(MonitorView):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)
         lay.addWidget(self.notice)
+        self.energy_note = notice_label("")
+        self.energy_note.setVisible(False)
+        lay.addWidget(self.energy_note)
+        self.table.setColumnHidden(len(COLUMNS) - 1, True)  # J/sample: only when the run measured it
         lay.addWidget(self.table, 1)
 
     def clear(self) -> None:
         self.model.set_rows([])
 
     def update_snapshot(self, snap) -> None:
-        rows = table_rows(snap)
+        le = engine.snapshot_layer_energy(snap)
+        rows = with_layer_energy(table_rows(snap), le)
+        note = energy_note(le)
+        self.energy_note.setText(note)
+        self.energy_note.setVisible(bool(note))
+        self.table.setColumnHidden(len(COLUMNS) - 1, not any(r["j_sample"] is not None for r in rows))
         fresh = [r["id"] for r in rows] != [self.model.row(i)["id"] for i in range(self.model.rowCount())]
         had_times = getattr(self, "_had_times", False)
         self.model.set_rows(rows)

@@ -200,6 +200,8 @@ def _run(cfg, args, out: Path, claim) -> int:
     if result.session_path and Path(result.session_path).exists():
         print(f"session: {result.session_path}")
         _print_brief(result.session_path)
+        if cfg.layer_energy:
+            _print_layer_energy(result.session_path)
     err = claim.error or result.extra.get("session_error")
     if err:  # a run whose record is incomplete has failed, whatever the loop thought
         print(f"run failed: {err}", file=sys.stderr)
@@ -273,3 +275,19 @@ def register(sub) -> None:
     s.add_argument("--dry-run", action="store_true", help="print the memory estimate (measured on fake tensors) and the "
                    "largest batch that fits, then exit: 0 fits, 2 would be refused")
     s.set_defaults(func=cmd_profile)
+
+
+def _print_layer_energy(path) -> None:
+    """The per-layer energy replay's table and coverage (or why none was measured)."""
+    from engine.analysis.layer_energy import layer_energy_summary
+    from engine.cli.layer_energy import print_layer_energy
+    from engine.session import open_session
+
+    try:
+        with open_session(path) as r:
+            le, names = layer_energy_summary(r), [row.node_id for row in r.layers()]
+    except LayerScopeError as e:
+        print(f"warning: {e}", file=sys.stderr)
+        return
+    print_layer_energy(le, names)
+

@@ -99,7 +99,7 @@ def cmd_summary(args) -> int:
     done = []
     for path in args.session:
         with _open(path) as r:
-            done.append((path, summary(r), r.info))
+            done.append((path, {**summary(r), "layer_energy": _layer_energy(r)}, r.info))
     if args.json:
         from engine.export.common import jsonable
 
@@ -110,7 +110,20 @@ def cmd_summary(args) -> int:
         if len(done) > 1:
             print(("\n" if i else "") + f"== {path} ==")
         _print_summary(s, info)
+        _print_layer_energy(s["layer_energy"], [x["id"] for x in s["layers"]])
     return EXIT_OK
+
+
+def _layer_energy(r) -> dict:
+    from engine.analysis.layer_energy import layer_energy_summary
+
+    return layer_energy_summary(r)
+
+
+def _print_layer_energy(le: dict, names: list) -> None:
+    from engine.cli.layer_energy import print_layer_energy
+
+    print_layer_energy(le, names)
 
 
 def _capped(run: dict) -> str:

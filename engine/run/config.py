@@ -125,6 +125,9 @@ class RunConfig:
                                            optional=True, flag="--load-checkpoint", metavar="PATH")
     skip_bad_images: bool = _setting(False, BOOL, "leave out (and count) image files that cannot be decoded, "
                                      "instead of refusing the folder", flag="--skip-bad-images")
+    layer_energy: bool = _setting(False, BOOL, "after the run, replay each layer alone to measure its energy per "
+                                  "sample (an energy counter: NVML on a GPU, RAPL on the CPU; about 7 s per layer "
+                                  "in train mode)", flag="--layer-energy")
 
     @classmethod
     def settings(cls) -> tuple[Setting, ...]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StateChanged,
-                                StepRecord, TelemetryBatch, TelemetryStatus)
+                                StepRecord, TelemetryBatch, TelemetryStatus, LayerEnergy)
 
 STEP_COLUMNS = ("step", "t", "loss", "accuracy", "step_ms", "samples_per_s", "data_ms",
                 "peak_mem_bytes", "warmup", "epoch")
@@ -86,6 +86,7 @@ class LiveSnapshot:
     phase: str = ""  # StateChanged.phase of the latest change
     telemetry_status: dict | None = None  # the run's own sampler status (TelemetryStatus), None before it
     last_memory_layer_times: LayerTimes | None = None  # the latest LayerTimes that counted memory (engine.run.memory)
+    layer_energy: dict | None = None  # the per-layer energy replay's data (LayerEnergy), None without one
 
     def series(self, source: str, metric: str) -> np.ndarray | None:
         """(t, value) rows of one telemetry series, None when it was never reported."""
@@ -140,6 +141,7 @@ class LiveFeed:
         self._state: StateChanged | None = None
         self._done = 0
         self._telemetry_status: dict | None = None
+        self._layer_energy: dict | None = None
 
     @property
     def version(self) -> int:
@@ -195,6 +197,8 @@ class LiveFeed:
             elif isinstance(rec, RunEnded):
                 self._ended = rec
                 self._done = rec.steps
+            elif isinstance(rec, LayerEnergy):
+                self._layer_energy = rec.data
             else:
                 return
             self._version += 1
@@ -261,7 +265,8 @@ class LiveFeed:
                 telemetry={k: r.array() for k, r in self._telemetry.items()}, feature=self._feature,
                 evals=tuple(self._evals), logs=tuple(self._logs), progress=(self._done, total),
                 phase=self._state.phase if self._state is not None else "",
-                telemetry_status=self._telemetry_status, last_memory_layer_times=self._last_mem_lt)
+                telemetry_status=self._telemetry_status, last_memory_layer_times=self._last_mem_lt,
+                layer_energy=self._layer_energy)
             self._cache = snap
             return snap
 

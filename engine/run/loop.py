@@ -220,6 +220,10 @@ class Run(StepMixin):
                 if self._feature_node is not None and self._feature_first:  # asked before the probe existed
                     self._ctx.probe.set_feature_node(self._feature_node, self._feature_first)
                 status, message = self._loop(self._ctx, extra)
+                if status == "completed" and cfg.layer_energy:  # opt-in replay, after the last step
+                    from engine.run.layer_energy import replay_after_run
+
+                    self._emit(replay_after_run(self, self._ctx))
             except Failed as e:
                 message = str(e)
             except LayerScopeError as e:

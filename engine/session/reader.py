@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from engine.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
-                                StepRecord, TelemetryBatch, TelemetrySample)
+                                StepRecord, TelemetryBatch, TelemetrySample, LayerEnergy)
 from engine.session.aggregates import SessionAggregates
 from engine.session.schema import (SCHEMA_VERSION, SessionError, check_is_session, meta_problem, ms_from_ns,
                                    read_meta)
@@ -422,6 +422,8 @@ class SessionReader(SessionAggregates):
                 "SELECT rowid, t, level, message FROM logs", [], tb_lo, t_hi, chunk))
         for _key, rec in heapq.merge(*streams, key=lambda kr: kr[0]):
             yield rec
+        if to_end and want(LayerEnergy) and self.layer_energy_data() is not None:  # sent after the last step
+            yield LayerEnergy(self.meta["layer_energy"].get("t") or 0.0, self.layer_energy_data())
         if to_end and want(RunEnded):
             end = self.ended()
             if end is not None:
@@ -553,3 +555,30 @@ class SessionReader(SessionAggregates):
             raise SessionError(f"{self.path} is damaged (a feature map of {nid} cannot be decoded)") from None
         return FeatureMap(step, t, nid, tuple(json.loads(shape)), raw, lo, hi, int(first or 0),
                           None if total is None else int(total))
+
+    def layer_energy_data(self) -> dict | None:
+        """The per-layer energy replay as the run sent it (``LayerEnergy.data``: counter, parameters,
+        reason, idle and per-layer windows), or None when the run had none (meta ``layer_energy``
+        and table ``layer_energy``; figures: ``engine.analysis.layer_energy``)."""
+        meta = self.meta.get("layer_energy")
+        if not isinstance(meta, dict):
+            return None
+        data = {k: v for k, v in meta.items() if k != "t"}
+        data["idle"], data["layers"] = [], []
+        rows = []
+        if self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'layer_energy'"):
+            rows = self._query("SELECT node_id, pass, seconds, joules, reps, updates, rep_ms, edge_s FROM layer_energy "
+                               "ORDER BY rowid")
+        entries: dict = {}
+        for node_id, kind, seconds, joules, reps, updates, rep_ms, edge_s in rows:
+            w = {"seconds": seconds, "joules": joules, "reps": reps, "updates": updates, "edge_s": edge_s}
+            if kind == "idle":
+                data["idle"].append(w)
+                continue
+            entry = entries.get((node_id, kind))
+            if entry is None:
+                entry = entries[(node_id, kind)] = {"node_id": node_id, "pass": kind, "rep_ms": rep_ms, "windows": []}
+                data["layers"].append(entry)
+            entry["windows"].append(w)
+        return data
+

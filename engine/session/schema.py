@@ -62,6 +62,8 @@ CREATE TABLE evals(step INTEGER, t REAL, epoch INTEGER, split TEXT, loss REAL, a
 CREATE TABLE logs(t REAL, level TEXT, message TEXT);
 CREATE TABLE memory_events(rec INTEGER, step INTEGER, source TEXT, t_ns INTEGER, at_node TEXT,
                            phase TEXT, owner TEXT, delta_bytes INTEGER);
+CREATE TABLE layer_energy(node_id TEXT NOT NULL, pass TEXT NOT NULL, window INTEGER, seconds REAL,
+                          joules REAL, reps REAL, updates INTEGER, rep_ms REAL, edge_s REAL);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
@@ -226,7 +228,7 @@ def _connect(p: Path) -> sqlite3.Connection:
 
 # meta keys whose value must be a JSON object (or null), a finite number, or text; and the keys
 # inside those objects the readers compute with
-_META_OBJECTS = ("config", "device", "versions", "extra", "telemetry")
+_META_OBJECTS = ("config", "device", "versions", "extra", "telemetry", "layer_energy")
 _META_NUMBERS = ("start_time", "end_time", "end_t", "steps")
 _META_TEXTS = ("status", "message", "error", "host")
 _INNER_NUMBERS = {"config": ("batch_size", "steps", "warmup", "epochs", "profile_every", "threads", "seed", "lr",

@@ -19,7 +19,7 @@ from collections import deque
 from pathlib import Path
 
 from engine.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord,
-                                TelemetryBatch, TelemetryStatus)
+                                TelemetryBatch, TelemetryStatus, LayerEnergy)
 from engine.session.lock import SessionClaim, adopt_claim
 from engine.session.schema import FORMAT_NAME, SCHEMA_SQL, SCHEMA_VERSION, SessionError, ns_from_ms, shape_text
 
@@ -231,6 +231,8 @@ class SessionWriter:
         elif isinstance(rec, RunEnded):
             self._write_held_feature_maps()
             self._write_ended(rec)
+        elif isinstance(rec, LayerEnergy):
+            self._write_layer_energy(rec)
 
     def _set_meta(self, **values) -> None:
         self._con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -329,3 +331,19 @@ class SessionWriter:
     def _write_held_feature_maps(self) -> None:
         for fm in list(self._fm_held.values()):
             self._write_feature_map(fm, force=True)
+
+    def _write_layer_energy(self, rec: LayerEnergy) -> None:
+        """The per-layer energy replay: its raw windows into ``layer_energy`` (idle windows as node
+        '' and pass 'idle'), everything else (counter, parameters, reason) as meta ``layer_energy``."""
+        data = dict(rec.data)
+        rows = [("", "idle", k, w["seconds"], w["joules"], w.get("reps", 0), w.get("updates"), None, w.get("edge_s"))
+                for k, w in enumerate(data.pop("idle", None) or [])]
+        for entry in data.pop("layers", None) or []:
+            rows += [(entry["node_id"], entry["pass"], k, w["seconds"], w["joules"], w["reps"], w.get("updates"),
+                      entry.get("rep_ms"), w.get("edge_s")) for k, w in enumerate(entry["windows"])]
+        self._con.execute("CREATE TABLE IF NOT EXISTS layer_energy(node_id TEXT NOT NULL, pass TEXT NOT NULL, "
+                          "window INTEGER, seconds REAL, joules REAL, reps REAL, updates INTEGER, rep_ms REAL, edge_s REAL)")
+        self._con.execute("DELETE FROM layer_energy")
+        self._con.executemany("INSERT INTO layer_energy VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        self._set_meta(layer_energy={**data, "t": rec.t})
+        self.rows_written += len(rows)
