@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     profile.register(sub)
     sessions.register(sub)
     info.register_devices(sub)
+    from engine.cli import watch
+
+    watch.register(sub)
     return p
 
 

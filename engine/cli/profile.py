@@ -114,6 +114,12 @@ def cmd_profile(args) -> int:
     """Run the net, printing progress; exit 0 completed, 1 failed or stopped, 130 interrupted."""
     from engine.net.presets import resolve_net
 
+    if args.serve:
+        from engine.remote.wire import parse_address
+
+        parse_address(args.serve)  # a malformed address is bad input, before anything is claimed
+        if not args.serve_linger >= 0:
+            raise LayerScopeError(f"--serve-linger must be 0 or more seconds, not {args.serve_linger}")
     spec = resolve_net(args.net)  # LayerScopeError -> exit 2
     from engine.net.model import analyze
 
@@ -163,7 +169,10 @@ def _run(cfg, args, out: Path, claim) -> int:
     cfg.out = str(out)
     progress = Progress(quiet=args.quiet)
 
-    run = Run(cfg, sinks=[progress])  # a session that cannot be written fails the run (Run checks)
+    server = _start_server(args)
+    run = Run(cfg, sinks=[progress] + ([server] if server else []))  # a session that cannot be written fails the run
+    if server:
+        server.control = run
     interrupted = []
 
     def on_signal(signum, frame):
@@ -181,6 +190,8 @@ def _run(cfg, args, out: Path, claim) -> int:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+        if server:
+            _finish_server(server, args.serve_linger)
     if result.session_path and Path(result.session_path).exists():
         print(f"session: {result.session_path}")
         _print_brief(result.session_path)
@@ -197,6 +208,30 @@ def _run(cfg, args, out: Path, claim) -> int:
     if args.epochs and result.extra.get("test_accuracy") is not None:
         print(f"test_accuracy: {result.extra['test_accuracy']:.4f}")
     return EXIT_OK
+
+
+def _start_server(args):
+    """The RecordServer for ``--serve`` (None without it); prints where and the token on stderr."""
+    if not args.serve:
+        return None
+    from engine.remote.server import start_server
+
+    server = start_server(args.serve, allow_control=args.allow_control)  # LayerScopeError -> exit 2
+    how = "viewers may pause and stop it" if args.allow_control else "view only"
+    print(f"serving the run on {server.address} ({how}); token {server.token}\n"
+          f"  watch it: layerscope watch {server.address} --token {server.token}   "
+          "(or File > Connect to run... in the app)", file=sys.stderr, flush=True)
+    return server
+
+
+def _finish_server(server, linger: float) -> None:
+    """Give connected viewers up to ``linger`` seconds to receive the end of the run, then close."""
+    try:
+        if not server.wait_viewers(linger):
+            print(f"note: a viewer had not received the whole run after {linger:g} s; the session file has it",
+                  file=sys.stderr)
+    finally:
+        server.close()
 
 
 def _print_brief(path) -> None:
@@ -254,4 +289,12 @@ def register(sub) -> None:
     s.add_argument("--force", action="store_true", help="replace the session file given as --out if it "
                    "exists (never a file that is not a session, nor one being written)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    s.add_argument("--serve", metavar="HOST:PORT", default=None,
+                   help="stream the run live to viewers (layerscope watch, or File > Connect to run... in the app); "
+                        "binds only there (use 127.0.0.1 and an SSH tunnel for a remote server); prints a random "
+                        "token viewers must give; port 0 picks a free one")
+    s.add_argument("--allow-control", action="store_true",
+                   help="with --serve: viewers may pause, resume and stop the run and choose its feature layer")
+    s.add_argument("--serve-linger", type=float, default=10.0, metavar="S",
+                   help="with --serve: seconds to wait after the run for connected viewers to receive its end (default 10)")
     s.set_defaults(func=cmd_profile)
