@@ -147,6 +147,9 @@ def cmd_profile(args) -> int:
 
     device = resolve_device(args.device)  # a device that does not exist is bad input
     dev = f"cuda:{device.index or 0}" if device.type == "cuda" else device.type
+    ranks = _torchrun_world()
+    if cfg.nproc > 1 or ranks is not None:
+        return _profile_ranks(cfg, args, dev, ranks)
     if args.out:
         from engine.session.lock import claim_session
 
@@ -208,6 +211,51 @@ def _run(cfg, args, out: Path, claim) -> int:
     if args.epochs and result.extra.get("test_accuracy") is not None:
         print(f"test_accuracy: {result.extra['test_accuracy']:.4f}")
     return EXIT_OK
+
+
+def _torchrun_world() -> tuple[int, int] | None:
+    """(rank, world size) when started by ``torchrun`` with more than one process, else None."""
+    try:
+        world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    except ValueError:
+        raise LayerScopeError("WORLD_SIZE and RANK must be whole numbers (as torchrun sets them)") from None
+    return (rank, world) if world > 1 else None
+
+
+def _profile_ranks(cfg, args, dev: str, ranks) -> int:
+    """A data-parallel run: N ranks (spawned here, or this process is one rank under torchrun), each
+    recording ``DIR/rank<R>.lsession``, and ``DIR/study.json``."""
+    from engine.run import distributed
+
+    if args.serve:
+        raise LayerScopeError("--serve shows one process's run; it cannot be combined with --nproc / torchrun yet")
+    if ranks is not None and not args.out:
+        raise LayerScopeError("under torchrun give --out DIR, so that every rank writes into the same folder")
+    nproc = ranks[1] if ranks is not None else cfg.nproc
+    cfg.nproc = nproc
+    out = Path(args.out).expanduser() if args.out else \
+        runs_dir() / f"{Path(args.net).stem}-{dev}-ddp{nproc}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if out.exists() and not out.is_dir():
+        raise LayerScopeError(f"--out {out}: a data-parallel run writes a folder (one session per rank); "
+                              "this is a file")
+    held = sorted(p.name for p in out.glob("rank*.lsession")) + (["study.json"] if (out / "study.json").exists() else [])
+    if held and not args.force and (ranks is None or ranks[0] == 0):
+        raise LayerScopeError(f"--out {out} already holds {', '.join(held[:3])}; give --force to replace them")
+    if args.force and (ranks is None or ranks[0] == 0):
+        for name in held:
+            if name.endswith(".lsession"):
+                from engine.session.lock import claim_session
+
+                claim_session(out / name, force=True).release()  # only sessions are emptied, never other files
+    if ranks is not None:
+        res = distributed.run_rank(ranks[0], nproc, None, cfg.to_dict(), str(out), args.quiet, sys.argv)
+        return EXIT_OK if res["status"] == "completed" else EXIT_FAILED
+    results = distributed.launch(cfg, nproc, out, quiet=args.quiet, command=sys.argv)
+    print(f"study: {out / 'study.json'}")
+    failed = {r: v for r, v in results.items() if v["status"] != "completed"}
+    for r, v in sorted(failed.items()):
+        print(f"rank {r} {v['status']}: {v['message']}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _start_server(args):

@@ -39,7 +39,7 @@ _HEADER = struct.Struct(">I")
 
 RECORD_TYPES = {cls.__name__: cls for cls in (
     R.RunInfo, R.StepRecord, R.LayerTimes, R.TelemetryBatch, R.FeatureMap, R.EvalRecord, R.LogRecord,
-    R.StateChanged, R.RunEnded, R.TelemetryStatus)}
+    R.StateChanged, R.RunEnded, R.TelemetryStatus, R.CommTimes)}
 
 
 class RemoteError(LayerScopeError):

@@ -125,6 +125,14 @@ class RunConfig:
                                            optional=True, flag="--load-checkpoint", metavar="PATH")
     skip_bad_images: bool = _setting(False, BOOL, "leave out (and count) image files that cannot be decoded, "
                                      "instead of refusing the folder", flag="--skip-bad-images")
+    nproc: int = _setting(1, INT, "data-parallel ranks (DistributedDataParallel: gloo on the CPU, NCCL on "
+                          "CUDA); with N > 1 --out is a folder holding one session per rank and study.json",
+                          lo=1, hi=64, flag="--nproc")
+    bucket_cap_mb: float = _setting(25.0, FLOAT, "DDP gradient bucket size in MiB (default 25, DDP's own): smaller "
+                                    "buckets start all-reduces earlier in the backward", lo=0, lo_open=True, hi=4096,
+                                    flag="--bucket-cap-mb")
+    rank: int | None = _setting(None, INT, "this process's rank in a data-parallel run (set by the launcher)",
+                                lo=0, optional=True)
 
     @classmethod
     def settings(cls) -> tuple[Setting, ...]:
@@ -154,6 +162,8 @@ class RunConfig:
             p.append("set steps or epochs")
         if self.epochs is not None and self.mode == "benchmark":
             p.append("benchmark mode runs a number of steps on one random batch; it has no epochs")
+        if isinstance(self.nproc, int) and self.nproc > 1 and self.mode != "train":
+            p.append(f"--nproc {self.nproc} runs data-parallel training: it needs --mode train")
         if isinstance(self.net, NetSpec) and isinstance(self.feature_node, str):
             if self.net.node(self.feature_node) is None:
                 p.append(f"feature_node '{self.feature_node}' is not a node of {self.net.name or 'the net'}")

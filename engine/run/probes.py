@@ -224,6 +224,7 @@ class Probe:
                  feature_node: str | None = None, feature_hz: float = 4.0, clock=time.perf_counter,
                  count_faults: bool = True, fault_interval_s: float = 0.1):
         self.model = model
+        self.runner = model.forward  # what forward calls with (x, on_output); a DDP wrapper in a data-parallel run
         self.device = device
         self.plan = model.plan  # the steps this probe times, in the order they run
         self.node_ids = [step.node_id for step in self.plan]
@@ -415,7 +416,7 @@ class Probe:
             stamps[0] = perf()
         try:
             # forward itself, as the plan walk did before: no module hooks are registered to run
-            out = self.model.forward(x, seen if timing or feat_k >= 0 else None)
+            out = self.runner(x, seen if timing or feat_k >= 0 else None)
         except BaseException:
             failed = self.model.failed_node
             self.current_k = self.node_ids.index(failed) if failed in self.node_ids else None

@@ -1,0 +1,96 @@
+"""Figures of a data-parallel run, from its rank sessions (``engine.run.distributed``).
+
+``ddp_summary(study_dir)`` reads ``DIR/study.json`` (kind "ddp") and each rank's session:
+
+- per rank: median step ms, samples/s (``run_summary``), all-reduce ms per step (sum of the
+  step's bucket all-reduce durations), exposed ms per step (all-reduce time after the backward
+  compute ended, which the step waits for), overlap (share of all-reduce time hidden behind the
+  backward compute; ``engine.run.distributed.overlap``), and comm/compute ratio = median
+  all-reduce ms / median (step ms - exposed ms);
+- per step (steps every rank measured): the slowest rank (the straggler: largest ``step_ms``)
+  and by how much it trailed the fastest; ``straggler_steps`` counts, per rank, the steps it was
+  slowest in;
+- per bucket (rank 0's view): bytes, the nodes whose gradients it carries, median all-reduce ms.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from engine.errors import LayerScopeError
+
+
+def _median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def read_ddp_study(path) -> tuple[Path, dict]:
+    """(folder, study dict) of a data-parallel study; LayerScopeError for anything else."""
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    f = folder / "study.json"
+    try:
+        study = json.loads(f.read_text())
+    except FileNotFoundError:
+        raise LayerScopeError(f"{folder} holds no study.json: not a study folder") from None
+    except (OSError, ValueError) as e:
+        raise LayerScopeError(f"{f} cannot be read as a study ({e})") from None
+    if not isinstance(study, dict) or study.get("format") != "layerscope-study" or not isinstance(
+            study.get("configs"), list):
+        raise LayerScopeError(f"{f} is not a LayerScope study")
+    return folder, study
+
+
+def ddp_summary(study_dir) -> dict:
+    """The figures above as a dict: ``{"world_size", "ranks": [...], "steps": [...],
+    "buckets": [...], "straggler_steps": {rank: n}}``. LayerScopeError for a folder that is not a
+    data-parallel study or a rank session that cannot be read."""
+    from engine.analysis.summary import run_summary
+    from engine.run.distributed import overlap
+    from engine.session import open_session
+
+    folder, study = read_ddp_study(study_dir)
+    if study.get("kind") != "ddp":
+        raise LayerScopeError(f"{folder} is a {study.get('kind')} study, not a data-parallel run")
+    ranks, step_ms = [], {}
+    buckets = []
+    for c in study["configs"]:
+        rank = (c.get("values") or {}).get("rank")
+        path = folder / str(c.get("session"))
+        row = {"rank": rank, "session": str(path), "status": c.get("status"), "reason": c.get("reason")}
+        if not path.exists():
+            ranks.append(row)
+            continue
+        with open_session(path) as r:
+            s = run_summary(r)
+            steps = {st.step: st.step_ms for st in r.steps() if st.phase != "test" and not st.warmup}
+            cts = r.comm_times()
+        figures = [overlap(ct) for ct in cts]
+        comm = _median([f[0] for f in figures])
+        exposed = _median([f[1] for f in figures])
+        compute = None if s["step_ms_median"] is None else s["step_ms_median"] - (exposed or 0.0)
+        row.update(step_ms=s["step_ms_median"], samples_per_s=s["samples_per_s"], batch=s["batch_size"],
+                   device=s["device"], allreduce_ms=comm, exposed_ms=exposed,
+                   overlap=_median([f[2] for f in figures]),
+                   comm_compute_ratio=(comm / compute) if comm is not None and compute else None,
+                   buckets_per_step=_median([len(ct.bucket) for ct in cts]))
+        ranks.append(row)
+        step_ms[rank] = steps
+        if rank == 0 and cts:
+            by = {}
+            for ct in cts:
+                for b, s0, e0, n, nodes in zip(ct.bucket, ct.start_ms, ct.end_ms, ct.bytes, ct.nodes):
+                    by.setdefault(b, {"bucket": b, "bytes": n, "nodes": nodes, "ms": []})["ms"].append(e0 - s0)
+            buckets = [{**v, "allreduce_ms": _median(v.pop("ms"))} for _, v in sorted(by.items())]
+    common = set.intersection(*(set(v) for v in step_ms.values())) if step_ms else set()
+    per_step, counts = [], {r: 0 for r in step_ms}
+    for st in sorted(common):
+        times = {r: step_ms[r][st] for r in step_ms}
+        slow = max(times, key=times.get)
+        counts[slow] += 1
+        per_step.append({"step": st, "slowest_rank": slow, "lag_ms": times[slow] - min(times.values()),
+                         "step_ms": times})
+    return {"world_size": len(study["configs"]), "ranks": ranks, "steps": per_step, "buckets": buckets,
+            "straggler_steps": counts}
