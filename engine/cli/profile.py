@@ -225,7 +225,7 @@ def _torchrun_world() -> tuple[int, int] | None:
 def _profile_ranks(cfg, args, dev: str, ranks) -> int:
     """A data-parallel run: N ranks (spawned here, or this process is one rank under torchrun), each
     recording ``DIR/rank<R>.lsession``, and ``DIR/study.json``."""
-    from engine.run import distributed
+    from engine.cli import ddp as distributed
 
     if args.serve:
         raise LayerScopeError("--serve shows one process's run; it cannot be combined with --nproc / torchrun yet")
