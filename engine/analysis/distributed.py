@@ -94,3 +94,49 @@ def ddp_summary(study_dir) -> dict:
                          "step_ms": times})
     return {"world_size": len(study["configs"]), "ranks": ranks, "steps": per_step, "buckets": buckets,
             "straggler_steps": counts}
+
+
+def rank_timeline(study_dir, step: int | None = None) -> dict:
+    """One step of every rank as slices for a timeline: ``{"step", "ranks": [{"rank", "step_ms",
+    "slices": [{"kind": "forward" | "backward" | "all-reduce", "label", "start_ms", "end_ms"}]}]}``.
+
+    Times are ms from the step's compute start on each rank (the probe's stamps for forward and
+    backward, ``LayerTimes``; the communication hook's for each bucket, ``CommTimes``). ``step``
+    defaults to the profiled step every rank recorded whose slowest rank is the median one (a
+    typical step, not the first or an outlier). LayerScopeError for a step not every rank has.
+    """
+    from engine.session import open_session
+
+    folder, study = read_ddp_study(study_dir)
+    data = []
+    for c in study["configs"]:
+        path = folder / str(c.get("session"))
+        if not path.exists():
+            continue
+        with open_session(path) as r:
+            lts = {lt.step: lt for lt in r.layer_times()}
+            cts = {ct.step: ct for ct in r.comm_times()}
+            ms = {st.step: st.step_ms for st in r.steps() if st.phase != "test"}
+        data.append(((c.get("values") or {}).get("rank"), lts, cts, ms))
+    common = sorted(set.intersection(*(set(lts) & set(cts) for _, lts, cts, _ in data))) if data else []
+    if not common:
+        raise LayerScopeError(f"{folder}: no profiled step with all-reduce times is common to every rank")
+    if step is None:
+        slowest = sorted(common, key=lambda s: max(ms.get(s, 0.0) for *_, ms in data))
+        step = slowest[len(slowest) // 2]
+    elif step not in common:
+        raise LayerScopeError(f"step {step} is not a profiled step of every rank (they share {common[0]}..{common[-1]})")
+    ranks = []
+    for rank, lts, cts, ms in data:
+        lt, ct = lts[step], cts[step]
+        slices = []
+        for nid, f0, f, b0, b in zip(lt.node_ids, lt.fwd_start_ms, lt.fwd_ms, lt.bwd_start_ms, lt.bwd_ms):
+            if f0 is not None and f is not None:
+                slices.append({"kind": "forward", "label": nid, "start_ms": f0, "end_ms": f0 + f})
+            if b0 is not None and b:
+                slices.append({"kind": "backward", "label": nid, "start_ms": b0, "end_ms": b0 + b})
+        for b, s0, e0, nodes in zip(ct.bucket, ct.start_ms, ct.end_ms, ct.nodes):
+            slices.append({"kind": "all-reduce", "label": f"bucket {b}: {', '.join(nodes)}", "start_ms": s0,
+                           "end_ms": e0})
+        ranks.append({"rank": rank, "step_ms": ms.get(step), "slices": slices})
+    return {"step": step, "ranks": ranks}

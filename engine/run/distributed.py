@@ -100,6 +100,15 @@ class BucketTimer:
 
         return fut.then(done)
 
+    def compute_end(self):
+        """When this step's backward compute ended: the last bucket's launch (a ``perf_counter_ns``
+        stamp on the CPU, its CUDA event on CUDA); None before any bucket."""
+        with self._lock:
+            starts = [r[1] for r in self._rows]
+        if not starts:
+            return None
+        return starts[-1] if self.cuda else max(starts)
+
     def collect(self, step: int, t: float) -> CommTimes | None:
         """The step's buckets, times in ms from ``begin_step``; call after the step's sync."""
         with self._lock:

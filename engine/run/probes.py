@@ -462,12 +462,23 @@ class Probe:
         self.phase = "backward"
         self.current_k = None
 
-    def end_backward(self) -> None:
-        """Mark the end of backward (call right after ``loss.backward()`` returns)."""
+    def end_backward(self, compute_end=None) -> None:
+        """Mark the end of backward (call right after ``loss.backward()`` returns).
+
+        ``compute_end``: in a data-parallel run, when the backward compute really ended (the last
+        gradient bucket's launch: a ``perf_counter_ns`` stamp on the CPU, a recorded CUDA event),
+        because DDP's backward returns only after waiting for the last all-reduce, which is no
+        layer's backward time."""
         if self.events:
-            self._bev_end.record()
+            if compute_end is not None:
+                self._bev_end = compute_end
+            else:
+                self._bev_end.record()
         else:
-            self._bwd_end = time.perf_counter_ns()
+            now = time.perf_counter_ns()
+            started = [b for b in self._bwd if b is not None]
+            self._bwd_end = compute_end if compute_end is not None and started and compute_end >= max(started) \
+                else now
         self.phase = "optimizer step"
         self.current_k = None
         # backward has run and freed its graph nodes, and the hooks with them: removing each

@@ -79,7 +79,7 @@ class StepMixin:
             else:
                 loss.backward()
             if profiled:
-                probe.end_backward()
+                probe.end_backward(comm.compute_end() if comm is not None else None)
             self._phase = "optimizer step"
             if scaler is not None:
                 scaler.step(opt)  # note: sync point (the scaler reads its inf check)

@@ -40,6 +40,13 @@ def test_two_ranks_write_a_session_each_and_a_study(study):
                 # every parameterised layer's gradients travel in exactly one bucket
                 carried = [n for nodes in ct.nodes for n in nodes]
                 assert sorted(carried) == sorted({"conv1", "conv2", "fc1", "fc2", "fc3"})
+            # DDP's backward returns after waiting for the last all-reduce: that wait is no layer's
+            # backward; the first layer's backward ends when the last bucket was launched
+            by_step = {lt.step: lt for lt in lts}
+            for ct in cts:
+                lt = by_step[ct.step]
+                k = lt.node_ids.index("conv1")
+                assert lt.bwd_start_ms[k] + lt.bwd_ms[k] == pytest.approx(max(ct.start_ms), abs=0.05)
 
 
 def test_summary_of_the_study_puts_ranks_side_by_side(study, capsys):
