@@ -39,6 +39,7 @@ _LAZY = {
     "download": "data.download", "is_downloaded": "data.download",
     "dataset_note": "data", "can_download": "data",
     "memory_estimate": "run.limits", "fit_problem": "run.limits",
+    "ddp_summary": "analysis.distributed", "rank_timeline": "analysis.distributed",
     "RemoteRun": "remote.client", "RemoteError": "remote.wire", "parse_address": "remote.wire",
     **{name: "records" for name in ("EvalRecord", "FeatureMap", "LayerRow", "LayerTimes", "LogRecord",
                                         "RunEnded", "StateChanged", "TelemetryBatch", "TelemetrySample",

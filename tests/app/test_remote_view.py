@@ -77,3 +77,28 @@ def test_connect_dialog_refuses_a_bad_address(qtbot):
     assert ok.isEnabled()
     dlg.address.setText("host:notaport")
     assert not ok.isEnabled() and "HOST:PORT" in dlg.reason.text()
+
+
+def test_data_parallel_run_rank_view(qtbot, window, tmp_path):
+    """File > Open data-parallel run…: a real 2-rank study shown rank by rank."""
+    from engine.cli.main import main
+
+    out = tmp_path / "ddp"
+    assert main(["profile", "lenet5", "--nproc", "2", "--steps", "3", "--warmup", "1", "--batch-size", "4",
+                 "--bucket-cap-mb", "0.05", "--out", str(out), "-q"]) == 0
+    call = window.ddp.open(str(out))
+    qtbot.waitUntil(lambda: window.ddp.view is not None and window.ddp.view.isVisible(), timeout=60_000)
+    view = window.ddp.view
+    summary, timeline = engine.ddp_summary(out), engine.rank_timeline(out)
+    assert view.table.rowCount() == 2 and view.table.item(1, 0).text() == "1"
+    assert view.step_combo.count() == len(summary["steps"]) == 3
+    # every slice of the engine's timeline is drawn, and hovering finds it where it is drawn
+    assert len(view._slices) == sum(len(r["slices"]) for r in timeline["ranks"])
+    ar = next(s for s in timeline["ranks"][1]["slices"] if s["kind"] == "all-reduce")
+    hit = view.slice_at((ar["start_ms"] + ar["end_ms"]) / 2, 1 + 0.42 - 0.2 + 0.1)
+    assert hit is not None and hit["kind"] == "all-reduce"
+    other = next(s["step"] for s in summary["steps"] if s["step"] != timeline["step"])
+    view.step_requested.emit(other)  # the step box asks; the controller draws that step
+    qtbot.waitUntil(lambda: view.plot.getPlotItem().titleLabel.text.endswith(f"step {other}"), timeout=30_000)
+    assert len(view._slices) == sum(len(r["slices"]) for r in engine.rank_timeline(out, other)["ranks"])
+    assert call is not None
