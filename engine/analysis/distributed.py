@@ -14,7 +14,6 @@
 """
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
@@ -27,20 +26,12 @@ def _median(xs):
 
 
 def read_ddp_study(path) -> tuple[Path, dict]:
-    """(folder, study dict) of a data-parallel study; LayerScopeError for anything else."""
-    p = Path(path)
-    folder = p if p.is_dir() else p.parent
-    f = folder / "study.json"
-    try:
-        study = json.loads(f.read_text())
-    except FileNotFoundError:
-        raise LayerScopeError(f"{folder} holds no study.json: not a study folder") from None
-    except (OSError, ValueError) as e:
-        raise LayerScopeError(f"{f} cannot be read as a study ({e})") from None
-    if not isinstance(study, dict) or study.get("format") != "layerscope-study" or not isinstance(
-            study.get("configs"), list):
-        raise LayerScopeError(f"{f} is not a LayerScope study")
-    return folder, study
+    """(folder, study.json as a dict) of a study (``engine.sweep.study.read_study``, which checks
+    the format); LayerScopeError for anything that is not one."""
+    from engine.sweep.study import read_study
+
+    study = read_study(path)
+    return study.folder, study.to_dict()
 
 
 def ddp_summary(study_dir) -> dict:

@@ -28,23 +28,19 @@ def rank_session(out_dir: Path, rank: int) -> Path:
 
 def write_ddp_study(out_dir: Path, cfg_dict: dict, nproc: int, statuses: dict[int, tuple[str, str | None]],
                     command: list[str]) -> Path:
-    """``DIR/study.json`` for a data-parallel run: one configuration per rank (the sweep's format,
-    ``kind: "ddp"``); written atomically."""
+    """``DIR/study.json`` for a data-parallel run (``engine.sweep.study``'s format, ``kind: "ddp"``,
+    one configuration per rank: key ``rank<R>``, label ``rank R``, values ``{"rank": R}``)."""
+    from engine.sweep.study import STUDY_FILE, Study, StudyConfig, write_study
+
     net = cfg_dict.get("net") or {}
-    study = {"format": "layerscope-study", "version": 1, "kind": "ddp",
-             "net": net.get("name") if isinstance(net, dict) else str(net),
-             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command,
-             "axes": {"rank": list(range(nproc))},
-             "fixed": {k: v for k, v in cfg_dict.items() if k not in ("net", "out", "rank")},
-             "configs": [{"key": f"rank{r}", "label": f"rank {r}", "values": {"rank": r},
-                          "session": rank_session(out_dir, r).name, "status": statuses.get(r, ("pending", None))[0],
-                          "reason": statuses.get(r, ("pending", None))[1], "seconds": None} for r in range(nproc)]}
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    path = Path(out_dir) / "study.json"
-    tmp = path.with_name(".study.json.tmp")
-    tmp.write_text(json.dumps(study, indent=1))
-    os.replace(tmp, path)
-    return path
+    configs = [StudyConfig(key=f"rank{r}", label=f"rank {r}", values={"rank": r},
+                           session=rank_session(out_dir, r).name, status=statuses.get(r, ("pending", None))[0],
+                           reason=statuses.get(r, ("pending", None))[1]) for r in range(nproc)]
+    study = Study(path=Path(out_dir) / STUDY_FILE, kind="ddp",
+                  net=net.get("name", "") if isinstance(net, dict) else str(net), axes={"rank": list(range(nproc))},
+                  fixed={k: v for k, v in cfg_dict.items() if k not in ("net", "out", "rank")}, configs=configs,
+                  command=list(command), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return write_study(study)
 
 
 def init_rank(rank: int, nproc: int, port: int | None, device_type: str) -> None:

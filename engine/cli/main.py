@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.cli import watch
 
     watch.register(sub)
+    from engine.cli import sweep
+    sweep.register(sub)
     return p
 
 
