@@ -164,8 +164,7 @@ class MainWindow(DockedWindow):
                                   self.monitor, self.sessions, self.weights, self.log_view, self)
         self.recent_menu = QMenu("&Recent files", self)
         self.nets = NetController(self.settings, self.recent_menu, lambda: self._ask_save(), self)
-        self.remote = RemoteController(self.bridge, self.runs, self.log_view, self)
-        self.remote.net_received.connect(self.nets.show_recorded_net)
+        self.remote = RemoteController(self.bridge, self.runs, self.nets, self.log_view, self)
         self.ddp = DdpController(self.log_view, self)
         self.nets.run_going = self.bridge.is_running
         for c in (self.weights, self.sessions, self.runs, self.nets):

@@ -21,15 +21,16 @@ from app.dialogs.connect_run import ConnectDialog
 
 
 class RemoteController(QObject):
-    """Connects the window to served runs; ``net_received(dict)`` carries the remote net spec."""
+    """Connects the window to served runs; the remote net replaces the canvas's (after asking about
+    unsaved edits, before connecting)."""
 
-    net_received = Signal(object)
     copy_saved = Signal(str)
 
-    def __init__(self, bridge, runs, log_view, parent: QWidget):
+    def __init__(self, bridge, runs, nets, log_view, parent: QWidget):
         super().__init__(parent)
         self.bridge = bridge
         self.runs = runs
+        self.nets = nets
         self.log_view = log_view
         self._parent = parent
         self._net_shown = False
@@ -60,6 +61,8 @@ class RemoteController(QObject):
         except engine.LayerScopeError as e:
             self.log_view.append("error", str(e))
             return False
+        if not self.nets.maybe_save():  # the canvas will show the watched run's net
+            return False
         folder = Path(engine.cache_dir()) / "watched"
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -79,7 +82,7 @@ class RemoteController(QObject):
         net = (snap.info.config or {}).get("net")
         if isinstance(net, dict):
             self._net_shown = True
-            self.net_received.emit(net)
+            self.nets.show_watched_net(net)
 
     def _on_finished(self, status: str, message: str) -> None:
         if not self.bridge.remote:

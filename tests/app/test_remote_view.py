@@ -14,7 +14,10 @@ RUN_TIMEOUT = 180_000
 
 def _served_run(tmp_path, allow_control, steps):
     """A real lenet5 run on a thread, its records served; it starts once a viewer is connected."""
-    cfg = engine.RunConfig(net=engine.load_preset("lenet5"), mode="train", device="cpu", batch_size=4, steps=steps,
+    spec = engine.load_preset("lenet5")
+    spec.name = "served-net"
+    spec.nodes[-1].id = "logits"  # not the canvas's net: the watched run's must replace it
+    cfg = engine.RunConfig(net=spec, mode="train", device="cpu", batch_size=4, steps=steps,
                            warmup=1, threads=1, out=str(tmp_path / "server.lsession"))
     server = RecordServer(token="secret", allow_control=allow_control).start()
     run = engine.Run(cfg, sinks=[server])
@@ -54,7 +57,8 @@ def test_watching_a_served_run(qtbot, window, tmp_path, allow_control):
     assert status == ("stopped" if allow_control else "completed") == result["r"].status
     # the remote net is on the canvas and the views were fed
     ids = [n.id for n in window.model.spec().nodes]
-    assert ids == [n.id for n in engine.load_preset("lenet5").nodes]
+    assert ids[-1] == "logits" and window.model.spec().name == "served-net"
+    assert ids == [n.id for n in engine.load_preset("lenet5").nodes][:-1] + ["logits"]
     assert [window.table_view.model.row(i)["id"] for i in range(window.table_view.model.rowCount())] == ids[:window.table_view.model.rowCount()]
     assert window.table_view.model.rowCount() >= len(ids) - 1  # every built layer (the input is not one)
     # the copy holds what the server's session holds
