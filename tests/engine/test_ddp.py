@@ -71,3 +71,28 @@ def test_bad_data_parallel_input_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and not any("Traceback" in e for e in err)
     assert f.read_text() == "x"
+
+
+def test_the_same_run_under_torchrun(tmp_path):
+    """`torchrun --nproc-per-node 2 -m engine.cli profile ...`: each process is one rank."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    runner = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if runner is None:
+        pytest.skip("torchrun is not installed next to this Python")
+    out = tmp_path / "tr"
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    proc = subprocess.run([runner, "--standalone", "--nproc-per-node", "2", "-m", "engine.cli", "profile",
+                           "lenet5", "--steps", "2", "--warmup", "1", "--batch-size", "4", "--out", str(out), "-q"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads((out / "study.json").read_text())
+    assert meta["kind"] == "ddp" and [c["status"] for c in meta["configs"]] == ["done", "done"]
+    for rank in (0, 1):
+        with engine.open_session(out / f"rank{rank}.lsession") as s:
+            assert s.meta["config"]["rank"] == rank and len(s.comm_times()) == 2
