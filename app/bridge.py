@@ -192,16 +192,53 @@ class RunBridge(QObject):
         self._timer.start()
         self.run_started.emit(cfg)
 
+    def watch(self, address: str, token: str, copy_path: Path | None = None) -> None:
+        """Follow a run served by another process (``layerscope profile --serve``) exactly as a
+        local one: an ``engine.RemoteRun`` feeds the LiveFeed (and a session copy at ``copy_path``)
+        on the worker thread. ``controllable`` says whether pause/stop reach it (``--allow-control``)."""
+        import engine
+
+        if self._thread is not None:
+            raise RuntimeError("a run is already going")
+        self.feed = engine.LiveFeed(window=self._window)
+        sinks = [self.feed]
+        self._copy = engine.SessionWriter(copy_path, force=True) if copy_path is not None else None
+        if self._copy is not None:
+            sinks.append(self._copy)
+        self.run = engine.RemoteRun(address, token, sinks)
+        self.result = None
+        self.session_path = str(copy_path) if copy_path is not None else None
+        self._version = None
+        self._progress = (0, 0)
+        self._rate = []
+        self._set_state("running")
+        self._thread = threading.Thread(target=self._work, name="layerscope-watch", daemon=False)
+        self._thread.start()
+        self._timer.start()
+
+    @property
+    def remote(self) -> bool:
+        """True while (or after) following a served run rather than running one here."""
+        import engine
+
+        return self.run is not None and isinstance(self.run, engine.RemoteRun)
+
+    @property
+    def controllable(self) -> bool:
+        """Whether pause/stop reach the run: always for a local run, for a remote one only when
+        it was served with --allow-control (known once connected)."""
+        return not self.remote or bool(self.run.control)
+
     def pause(self) -> None:
-        if self.run is not None and self._thread is not None:
+        if self.run is not None and self._thread is not None and self.controllable:
             self.run.pause()
 
     def resume(self) -> None:
-        if self.run is not None and self._thread is not None:
+        if self.run is not None and self._thread is not None and self.controllable:
             self.run.resume()
 
     def stop(self) -> None:
-        if self.run is not None and self._thread is not None:
+        if self.run is not None and self._thread is not None and self.controllable:
             self.run.stop()
 
     def set_feature_node(self, node_id: str | None, first_channel: int = 0) -> str | None:
@@ -224,7 +261,10 @@ class RunBridge(QObject):
         """
         if self._thread is None:
             return True
-        self.run.stop()
+        if self.remote:
+            self.run.disconnect()  # a watched run goes on on its server; only the viewer stops
+        else:
+            self.run.stop()
         self._thread.join(timeout)
         if self._thread.is_alive():
             return False
@@ -240,6 +280,11 @@ class RunBridge(QObject):
             self.result = run.run()
         except BaseException as e:  # KeyboardInterrupt or a bug: still a result for the GUI
             self.result = engine.RunResult("failed", f"{type(e).__name__}: {_first_line(e)}")
+        finally:
+            copy = getattr(self, "_copy", None)
+            if copy is not None:  # a watched run's local copy: complete once the worker ends
+                copy.close()
+                self._copy = None
 
     # -- GUI thread polling: the snapshot is all it reads --------------------------------------------
     def _set_state(self, state: str) -> None:

@@ -24,6 +24,8 @@ from app.bridge import BackgroundCall, RunBridge, join_background
 from app.controllers.edit_lock import EditLock
 from app.controllers.monitor import MonitorController
 from app.controllers.net_controller import PRESET_TITLES, NetController
+from app.controllers.ddp_controller import DdpController
+from app.controllers.remote_controller import RemoteController
 from app.controllers.run_controller import RunController
 from app.controllers.session_controller import SessionController, export_look, exporters
 from app.controllers.weights_controller import WeightsController
@@ -162,6 +164,8 @@ class MainWindow(DockedWindow):
                                   self.monitor, self.sessions, self.weights, self.log_view, self)
         self.recent_menu = QMenu("&Recent files", self)
         self.nets = NetController(self.settings, self.recent_menu, lambda: self._ask_save(), self)
+        self.remote = RemoteController(self.bridge, self.runs, self.nets, self.log_view, self)
+        self.ddp = DdpController(self.log_view, self)
         self.nets.run_going = self.bridge.is_running
         for c in (self.weights, self.sessions, self.runs, self.nets):
             c.problem_reported.connect(self._error)
@@ -189,6 +193,11 @@ class MainWindow(DockedWindow):
                                              "Show a recorded session in the views")
         self.act_sessions = self._action(m, "Sessions (&runs folder)…", self.sessions.browse, "Ctrl+Shift+R",
                                          "Every recorded run: open, compare, delete, show in folder")
+        self.act_open_ddp = self._action(m, "Open &data-parallel run…", self.ddp.open_dialog, None,
+                                         "A study folder of `layerscope profile --nproc N`: ranks side by side, "
+                                         "compute and all-reduce per rank")
+        self.act_connect = self._action(m, "&Connect to run…", self.remote.connect_dialog, None,
+                                        "Watch a run served by `layerscope profile --serve` live (SSH tunnel for a remote one)")
         self.export_menu = m.addMenu("&Export session")
         self.export_menu.setEnabled(False)  # filled from the engine's exporters once the engine is loaded
         self.export_actions: dict[str, QAction] = {}
@@ -527,6 +536,7 @@ class MainWindow(DockedWindow):
         if self._loader is not None:
             self._loader.cancel()  # the window is going: its result has no one to go to
         joined = self.weights.shutdown() and joined
+        self.ddp.shutdown()
         return join_background(DOWNLOAD_WAIT_S) and joined
 
     def shutdown(self) -> None:

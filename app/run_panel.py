@@ -441,12 +441,18 @@ class RunPanel(QWidget):
             self.rate.setText("" if state == "idle" else self.rate.text())
         self._update_buttons()
 
+    def set_controllable(self, on: bool) -> None:
+        """False while watching a remote run served view-only: Pause and Stop stay disabled."""
+        self._controllable = bool(on)
+        self._update_buttons()
+
     def _update_buttons(self) -> None:
         devices_ready = bool(self._devices) or self.device.count() > 0 and self.device.currentData()
         can_start = not self._running and self._net_ok and bool(devices_ready)
         self.start_button.setEnabled(can_start)
-        self.pause_button.setEnabled(self._running)
-        self.stop_button.setEnabled(self._running)
+        controllable = getattr(self, "_controllable", True)
+        self.pause_button.setEnabled(self._running and controllable)
+        self.stop_button.setEnabled(self._running and controllable)
         for w in (self.device, self.mode, self.precision, self.batch, self.length, self.length_kind, self.dataset,
                   self.folder_button, self.profile_every):
             w.setEnabled(not self._running)

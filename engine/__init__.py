@@ -39,6 +39,8 @@ _LAZY = {
     "download": "data.download", "is_downloaded": "data.download",
     "dataset_note": "data", "can_download": "data",
     "memory_estimate": "run.limits", "fit_problem": "run.limits",
+    "ddp_summary": "analysis.distributed", "rank_timeline": "analysis.distributed",
+    "RemoteRun": "remote.client", "RemoteError": "remote.wire", "parse_address": "remote.wire",
     "read_study": "sweep.study", "is_study": "sweep.study", "Study": "sweep.study", "StudyConfig": "sweep.study",
     "run_sweep": "sweep.runner", "SweepProgress": "sweep.runner", "CPU_ALLOCATORS": "run.allocator",
     "parse_axis": "sweep.axes", "check_axes": "sweep.axes", "allocator_problem": "run.allocator",

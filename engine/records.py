@@ -186,10 +186,26 @@ class TelemetryStatus:
     status: dict
 
 
+@dataclass
+class CommTimes:
+    """One step's gradient all-reduce in a data-parallel run, one entry per DDP bucket in launch
+    order: ``start_ms``/``end_ms`` from the step's compute start (launch and completion of the
+    bucket's all-reduce), ``bytes`` of the bucket, ``nodes`` whose gradients it carries
+    (``engine.run.distributed``)."""
+
+    step: int
+    t: float
+    bucket: list[int]
+    start_ms: list[float]
+    end_ms: list[float]
+    bytes: list[int]
+    nodes: list[list[str]]
+
+
 RUN_STATES = ("idle", "running", "paused", "evaluating", "saving", "completed", "stopped", "failed")
 
 Record = (RunInfo | StepRecord | LayerTimes | TelemetryBatch | FeatureMap | EvalRecord | LogRecord
-          | StateChanged | RunEnded | TelemetryStatus)
+          | StateChanged | RunEnded | TelemetryStatus | CommTimes)
 
 
 @dataclass

@@ -81,6 +81,20 @@ class NetController(Controller):
             self.net_path = None
             self.title_changed.emit()
 
+    def show_watched_net(self, net: dict | None) -> None:
+        """Put the net of a run watched from its server on the canvas (File > Connect to run…):
+        the canvas is locked to it like to a local run's; unsaved edits were asked about before
+        connecting. A bad net is skipped."""
+        if not isinstance(net, dict) or self.model is None:
+            return
+        try:
+            spec = engine.from_dict(net)
+        except engine.LayerScopeError:
+            return
+        self.model.set_spec(spec)
+        self.net_path = None
+        self.title_changed.emit()
+
     # ---- files ----------------------------------------------------------------------------------
     def maybe_save(self) -> bool:
         """Ask about unsaved edits; False when the person cancels (or the save fails). While a run

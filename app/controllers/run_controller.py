@@ -97,9 +97,11 @@ class RunController(Controller):
             return
         running = self.bridge.is_running()
         start, pause, stop = self._actions
+        controllable = self.bridge.controllable
         start.setEnabled(not running and self.run_panel.start_button.isEnabled())
-        pause.setEnabled(running)
-        stop.setEnabled(running)
+        pause.setEnabled(running and controllable)
+        stop.setEnabled(running and controllable)
+        self.run_panel.set_controllable(controllable or not running)
 
     def start(self, **overrides) -> bool:
         """Start a run of the edited net with the run panel's settings (``overrides`` win, as
@@ -149,6 +151,28 @@ class RunController(Controller):
         self.update_actions()
         return True
 
+    def begin_watch(self, address: str, token: str, copy_path) -> bool:
+        """Show a run served elsewhere (``layerscope profile --serve``) live, like a local run;
+        False (and why) when a run is going here."""
+        if self.bridge.is_running():
+            self._problem("Stop the run before connecting to another one.")
+            return False
+        if self.sessions.is_open():
+            self.sessions.close()
+        self.run_started.emit()
+        if self.edit_lock is not None:
+            self.edit_lock.set_locked(True)
+        self.monitor.show_live(clear_canvas=True)
+        self.bridge.watch(address, token, copy_path)
+        self._warmup = 0
+        self._phase_since = None
+        self.run_panel.set_run_state("starting")
+        self.run_panel.set_progress(0, 0, 0.0)
+        self.status_run.setText(f"connecting to {address}…")
+        self.status_device.setText(f"remote run: {address}")
+        self.update_actions()
+        return True
+
     def toggle_pause(self) -> None:
         if not self.bridge.is_running():
             return
@@ -191,6 +215,8 @@ class RunController(Controller):
         """The status bar's run line from the snapshot's state, phase and progress (the records')."""
         if not self.bridge.is_running() or snap.ended is not None:
             return
+        if self.bridge.remote:  # whether a watched run takes commands is known once connected
+            self.update_actions()
         now = time.monotonic()
         if self._phase_since is None or self._phase_since[0] != snap.state:
             self._phase_since = (snap.state, now)

@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.register(sub)
     info.register_devices(sub)
     compare.register(sub)
+    from engine.cli import watch
+
+    watch.register(sub)
     from engine.cli import sweep
     sweep.register(sub)
     return p

@@ -114,6 +114,12 @@ def cmd_profile(args) -> int:
     """Run the net, printing progress; exit 0 completed, 1 failed or stopped, 130 interrupted."""
     from engine.net.presets import resolve_net
 
+    if args.serve:
+        from engine.remote.wire import parse_address
+
+        parse_address(args.serve)  # a malformed address is bad input, before anything is claimed
+        if not args.serve_linger >= 0:
+            raise LayerScopeError(f"--serve-linger must be 0 or more seconds, not {args.serve_linger}")
     spec = resolve_net(args.net)  # LayerScopeError -> exit 2
     from engine.net.model import analyze
 
@@ -143,6 +149,9 @@ def cmd_profile(args) -> int:
 
     device = resolve_device(args.device)  # a device that does not exist is bad input
     dev = f"cuda:{device.index or 0}" if device.type == "cuda" else device.type
+    ranks = _torchrun_world()
+    if cfg.nproc > 1 or ranks is not None:
+        return _profile_ranks(cfg, args, dev, ranks)
     if args.out:
         from engine.session.lock import claim_session
 
@@ -179,7 +188,10 @@ def _run(cfg, args, out: Path, claim) -> int:
     cfg.out = str(out)
     progress = Progress(quiet=args.quiet)
 
-    run = Run(cfg, sinks=[progress])  # a session that cannot be written fails the run (Run checks)
+    server = _start_server(args)
+    run = Run(cfg, sinks=[progress] + ([server] if server else []))  # a session that cannot be written fails the run
+    if server:
+        server.control = run
     interrupted = []
 
     def on_signal(signum, frame):
@@ -197,6 +209,8 @@ def _run(cfg, args, out: Path, claim) -> int:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+        if server:
+            _finish_server(server, args.serve_linger)
     if result.session_path and Path(result.session_path).exists():
         print(f"session: {result.session_path}")
         _print_brief(result.session_path)
@@ -215,6 +229,75 @@ def _run(cfg, args, out: Path, claim) -> int:
     if args.epochs and result.extra.get("test_accuracy") is not None:
         print(f"test_accuracy: {result.extra['test_accuracy']:.4f}")
     return EXIT_OK
+
+
+def _torchrun_world() -> tuple[int, int] | None:
+    """(rank, world size) when started by ``torchrun`` with more than one process, else None."""
+    try:
+        world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    except ValueError:
+        raise LayerScopeError("WORLD_SIZE and RANK must be whole numbers (as torchrun sets them)") from None
+    return (rank, world) if world > 1 else None
+
+
+def _profile_ranks(cfg, args, dev: str, ranks) -> int:
+    """A data-parallel run: N ranks (spawned here, or this process is one rank under torchrun), each
+    recording ``DIR/rank<R>.lsession``, and ``DIR/study.json``."""
+    from engine.cli import ddp as distributed
+
+    if args.serve:
+        raise LayerScopeError("--serve shows one process's run; it cannot be combined with --nproc / torchrun yet")
+    if ranks is not None and not args.out:
+        raise LayerScopeError("under torchrun give --out DIR, so that every rank writes into the same folder")
+    nproc = ranks[1] if ranks is not None else cfg.nproc
+    cfg.nproc = nproc
+    out = Path(args.out).expanduser() if args.out else \
+        runs_dir() / f"{Path(args.net).stem}-{dev}-ddp{nproc}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if out.exists() and not out.is_dir():
+        raise LayerScopeError(f"--out {out}: a data-parallel run writes a folder (one session per rank); "
+                              "this is a file")
+    held = sorted(p.name for p in out.glob("rank*.lsession")) + (["study.json"] if (out / "study.json").exists() else [])
+    if held and not args.force and (ranks is None or ranks[0] == 0):
+        raise LayerScopeError(f"--out {out} already holds {', '.join(held[:3])}; give --force to replace them")
+    if args.force and (ranks is None or ranks[0] == 0):
+        for name in held:
+            if name.endswith(".lsession"):
+                from engine.session.lock import claim_session
+
+                claim_session(out / name, force=True).release()  # only sessions are emptied, never other files
+    if ranks is not None:
+        res = distributed.run_rank(ranks[0], nproc, None, cfg.to_dict(), str(out), args.quiet, sys.argv)
+        return EXIT_OK if res["status"] == "completed" else EXIT_FAILED
+    results = distributed.launch(cfg, nproc, out, quiet=args.quiet, command=sys.argv)
+    print(f"study: {out / 'study.json'}")
+    failed = {r: v for r, v in results.items() if v["status"] != "completed"}
+    for r, v in sorted(failed.items()):
+        print(f"rank {r} {v['status']}: {v['message']}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _start_server(args):
+    """The RecordServer for ``--serve`` (None without it); prints where and the token on stderr."""
+    if not args.serve:
+        return None
+    from engine.remote.server import start_server
+
+    server = start_server(args.serve, allow_control=args.allow_control)  # LayerScopeError -> exit 2
+    how = "viewers may pause and stop it" if args.allow_control else "view only"
+    print(f"serving the run on {server.address} ({how}); token {server.token}\n"
+          f"  watch it: layerscope watch {server.address} --token {server.token}   "
+          "(or File > Connect to run... in the app)", file=sys.stderr, flush=True)
+    return server
+
+
+def _finish_server(server, linger: float) -> None:
+    """Give connected viewers up to ``linger`` seconds to receive the end of the run, then close."""
+    try:
+        if not server.wait_viewers(linger):
+            print(f"note: a viewer had not received the whole run after {linger:g} s; the session file has it",
+                  file=sys.stderr)
+    finally:
+        server.close()
 
 
 def _print_brief(path) -> None:
@@ -274,6 +357,14 @@ def register(sub) -> None:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     s.add_argument("--dry-run", action="store_true", help="print the memory estimate (measured on fake tensors) and the "
                    "largest batch that fits, then exit: 0 fits, 2 would be refused")
+    s.add_argument("--serve", metavar="HOST:PORT", default=None,
+                   help="stream the run live to viewers (layerscope watch, or File > Connect to run... in the app); "
+                        "binds only there (use 127.0.0.1 and an SSH tunnel for a remote server); prints a random "
+                        "token viewers must give; port 0 picks a free one")
+    s.add_argument("--allow-control", action="store_true",
+                   help="with --serve: viewers may pause, resume and stop the run and choose its feature layer")
+    s.add_argument("--serve-linger", type=float, default=10.0, metavar="S",
+                   help="with --serve: seconds to wait after the run for connected viewers to receive its end (default 10)")
     s.set_defaults(func=cmd_profile)
 
 

@@ -96,6 +96,8 @@ def cmd_summary(args) -> int:
     anything is printed, so one that cannot be read gives its one line and nothing else."""
     from engine.analysis.summary import summary
 
+    if len(args.session) == 1 and Path(args.session[0], "study.json").exists():
+        return _print_study(args.session[0], args.json)
     done = []
     for path in args.session:
         with _open(path) as r:
@@ -124,6 +126,29 @@ def _print_layer_energy(le: dict, names: list) -> None:
     from engine.cli.layer_energy import print_layer_energy
 
     print_layer_energy(le, names)
+def _print_study(folder: str, as_json: bool) -> int:
+    """``summary DIR`` of a data-parallel study: the ranks side by side, buckets, stragglers."""
+    from engine.analysis.distributed import ddp_summary
+
+    s = ddp_summary(folder)  # LayerScopeError (not a ddp study, unreadable) -> one line, exit 2
+    if as_json:
+        from engine.export.common import jsonable
+
+        print(json.dumps(jsonable(s), indent=1))
+        return EXIT_OK
+    print(f"data-parallel run, {s['world_size']} ranks: {folder}")
+    rows = [[str(r["rank"]), r.get("device") or "", r.get("status") or "", fmt_num(r.get("step_ms")),
+             fmt_num(r.get("samples_per_s")), fmt_num(r.get("allreduce_ms")), fmt_num(r.get("exposed_ms")),
+             "–" if r.get("overlap") is None else f"{r['overlap']:.0%}",
+             fmt_num(r.get("comm_compute_ratio")), str(s["straggler_steps"].get(r["rank"], 0))]
+            for r in s["ranks"]]
+    print_table(rows, ["rank", "device", "status", "step ms", "samples/s", "all-reduce ms", "exposed ms", "overlap",
+                       "comm/compute", "slowest in (steps)"], right={0, 3, 4, 5, 6, 7, 8, 9})
+    if s["buckets"]:
+        print("\nbuckets (rank 0): " + "; ".join(
+            f"#{b['bucket']} {fmt_bytes(b['bytes'])} {fmt_num(b['allreduce_ms'])} ms [{', '.join(b['nodes'])}]"
+            for b in s["buckets"]))
+    return EXIT_OK
 
 
 def _capped(run: dict) -> str:

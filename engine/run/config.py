@@ -128,6 +128,14 @@ class RunConfig:
     layer_energy: bool = _setting(False, BOOL, "after the run, replay each layer alone to measure its energy per "
                                   "sample (an energy counter: NVML on a GPU, RAPL on the CPU; about 7 s per layer "
                                   "in train mode)", flag="--layer-energy")
+    nproc: int = _setting(1, INT, "data-parallel ranks (DistributedDataParallel: gloo on the CPU, NCCL on "
+                          "CUDA); with N > 1 --out is a folder holding one session per rank and study.json",
+                          lo=1, hi=64, flag="--nproc")
+    bucket_cap_mb: float = _setting(25.0, FLOAT, "DDP gradient bucket size in MiB (default 25, DDP's own): smaller "
+                                    "buckets start all-reduces earlier in the backward", lo=0, lo_open=True, hi=4096,
+                                    flag="--bucket-cap-mb")
+    rank: int | None = _setting(None, INT, "this process's rank in a data-parallel run (set by the launcher)",
+                                lo=0, optional=True)
 
     @classmethod
     def settings(cls) -> tuple[Setting, ...]:
@@ -157,6 +165,8 @@ class RunConfig:
             p.append("set steps or epochs")
         if self.epochs is not None and self.mode == "benchmark":
             p.append("benchmark mode runs a number of steps on one random batch; it has no epochs")
+        if isinstance(self.nproc, int) and self.nproc > 1 and self.mode != "train":
+            p.append(f"--nproc {self.nproc} runs data-parallel training: it needs --mode train")
         if isinstance(self.net, NetSpec) and isinstance(self.feature_node, str):
             if self.net.node(self.feature_node) is None:
                 p.append(f"feature_node '{self.feature_node}' is not a node of {self.net.name or 'the net'}")

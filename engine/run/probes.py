@@ -226,6 +226,7 @@ class Probe:
                  feature_node: str | None = None, feature_hz: float = 4.0, clock=time.perf_counter,
                  count_faults: bool = True, fault_interval_s: float = 0.1):
         self.model = model
+        self.runner = model.forward  # what forward calls with (x, on_output); a DDP wrapper in a data-parallel run
         self.device = device
         self.plan = model.plan  # the steps this probe times, in the order they run
         self.node_ids = [step.node_id for step in self.plan]
@@ -424,7 +425,7 @@ class Probe:
         try:
             # forward itself, as the plan walk did before: no module hooks are registered to run
             with saving if saving is not None else contextlib.nullcontext():
-                out = self.model.forward(x, seen if timing or feat_k >= 0 else None)
+                out = self.runner(x, seen if timing or feat_k >= 0 else None)
         except BaseException:
             failed = self.model.failed_node
             self.current_k = self.node_ids.index(failed) if failed in self.node_ids else None
@@ -488,12 +489,23 @@ class Probe:
         self.phase = "backward"
         self.current_k = None
 
-    def end_backward(self) -> None:
-        """Mark the end of backward (call right after ``loss.backward()`` returns)."""
+    def end_backward(self, compute_end=None) -> None:
+        """Mark the end of backward (call right after ``loss.backward()`` returns).
+
+        ``compute_end``: in a data-parallel run, when the backward compute really ended (the last
+        gradient bucket's launch: a ``perf_counter_ns`` stamp on the CPU, a recorded CUDA event),
+        because DDP's backward returns only after waiting for the last all-reduce, which is no
+        layer's backward time."""
         if self.events:
-            self._bev_end.record()
+            if compute_end is not None:
+                self._bev_end = compute_end
+            else:
+                self._bev_end.record()
         else:
-            self._bwd_end = time.perf_counter_ns()
+            now = time.perf_counter_ns()
+            started = [b for b in self._bwd if b is not None]
+            self._bwd_end = compute_end if compute_end is not None and started and compute_end >= max(started) \
+                else now
         self.phase = "optimizer step"
         self.current_k = None
         # backward has run and freed its graph nodes, and the hooks with them: removing each

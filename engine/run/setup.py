@@ -52,6 +52,8 @@ class RunContext:
     bench_x: Any = None
     probe: Any = None  # engine.run.probes.Probe
     mem: Any = None  # engine.run.probes.CudaMemory
+    runner: Any = None  # what a step calls: the model, or its DistributedDataParallel wrapper
+    comm: Any = None  # engine.run.distributed.BucketTimer in a data-parallel run
 
 
 def versions() -> dict:
@@ -288,6 +290,9 @@ def build_context(cfg: RunConfig, device, net_info, log: Log, restore: list[Call
     ctx.model = model
     if cfg.load_checkpoint:
         load_weights(cfg, model, log)
+    from engine.run.distributed import wrap_ddp
+
+    ctx.runner, ctx.comm = wrap_ddp(model, device, cfg.bucket_cap_mb) if cfg.mode == "train" else (model, None)
     train = cfg.mode == "train"
     model.train(train)
     ctx.loss_fn = make_loss_fn(spec)
@@ -319,6 +324,8 @@ def build_context(cfg: RunConfig, device, net_info, log: Log, restore: list[Call
         ctx.dataset_name = splits.info.name
 
     probe = Probe(model, device, feature_hz=cfg.feature_hz)
+    if ctx.runner is not model:
+        probe.runner = ctx.runner  # the forward goes through DDP (its reducer), the walk is the model's
     act = {layer.id: layer.activation_bytes(1, cfg.precision, device.type) for layer in net_info.layers}
     probe.act_bytes_per_sample = [act[n] for n in probe.node_ids]
     if feature_node is not None:

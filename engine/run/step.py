@@ -62,13 +62,16 @@ class StepMixin:
             mem.read()  # resets the allocator peak for this step (host side)
         if profiled:
             probe.begin_step()
+        comm = ctx.comm
+        if comm is not None:
+            comm.begin_step()
         loss_v = acc = None
         if cfg.mode == "train":
             opt, scaler = ctx.opt, ctx.scaler
             opt.zero_grad(set_to_none=True)
             self._phase = "forward"
             with autocast():
-                out = _forward(model, probe, x, profiled, feature)
+                out = _forward(ctx.runner or model, probe, x, profiled, feature)
                 loss = loss_fn(out, y)
             self._phase = "backward"
             if scaler is not None:
@@ -76,7 +79,7 @@ class StepMixin:
             else:
                 loss.backward()
             if profiled:
-                probe.end_backward()
+                probe.end_backward(comm.compute_end() if comm is not None else None)
             self._phase = "optimizer step"
             if scaler is not None:
                 scaler.step(opt)  # note: sync point (the scaler reads its inf check)
@@ -117,6 +120,10 @@ class StepMixin:
                               lt is not None, peak))
         if lt is not None:
             self._emit(lt)
+        if comm is not None:
+            ct = comm.collect(step, t_lt)
+            if ct is not None and not warm:
+                self._emit(ct)
         if fm is not None:
             self._emit(fm)
         if mem is not None:

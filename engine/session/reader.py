@@ -288,6 +288,29 @@ class SessionReader(SessionAggregates):
         return [EvalRecord(*r) for r in self._query(
             "SELECT step, t, epoch, split, loss, accuracy, samples FROM evals ORDER BY rowid")]
 
+    def comm_times(self) -> list:
+        """A data-parallel run's per-step bucket all-reduce times (``CommTimes``, step order);
+        empty for a run of one process (no ``comm_buckets`` table)."""
+        from engine.records import CommTimes
+
+        if not self._query("SELECT 1 FROM sqlite_master WHERE name = 'comm_buckets'"):
+            return []
+        out: list[CommTimes] = []
+        for step, t, b, s, e, n, nodes in self._query(
+                "SELECT step, t, bucket, start_ns, end_ns, bytes, nodes FROM comm_buckets ORDER BY rowid"):
+            if not out or out[-1].step != step:
+                out.append(CommTimes(step, t, [], [], [], [], []))
+            ct = out[-1]
+            ct.bucket.append(b)
+            ct.start_ms.append(s / 1e6)
+            ct.end_ms.append(e / 1e6)
+            ct.bytes.append(n)
+            try:
+                ct.nodes.append([str(x) for x in json.loads(nodes)])
+            except (TypeError, ValueError):
+                ct.nodes.append([])
+        return out
+
     def logs(self) -> list[LogRecord]:
         return [LogRecord(*r) for r in self._query("SELECT t, level, message FROM logs ORDER BY rowid")]
 

@@ -67,6 +67,10 @@ CREATE TABLE layer_energy(node_id TEXT NOT NULL, pass TEXT NOT NULL, window INTE
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
+# made by the writer with a data-parallel run's first CommTimes record (absent in other sessions)
+COMM_TABLE_SQL = """CREATE TABLE IF NOT EXISTS comm_buckets(step INTEGER, t REAL, bucket INTEGER, start_ns INTEGER,
+                                                 end_ns INTEGER, bytes INTEGER, nodes TEXT)"""
+
 
 class SessionError(LayerScopeError):
     """A session file that cannot be written or read (missing, not a session, damaged, too new)."""

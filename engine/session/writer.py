@@ -18,10 +18,10 @@ import zlib
 from collections import deque
 from pathlib import Path
 
-from engine.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord,
-                                TelemetryBatch, TelemetryStatus, LayerEnergy)
+from engine.records import (CommTimes, EvalRecord, FeatureMap, LayerEnergy, LayerTimes, LogRecord, RunEnded, RunInfo,
+                            StepRecord, TelemetryBatch, TelemetryStatus)
 from engine.session.lock import SessionClaim, adopt_claim
-from engine.session.schema import FORMAT_NAME, SCHEMA_SQL, SCHEMA_VERSION, SessionError, ns_from_ms, shape_text
+from engine.session.schema import COMM_TABLE_SQL, FORMAT_NAME, SCHEMA_SQL, SCHEMA_VERSION, SessionError, ns_from_ms, shape_text
 
 
 def _at(seq, i):
@@ -233,6 +233,18 @@ class SessionWriter:
             self._write_ended(rec)
         elif isinstance(rec, LayerEnergy):
             self._write_layer_energy(rec)
+        elif isinstance(rec, CommTimes):
+            self._write_comm(rec)
+
+    def _write_comm(self, rec: CommTimes) -> None:
+        """A data-parallel step's buckets (table ``comm_buckets``, made with the first one)."""
+        if not getattr(self, "_comm_table", False):
+            self._con.execute(COMM_TABLE_SQL)
+            self._comm_table = True
+        self._con.executemany("INSERT INTO comm_buckets VALUES (?,?,?,?,?,?,?)", [
+            (rec.step, rec.t, b, ns_from_ms(s), ns_from_ms(e), n, json.dumps(nodes))
+            for b, s, e, n, nodes in zip(rec.bucket, rec.start_ms, rec.end_ms, rec.bytes, rec.nodes)])
+        self.rows_written += len(rec.bucket)
 
     def _set_meta(self, **values) -> None:
         self._con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",

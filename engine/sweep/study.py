@@ -1,7 +1,7 @@
 """A study: a folder of sessions that belong together, described by ``DIR/study.json``.
 
 The format is a contract between the sweep (this package), data-parallel runs (``kind``
-"parallel"), the comparison (``engine.analysis.compare``) and the app's session browser::
+"ddp", ``engine.cli.ddp``: one configuration per rank), the comparison (``engine.analysis.compare``) and the app's session browser::
 
     {"format": "layerscope-study", "version": 1, "kind": "sweep", "net": <name or path>,
      "created": <ISO 8601 UTC>, "command": [argv...],
