@@ -8,7 +8,6 @@ from PySide6.QtWidgets import QFileDialog, QWidget
 
 import engine
 from app.bridge import BackgroundCall
-from app.views.rank_timeline import RankTimelineView
 
 
 class DdpController(QObject):
@@ -16,7 +15,7 @@ class DdpController(QObject):
         super().__init__(parent)
         self.log_view = log_view
         self._parent = parent
-        self.view: RankTimelineView | None = None
+        self.view = None  # app.views.rank_timeline.RankTimelineView, built on first use (pyqtgraph loads late)
         self.folder: str | None = None
         self._calls: list[BackgroundCall] = []
 
@@ -50,6 +49,8 @@ class DdpController(QObject):
         def show(result):
             summary, timeline = result
             if self.view is None:
+                from app.views.rank_timeline import RankTimelineView
+
                 self.view = RankTimelineView()
                 self.view.resize(1100, 560)
                 self.view.step_requested.connect(self.show_step)
