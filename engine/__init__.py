@@ -42,6 +42,8 @@ _LAZY = {
     **{name: "records" for name in ("EvalRecord", "FeatureMap", "LayerRow", "LayerTimes", "LogRecord",
                                         "RunEnded", "StateChanged", "TelemetryBatch", "TelemetrySample",
                                         "TelemetryStatus")},
+    "to_pytorch_source": "net.export_code", "export_net": "net.export_code", "EXPORT_FORMATS": "net.export_code",
+    "onnx_available": "net.export_onnx",
 }
 _MODULES = {"fmt"}  # names that are submodules themselves, not attributes of one
 

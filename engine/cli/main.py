@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile.register(sub)
     sessions.register(sub)
     info.register_devices(sub)
+    from engine.cli import export_net
+    export_net.register(sub)
     return p
 
 
