@@ -164,6 +164,7 @@ class MainWindow(DockedWindow):
         self.nets = NetController(self.settings, self.recent_menu, lambda: self._ask_save(), self)
         self.nets.run_going = self.bridge.is_running
         self.runs.config_overrides = self.nets.run_overrides  # an imported model runs from its source
+        self.nets.export_weights = lambda: self.weights.last_checkpoint  # ONNX export bakes them in when they fit
         for c in (self.weights, self.sessions, self.runs, self.nets):
             c.problem_reported.connect(self._error)
             c.note_reported.connect(lambda title, text: self._inform(title, text))  # looked up per call: tests replace it

@@ -54,6 +54,7 @@ class NetController(Controller):
         self.import_request: tuple | None = None  # (source, (C, H, W), classes) of the imported model shown
         self._imported_spec = None  # the imported graph as imported (edits to it are compared with this)
         self._calls: list[BackgroundCall] = []
+        self.export_weights = lambda: None  # the window points this at the last checkpoint (ONNX bakes it in)
         self.run_going = lambda: False  # the window points this at the bridge: no other net mid-run
         self.fill_recent()
 
@@ -228,8 +229,18 @@ class NetController(Controller):
             self.exported.emit(path, reason)
             return None
         spec = self.model.spec()
-        call = BackgroundCall(_one_line(lambda: engine.export_net(spec, fmt, path, force=force)),
-                              name="layerscope-export-net", parent=self)
+        ckpt = self.export_weights() if fmt == "onnx" else None
+
+        def work():
+            if ckpt:
+                try:  # the last run's weights, when they fit the net on the canvas
+                    return engine.export_net(spec, fmt, path, weights=ckpt, force=force), os.path.basename(ckpt)
+                except engine.LayerScopeError as e:
+                    if "does not fit" not in str(e):
+                        raise
+            return engine.export_net(spec, fmt, path, force=force), None
+
+        call = BackgroundCall(_one_line(work), name="layerscope-export-net", parent=self)
         call.finished.connect(lambda result, error, c=call: self._on_exported(c, path, result, error))
         self._calls.append(call)
         self._status(f"Exporting {spec.name or 'the net'} as {fmt}…")
@@ -239,8 +250,11 @@ class NetController(Controller):
         self._calls = [c for c in self._calls if c is not call]
         error = error or (result[1] if result else "export failed")
         if result and result[0] is not None:
-            self._file(f"Exported {os.path.basename(path)}", str(result[0]))
-            self.exported.emit(str(result[0]), "")
+            written, weights = result[0]
+            what = f"with the weights of {weights}" if weights else (
+                "with its initial weights (no checkpoint of this net)" if path.endswith(".onnx") else "")
+            self._file(f"Exported {os.path.basename(path)} {what}".strip(), str(written))
+            self.exported.emit(str(written), "")
             return
         self._problem(f"Cannot export: {error}")
         self.exported.emit(path, error)

@@ -10,7 +10,7 @@ from PySide6.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QFileDia
 
 from app.editor import theme
 
-TRUST_WARNING = ("The file's code is executed: importing runs it with your permissions, as "
+TRUST_WARNING = ("<b>The file's code is executed.</b> Importing runs it with your permissions, as "
                  "<code>python FILE</code> would. Choose only a file you trust. Only the file chosen here "
                  "is run; nothing else is imported from its folder unless the file imports it.")
 
