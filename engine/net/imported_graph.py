@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from engine.errors import LayerScopeError
 from engine.net.analyze import analyze
-from engine.net.imported import (BATCH, AttrHolder, ImportedNet, _first_line, check_params, input_spec, map_call,
+from engine.net.imported_parts import (BATCH, AttrHolder, ImportedNet, first_line, check_params, input_spec, map_call,
                                  map_module, measure_node, node_id, op_name, output_classes)
 from engine.net.layers import shapes_text
 from engine.net.model import LayerNet
@@ -45,7 +45,7 @@ def _values(gm: fx.GraphModule, shape) -> tuple[dict, fx.GraphModule, str]:
             twin = copy.deepcopy(gm).to(device)
         except Exception as e:
             raise LayerScopeError(f"the model cannot be copied to be measured: {type(e).__name__}: "
-                                  f"{_first_line(e)}") from None
+                                  f"{first_line(e)}") from None
         twin.train(gm.training)
         x = (torch.empty(BATCH, *shape, device="meta") if device == "meta"
              else torch.randn(BATCH, *shape, generator=torch.Generator().manual_seed(0)))
@@ -59,7 +59,7 @@ def _values(gm: fx.GraphModule, shape) -> tuple[dict, fx.GraphModule, str]:
             if device == "cpu":
                 c, h, w = shape
                 raise LayerScopeError(f"the model fails on a {c}x{h}x{w} input: {type(e).__name__}: "
-                                      f"{_first_line(e)}") from None
+                                      f"{first_line(e)}") from None
     raise AssertionError(first_error)  # pragma: no cover
 
 
@@ -229,7 +229,7 @@ def build_traced(source: str, module: nn.Module, gm: fx.GraphModule, shape, clas
             out, flops, bwd = measure_node(twins[n.name], xs, grads)
         except Exception as e:
             raise LayerScopeError(f"cannot measure {names[ids[n.name]]} ({op_name(n, gm)}): {type(e).__name__}: "
-                                  f"{_first_line(e)}") from None
+                                  f"{first_line(e)}") from None
         t = out if isinstance(out, torch.Tensor) else None
         carries[n.name] = bool(t is not None and t.requires_grad)
         new = [p for p in real[n.name].parameters() if id(p) not in counted]

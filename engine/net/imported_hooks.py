@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from engine.errors import LayerScopeError
 from engine.net.analyze import analyze
-from engine.net.imported import (BATCH, ImportedNet, _first_line, _first_tensor, check_params, input_spec,
+from engine.net.imported_parts import (BATCH, ImportedNet, first_line, first_tensor, check_params, input_spec,
                                  measure_node, node_id, output_classes)
 from engine.net.model import LayerNet
 from engine.net.spec import INPUT_ID, NetSpec, Node
@@ -80,7 +80,7 @@ class HookedNet(LayerNet):
                 c = occ[i]
                 occ[i] = c + 1
                 k = index.get((i, c))
-                t = _first_tensor(out)
+                t = first_tensor(out)
                 if k is None or k < state["cursor"] or t is None:
                     return None  # not in the plan: its time goes to the next call reported
                 for j in range(state["cursor"], k):  # calls this step skipped: time ~0, no backward
@@ -128,7 +128,7 @@ def import_hooked(source: str, module: nn.Module, shape, classes, reason: str) -
     def make_post(name):
         def post(mod, args, out):
             f0, a = pending[id(mod)].pop()
-            t = _first_tensor(out)
+            t = first_tensor(out)
             occ = counts.get(id(mod), 0)
             counts[id(mod)] = occ + 1
             if t is None:
@@ -145,7 +145,7 @@ def import_hooked(source: str, module: nn.Module, shape, classes, reason: str) -
     try:
         with counter:
             out = module(x)
-            t_out = _first_tensor(out)
+            t_out = first_tensor(out)
             if not isinstance(out, torch.Tensor):
                 raise LayerScopeError(f"{source} returns a {type(out).__name__}; LayerScope needs one tensor of "
                                       f"class scores (N x classes)")
@@ -173,7 +173,7 @@ def import_hooked(source: str, module: nn.Module, shape, classes, reason: str) -
     except Exception as e:
         c, h, w = shape
         raise LayerScopeError(f"the model fails on a {c}x{h}x{w} input: {type(e).__name__}: "
-                              f"{_first_line(e)}") from None
+                              f"{first_line(e)}") from None
     finally:
         for h in handles:
             h.remove()
