@@ -327,3 +327,16 @@ def test_real_torchvision_resnet18_imports():
     module = tv.models.resnet18(num_classes=10)
     assert imported.module_params == sum(p.numel() for p in module.parameters())
     assert imported.spec.node("layer1_0_conv1").kind == "conv2d"
+
+
+def test_validate_prints_the_traced_graph(user_file, capsys):
+    assert main(["validate", f"{user_file}:make", "--input-shape", "1,12,12"]) == 0
+    out = capsys.readouterr().out
+    assert "layer1.0.conv1" in out and "opaque: nn.Hardswish" in out and "bwd FLOPs" in out
+    assert main(["validate", f"{user_file}:branchy", "--input-shape", "1,10,10", "--json"]) == 0
+    import json
+
+    got = json.loads(capsys.readouterr().out)
+    assert got["traced"] is False and got["notice"].startswith("fx could not trace the model")
+    assert [row["id"] for row in got["layers"]] == ["a", "b", "fc", "tail"]
+    assert main(["validate", f"{user_file}:nope", "--input-shape", "1,10,10"]) == 2
