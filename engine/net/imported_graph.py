@@ -190,7 +190,9 @@ def build_traced(source: str, module: nn.Module, gm: fx.GraphModule, shape, clas
             inputs = list(n.args)
             m = gm.get_submodule(n.target)
             mapped = None
-            if id(m) not in seen_modules:
+            # a module used again maps again only when it holds no weights (a shared nn.ReLU): a
+            # second use of weights is opaque with 0 parameters, so that they count once
+            if id(m) not in seen_modules or not any(True for _ in m.parameters()):
                 mapped = map_module(m, [shape_of(a) for a in inputs])
             seen_modules.add(id(m))
             plan[n.name] = ("module", None)

@@ -89,10 +89,11 @@ class Shared(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
         self.fc = nn.Linear(3, 5)
 
     def forward(self, x):
-        x = self.conv(self.conv(x))                 # the same weights twice
+        x = self.relu(self.conv(self.relu(self.conv(x))))   # the same weights (and relu) twice
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
@@ -171,6 +172,7 @@ def test_shared_weights_count_once_and_the_second_use_is_opaque(user_file):
     assert spec.input.classes == 5  # from the model's output
     assert spec.node("conv").kind == "conv2d"
     assert spec.node("conv_1").kind == "opaque" and spec.node("conv_1").params["params"] == 0
+    assert spec.node("relu").kind == spec.node("relu_1").kind == "relu"  # no weights: maps at every use
     assert analyze(spec).params == imported.module_params == 3 * 3 * 9 + 3 + 3 * 5 + 5
 
 
@@ -340,3 +342,69 @@ def test_validate_prints_the_traced_graph(user_file, capsys):
     assert got["traced"] is False and got["notice"].startswith("fx could not trace the model")
     assert [row["id"] for row in got["layers"]] == ["a", "b", "fc", "tail"]
     assert main(["validate", f"{user_file}:nope", "--input-shape", "1,10,10"]) == 2
+
+
+TORCHVISION_STYLE = """import torch, torch.nn as nn
+class BasicBlock(nn.Module):
+    def __init__(self, cin, c, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, c, 3, stride, 1, bias=False); self.bn1 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c, c, 3, 1, 1, bias=False); self.bn2 = nn.BatchNorm2d(c)
+        self.downsample = None
+        if stride != 1 or cin != c:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, c, 1, stride, bias=False), nn.BatchNorm2d(c))
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        out = self.relu(out)
+        return out
+class SE(nn.Module):
+    def __init__(self, c):
+        super().__init__(); self.fc1 = nn.Conv2d(c, c // 4, 1); self.fc2 = nn.Conv2d(c // 4, c, 1); self.act = nn.ReLU6(inplace=True)
+    def forward(self, x):
+        s = torch.nn.functional.adaptive_avg_pool2d(x, 1)
+        return x * torch.sigmoid(self.fc2(self.act(self.fc1(s))))
+class ResNet(nn.Module):
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 7, 2, 3, bias=False); self.bn1 = nn.BatchNorm2d(16); self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        layers = []; cin = 16
+        for c, s in [(16, 1), (32, 2), (32, 2), (64, 2)]:
+            layers.append(nn.Sequential(BasicBlock(cin, c, s), BasicBlock(c, c))); cin = c
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.se = SE(64)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1)); self.drop = nn.Dropout(0.2); self.fc = nn.Linear(64, num_classes)
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.se(x)
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(self.drop(x))
+def resnet18():
+    return ResNet(10)
+"""
+
+
+def test_a_torchvision_style_resnet_from_a_user_file(tmp_path):
+    """The ground torchvision:resnet18 covers, with torchvision's own idioms in a user file: shared
+    in-place ReLU, ``out += identity``, downsample branches, a squeeze-excite broadcast multiply."""
+    path = tmp_path / "tvstyle.py"
+    path.write_text(TORCHVISION_STYLE)
+    torch.manual_seed(5)
+    module = load_module(f"{path}:resnet18").eval()
+    torch.manual_seed(5)
+    imported = import_model(f"{path}:resnet18", (3, 32, 32))
+    kinds = {n.id: n.kind for n in imported.spec.nodes}
+    assert kinds["layer2_0_downsample_0"] == "conv2d" and kinds["layer1_0_relu"] == kinds["layer1_0_relu_1"] == "relu"
+    assert sum(k == "add" for k in kinds.values()) == 8  # every out += identity
+    assert imported.spec.node("mul").params["op"] == "operator.mul"  # x * scale broadcasts: not add-like
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(imported.model.eval()(x), module(x))
+    assert imported.module_params == sum(p.numel() for p in module.parameters()) == analyze(imported.spec).params
