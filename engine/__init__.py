@@ -42,6 +42,7 @@ _LAZY = {
     **{name: "records" for name in ("EvalRecord", "FeatureMap", "LayerRow", "LayerTimes", "LogRecord",
                                         "RunEnded", "StateChanged", "TelemetryBatch", "TelemetrySample",
                                         "TelemetryStatus")},
+    "import_model": "net.imported", "ImportedNet": "net.imported", "is_import_source": "net.imported",
 }
 _MODULES = {"fmt"}  # names that are submodules themselves, not attributes of one
 
