@@ -44,6 +44,7 @@ _LAZY = {
                                         "TelemetryStatus")},
     "to_pytorch_source": "net.export_code", "export_net": "net.export_code", "EXPORT_FORMATS": "net.export_code",
     "onnx_available": "net.export_onnx",
+    "import_model": "net.imported", "ImportedNet": "net.imported", "is_import_source": "net.imported",
 }
 _MODULES = {"fmt"}  # names that are submodules themselves, not attributes of one
 

@@ -125,6 +125,9 @@ class RunConfig:
                                            optional=True, flag="--load-checkpoint", metavar="PATH")
     skip_bad_images: bool = _setting(False, BOOL, "leave out (and count) image files that cannot be decoded, "
                                      "instead of refusing the folder", flag="--skip-bad-images")
+    model: str | None = _setting(None, PATH, "a PyTorch model the run imports and runs instead of building the net: "
+                                 "FILE.py:FACTORY (the file is executed) or torchvision:NAME; the net is then its "
+                                 "imported graph (engine.net.imported)", optional=True)
 
     @classmethod
     def settings(cls) -> tuple[Setting, ...]:
