@@ -16,7 +16,7 @@ from app.controllers.base import Controller
 PRESET_TITLES = {"lenet5": "LeNet-5", "alexnet-article": "AlexNet (the article's)", "alexnet": "AlexNet",
                  "vgg11": "VGG-11", "resnet18": "ResNet-18"}
 NET_FILTER = "LayerScope nets (*.json);;All files (*)"
-IMPORT_SETTING = "model_source"  # the RunConfig field that runs an imported model from its source
+IMPORT_SETTING = "model"  # the RunConfig field that runs an imported model from its source
 EXPORT_LOOK = {"pytorch": ("Export net as PyTorch", ".py", "PyTorch module (*.py);;All files (*)"),
                "onnx": ("Export net as ONNX", ".onnx", "ONNX model (*.onnx);;All files (*)")}
 
