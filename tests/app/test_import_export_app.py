@@ -179,6 +179,11 @@ def test_imported_net_with_opaque_ops_cannot_be_saved_and_says_why(window, qtbot
     assert not target.exists()
     text = window.banner_text.text()
     assert "cannot save" in text and "F.hardswish" in text and "\n" not in text
+    # nor exported as LayerScope code: one line naming the node
+    with qtbot.waitSignal(window.nets.exported, timeout=60_000) as sig:
+        window.nets.export_to("pytorch", str(tmp_path / "imported.py"))
+    assert "no PyTorch code form" in sig.args[1] and "\n" not in sig.args[1]
+    assert not (tmp_path / "imported.py").exists()
 
 
 def test_fully_mapped_import_saves_as_a_layerscope_net(window, qtbot, tmp_path):
