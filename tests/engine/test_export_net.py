@@ -223,3 +223,14 @@ def test_onnx_export_passes_the_checker(name, tmp_path):
     state = load_file(str(ckpt))
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     assert torch.equal(torch.from_numpy(inits[f"{last}.weight"].copy()), state[f"{last}.weight"])
+
+
+def test_onnx_without_the_onnx_package_is_one_line(tmp_path, capsys, monkeypatch):
+    import engine.net.export_onnx as export_onnx
+
+    monkeypatch.setattr(export_onnx, "onnx_available", lambda: False)
+    out = tmp_path / "l.onnx"
+    assert cli(["export-net", "lenet5", "--format", "onnx", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == export_onnx.NEEDS_ONNX and "pip install" in err
+    assert not out.exists()
