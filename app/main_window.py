@@ -167,6 +167,8 @@ class MainWindow(DockedWindow):
         self.remote = RemoteController(self.bridge, self.runs, self.nets, self.log_view, self)
         self.ddp = DdpController(self.log_view, self)
         self.nets.run_going = self.bridge.is_running
+        self.runs.config_overrides = self.nets.run_overrides  # an imported model runs from its source
+        self.nets.export_weights = lambda: self.weights.last_checkpoint  # ONNX export bakes them in when they fit
         for c in (self.weights, self.sessions, self.runs, self.nets):
             c.problem_reported.connect(self._error)
             c.note_reported.connect(lambda title, text: self._inform(title, text))  # looked up per call: tests replace it
@@ -188,6 +190,12 @@ class MainWindow(DockedWindow):
         self.act_open = self._action(m, "&Open net…", self.nets.open_dialog, QKeySequence.Open)
         self.act_save = self._action(m, "&Save net", self.nets.save, QKeySequence.Save)
         self.act_save_as = self._action(m, "Save net &as…", self.nets.save_as, "Ctrl+Shift+S")
+        self.act_export_pytorch = self._action(m, "Export net as &PyTorch…", lambda: self.nets.export_dialog("pytorch"),
+                                               tip="a standalone nn.Module (.py) whose state_dict keys are the checkpoints'")
+        self.act_export_onnx = self._action(m, "Export net as O&NNX…", lambda: self.nets.export_dialog("onnx"),
+                                            tip="an ONNX file checked by onnx.checker (needs the onnx extra)")
+        self.act_import_model = self._action(m, "&Import PyTorch model…", self.nets.import_dialog,
+                                             tip="profile your own nn.Module: its file's code is executed")
         m.addSeparator()
         self.act_open_session = self._action(m, "Open &session…", self.sessions.open_dialog, "Ctrl+Shift+O",
                                              "Show a recorded session in the views")

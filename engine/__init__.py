@@ -53,6 +53,9 @@ _LAZY = {
     "compare_runs": "analysis.compare", "study_runs": "analysis.compare", "family_of": "analysis.compare",
     "export_comparison": "export.compare_html",
     "roofline": "analysis.roofline", "measure_ceilings": "run.ceilings", "Ceilings": "run.ceilings",
+    "to_pytorch_source": "net.export_code", "export_net": "net.export_code", "EXPORT_FORMATS": "net.export_code",
+    "onnx_available": "net.export_onnx",
+    "import_model": "net.imported", "ImportedNet": "net.imported", "is_import_source": "net.imported",
 }
 _MODULES = {"fmt"}  # names that are submodules themselves, not attributes of one
 

@@ -66,6 +66,7 @@ class RunController(Controller):
         self._warmup = 0
         self._phase_since: tuple[str, float] | None = None  # (state, monotonic time it was first seen)
         self._downloads: list[BackgroundCall] = []
+        self.config_overrides = lambda: {}  # the window points this at the net's (an imported model's source)
         self.bridge.snapshot_ready.connect(monitor.on_live_snapshot)
         self.bridge.state_changed.connect(self._on_run_state)
         self.bridge.progress_changed.connect(self._on_progress)
@@ -113,6 +114,7 @@ class RunController(Controller):
             self._problem(f"Cannot start: {reason}")
             return False
         kw = self.run_panel.config_kwargs()
+        kw.update(self.config_overrides())
         kw.update(overrides)
         fit = self.run_panel.fit_problem() if not overrides.keys() & {"batch_size", "mode", "precision", "device"} \
             else None

@@ -52,6 +52,9 @@ CanvasView(model)
     (Qt then finds the shortcut ambiguous and runs neither).
 
 PaletteWidget(model=None): signal kind_activated(str). Drag MIME: KIND_MIME, the kind name.
+opaque_op(node) -> op name | None: an imported op with no layer kind (drawn read-only, op name shown);
+unsaveable_reason(spec) -> '' | one line (a net with such nodes cannot be saved as a LayerScope net).
+
 PropertyPanel(model).  ProblemsList(model): can_run() -> (bool, reason), signal problems_changed(int).
 
 Each widget opens alone: ``python -m app.editor.canvas [preset]`` (also .palette, .properties,
@@ -64,7 +67,7 @@ import importlib
 # imported on first use, so ``python -m app.editor.canvas`` does not import itself twice
 _WHERE = {"EditorModel": "model", "Validation": "validation", "NetSummary": "validation", "CanvasView": "canvas",
           "KIND_MIME": "canvas", "PaletteWidget": "palette", "PropertyPanel": "properties",
-          "ProblemsList": "problems"}
+          "ProblemsList": "problems", "opaque_op": "validation", "unsaveable_reason": "validation"}
 
 
 def __getattr__(name: str):
@@ -77,4 +80,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["EditorModel", "Validation", "NetSummary", "CanvasView", "PaletteWidget", "PropertyPanel",
-           "ProblemsList", "KIND_MIME"]
+           "ProblemsList", "KIND_MIME", "opaque_op", "unsaveable_reason"]

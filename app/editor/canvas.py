@@ -26,7 +26,7 @@ from .layout import NODE_H, NODE_W
 from .linking import PortLink
 from .model import EditorModel
 from .overlays import METRIC_KEYS, METRIC_TITLES, OverlayStrip, draw_dot_grid, metric_text
-from .validation import Validation
+from .validation import Validation, opaque_op
 
 KIND_MIME = "application/x-layerscope-kind"
 READABLE_SCALE = 0.55  # "fit" zooms out no further: 9.5 pt node ids stay >= 7 px tall
@@ -248,8 +248,13 @@ class CanvasView(QGraphicsView):
                 else:
                     node = spec.node(nid)
                     kind = engine.get_kind(node.kind)
-                    item.set_content(node.kind, kind.family if kind else "input",
-                                     theme.key_params_text(kind, node.params))
+                    op = opaque_op(node)
+                    item.opaque_op = op  # read-only: an imported op with no layer kind, its op name shown
+                    if op is not None:
+                        item.set_content(node.kind, "imported", op)
+                    else:
+                        item.set_content(node.kind, kind.family if kind else "input",
+                                         theme.key_params_text(kind, node.params))
                     if not item.toolTip():
                         item._update_tooltip()
                 p = pos.get(nid)

@@ -69,6 +69,7 @@ class NodeItem(QGraphicsItem):
         self.metric = ""
         self.fill: QColor | None = None
         self.problems: list[str] = []
+        self.opaque_op: str | None = None  # an imported op with no layer kind: read-only, drawn dashed
         self.port_hot = ""  # "in" / "out" while the mouse is over a port or a link targets it
         self.setFlags(QGraphicsItem.ItemIsSelectable | QGraphicsItem.ItemSendsGeometryChanges
                       | (QGraphicsItem.ItemIsMovable if node_id != INPUT_ID else QGraphicsItem.GraphicsItemFlag(0)))
@@ -119,6 +120,9 @@ class NodeItem(QGraphicsItem):
         kind = engine.get_kind(self.kind_name)
         head = f"<b>{self.node_id}</b> &nbsp;{self.kind_name}"
         body = kind.help if kind else ("the net input" if self.is_input else "")
+        if self.opaque_op is not None:
+            head = f"<b>{self.node_id}</b> &nbsp;{self.opaque_op}"
+            body = "imported op with no LayerScope layer kind: read-only (it runs from the model's file)"
         tip = f"{head}<br>{body}"
         if self.problems:
             tip += "".join(f"<br><span style='color:{theme.ERROR_COLOR}'>{p}</span>" for p in self.problems)
@@ -150,6 +154,11 @@ class NodeItem(QGraphicsItem):
         painter.setClipPath(clip)
         painter.fillRect(QRectF(0, 0, 5, NODE_H), accent)
         painter.restore()
+        if self.opaque_op is not None and not self.problems and not selected:
+            # read-only imported op: a dashed outline says it cannot be edited here
+            painter.setPen(QPen(theme.mix(c.node_border, c.text, 0.45), 1.3, Qt.DashLine))
+            painter.setBrush(Qt.NoBrush)
+            painter.drawRoundedRect(box.adjusted(2, 2, -2, -2), 6, 6)
         if selected and self.problems:
             painter.setPen(QPen(c.selected, 1.2, Qt.DashLine))
             painter.setBrush(Qt.NoBrush)

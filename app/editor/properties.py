@@ -21,7 +21,7 @@ from engine import INPUT_ID, fmt
 
 from . import theme
 from .model import EditorModel
-from .validation import Validation
+from .validation import Validation, opaque_op
 
 _INT_MAX = 2**31 - 1
 _NUMBER = "number"
@@ -386,6 +386,17 @@ class PropertyPanel(QWidget):
         self.id_edit.setToolTip("the node's id: also its module name and how other nodes refer to it")
         self.id_edit.editingFinished.connect(self._on_id_edited)
         self.form.addRow("id", self.id_edit)
+        op = opaque_op(node)
+        if op is not None:  # an imported op with no layer kind: shown, never edited
+            self._kind = node.kind
+            self.kind_label.setText(f"{op}  ·  imported (read-only)")
+            self.help.setText("An op of the imported model that no LayerScope layer kind matches: it runs "
+                              "from the model's file, so it cannot be edited here.")
+            self.id_edit.setReadOnly(True)
+            self.op_label = QLabel(op, self.form_host)
+            self.op_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+            self.form.addRow("op", self.op_label)
+            return
         for p in kind.params if kind else ():
             ed = _EDITORS[p.type](p, self.form_host)
             ed.edited.connect(lambda n=p.name, e=ed: self._on_param_edited(n, e))

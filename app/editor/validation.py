@@ -68,3 +68,26 @@ def validate(spec: NetSpec) -> Validation:
     FLOPs of every node it could measure (nodes are measured once and cached by the engine)."""
     info = engine.analyze(spec, partial=True)
     return Validation(info.ok, list(info.problems), info, info.shapes, {layer.id: layer for layer in info.layers})
+
+
+def opaque_op(node) -> str | None:
+    """The op name of a node LayerScope cannot edit (an imported model's op with no layer kind:
+    a kind outside the palette's families, or unknown), else None. Such nodes are read-only."""
+    kind = engine.get_kind(node.kind)
+    if kind is not None and kind.family in engine.FAMILIES:
+        return None
+    op = node.params.get("op") if isinstance(node.params, dict) else None
+    return str(op) if op else node.kind
+
+
+def unsaveable_reason(spec: NetSpec) -> str:
+    """One line saying why ``spec`` cannot be saved as a LayerScope net ('' when it can): every
+    node must map to a layer kind."""
+    ops = [opaque_op(n) for n in spec.nodes]
+    ops = [op for op in ops if op is not None]
+    if not ops:
+        return ""
+    shown = sorted(set(ops))
+    names = ", ".join(shown[:4]) + (f" and {len(shown) - 4} more" if len(shown) > 4 else "")
+    return (f"cannot save as a LayerScope net: {len(ops)} node{'s' if len(ops) > 1 else ''} "
+            f"({names}) {'have' if len(ops) > 1 else 'has'} no LayerScope layer kind; the model runs from its file")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 
-from engine.cli.common import EXIT_BAD_INPUT, EXIT_OK
+from engine.cli.common import EXIT_BAD_INPUT, EXIT_OK, whole_number
+from engine.cli.profile import input_shape
 from engine.cli.output import fmt_bytes, fmt_flops, fmt_int, print_table
 from engine.errors import LayerScopeError
 
@@ -23,11 +24,12 @@ def cmd_presets(args) -> int:
 
 def cmd_validate(args) -> int:
     """Every problem of a net (exit 2), or its per-node shapes, parameters and FLOPs."""
+    from engine.cli.profile import net_from_args
     from engine.net.model import analyze
-    from engine.net.presets import resolve_net
 
+    imported = None
     try:
-        spec = resolve_net(args.net)
+        spec, imported = net_from_args(args)  # a model to import: its file is executed
         info = analyze(spec)
     except LayerScopeError as e:
         if args.json:
@@ -39,6 +41,8 @@ def cmd_validate(args) -> int:
         return EXIT_BAD_INPUT
     layers = [{"id": li.id, "kind": li.kind, "out_shape": list(li.out_shape), "params": li.params,
                "flops": li.flops} for li in info.layers]
+    if imported is not None:
+        return _print_imported(args, imported, info, layers)
     if args.json:
         print(json.dumps({"ok": True, "errors": [], "layers": layers, "params": info.params,
                           "flops": info.flops, "warnings": [p.to_json() for p in info.warnings],
@@ -56,6 +60,36 @@ def cmd_validate(args) -> int:
     print(f"\n{spec.name or args.net}: input {inp.channels}x{inp.height}x{inp.width}, {inp.classes} classes, "
           f"{len(info.layers)} nodes, {fmt_int(info.params)} parameters, "
           f"{fmt_flops(info.flops)}FLOPs per sample (forward)")
+    return EXIT_OK
+
+
+def _print_imported(args, imported, info, layers) -> int:
+    """An imported model's graph: node, its name in the model, kind (an opaque node's op), output,
+    parameters, forward and backward FLOPs per sample; then the fallback notice and notes."""
+    spec = imported.spec
+    if args.json:
+        for row, li in zip(layers, info.layers):
+            node = spec.node(li.id)
+            row.update(name=imported.names.get(li.id, li.id), bwd_flops=li.bwd_flops,
+                       op=node.params.get("op") if node.kind == "opaque" else None)
+        print(json.dumps({"ok": True, "errors": [], "layers": layers, "params": info.params, "flops": info.flops,
+                          "traced": imported.traced, "notice": imported.notice, "notes": imported.notes,
+                          "net": spec.to_dict()}))
+        return EXIT_OK
+    rows = []
+    for li in info.layers:
+        node = spec.node(li.id)
+        kind = f"opaque: {node.params['op']}" if node.kind == "opaque" else li.kind
+        rows.append([li.id, imported.names.get(li.id, li.id), kind, "x".join(map(str, li.out_shape)),
+                     fmt_int(li.params), fmt_flops(li.flops), fmt_flops(li.bwd_flops)])
+    print_table(rows, ["node", "name", "kind", "output", "params", "FLOPs", "bwd FLOPs"], right={4, 5, 6})
+    inp = spec.input
+    n_opaque = sum(1 for n in spec.nodes if n.kind == "opaque")
+    print(f"\n{args.net}: input {inp.channels}x{inp.height}x{inp.width}, {inp.classes} classes, "
+          f"{len(info.layers)} nodes ({n_opaque} opaque), {fmt_int(info.params)} parameters, "
+          f"{fmt_flops(info.flops)}FLOPs per sample (forward)")
+    for line in ([imported.notice] if imported.notice else []) + imported.notes:
+        print(f"note: {line}")
     return EXIT_OK
 
 
@@ -109,7 +143,12 @@ def register(sub) -> None:
     s = sub.add_parser("presets", help="list the built-in nets")
     s.set_defaults(func=cmd_presets)
     s = sub.add_parser("validate", help="check a net file or preset; every problem, exit 2 if any")
-    s.add_argument("net", help="preset name or path to a net JSON file")
+    s.add_argument("net", help="preset name, path to a net JSON file, or a model to import: FILE.py:FACTORY "
+                               "(your own Python file: it is EXECUTED) or torchvision:NAME; prints its traced graph")
+    s.add_argument("--input-shape", type=input_shape, default=None, metavar="C,H,W",
+                   help="per-sample input of a model to import, e.g. 3,32,32")
+    s.add_argument("--classes", type=whole_number(1), default=None, metavar="N",
+                   help="class scores a model to import outputs (default: what its output says)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_validate)
 

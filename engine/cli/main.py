@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch.register(sub)
     from engine.cli import sweep
     sweep.register(sub)
+    from engine.cli import export_net
+    export_net.register(sub)
     return p
 
 

@@ -21,8 +21,14 @@ from engine.run.config import BOOL, CHOICE, FLOAT, INT, RunConfig
 
 
 def _default_out(net: str, device: str) -> Path:
-    """``<net>-<device>-<YYYYmmdd-HHMMSS>.lsession`` in the runs folder (not created here)."""
-    stem = Path(net).stem if (os.sep in net or net.endswith(".json")) else net
+    """``<net>-<device>-<YYYYmmdd-HHMMSS>.lsession`` in the runs folder (not created here); an
+    imported model's net is named by its factory or torchvision name (``source_stem``)."""
+    if _is_import_source(net):
+        from engine.net.imported import source_stem
+
+        stem = source_stem(net)
+    else:
+        stem = Path(net).stem if (os.sep in net or net.endswith(".json")) else net
     dev = device.replace(":", "")
     return runs_dir() / f"{stem}-{dev}-{time.strftime('%Y%m%d-%H%M%S')}.lsession"
 
@@ -110,21 +116,68 @@ def config_from_args(args, spec) -> RunConfig:
     return RunConfig(net=spec, **kw)
 
 
-def cmd_profile(args) -> int:
-    """Run the net, printing progress; exit 0 completed, 1 failed or stopped, 130 interrupted."""
+def _is_import_source(text: str) -> bool:
+    """FILE.py:FACTORY or torchvision:NAME (the same test as ``engine.net.imported.is_import_source``,
+    without importing torch)."""
+    import re
+
+    return bool(re.match(r"^(torchvision:.*|.+\.py:[A-Za-z_][A-Za-z0-9_]*)$", text))
+
+
+def input_shape(text: str) -> tuple[int, int, int]:
+    """An argparse ``type`` for ``C,H,W`` (three whole numbers >= 1)."""
+    import argparse
+
+    parts = text.replace("x", ",").split(",")
+    try:
+        vals = tuple(int(p) for p in parts)
+    except ValueError:
+        vals = ()
+    if len(vals) != 3 or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected C,H,W (three whole numbers >= 1, e.g. 3,32,32), got {text!r}")
+    return vals
+
+input_shape.__name__ = "input shape"
+
+
+def import_from_args(args):
+    """The ImportedNet ``args.net`` names (``--input-shape`` needed, ``--classes`` optional);
+    LayerScopeError (one line) when it cannot be imported. Executes FILE.py."""
+    if args.input_shape is None:
+        raise LayerScopeError(f"--input-shape C,H,W is needed to import {args.net} (e.g. --input-shape 3,32,32)")
+    from engine.net.imported import import_model
+
+    return import_model(args.net, args.input_shape, args.classes)
+
+
+def net_from_args(args):
+    """(spec, imported or None) for the net argument: a preset, a net file or a model to import."""
+    if _is_import_source(args.net):
+        imported = import_from_args(args)
+        return imported.spec, imported
+    if args.input_shape is not None or args.classes is not None:
+        raise LayerScopeError("--input-shape and --classes are for a model to import (FILE.py:FACTORY or "
+                              "torchvision:NAME); a net file or preset declares its input")
     from engine.net.presets import resolve_net
 
+    return resolve_net(args.net), None  # LayerScopeError -> exit 2
+
+
+def cmd_profile(args) -> int:
+    """Run the net, printing progress; exit 0 completed, 1 failed or stopped, 130 interrupted."""
     if args.serve:
         from engine.remote.wire import parse_address
 
         parse_address(args.serve)  # a malformed address is bad input, before anything is claimed
         if not args.serve_linger >= 0:
             raise LayerScopeError(f"--serve-linger must be 0 or more seconds, not {args.serve_linger}")
-    spec = resolve_net(args.net)  # LayerScopeError -> exit 2
+    spec, imported = net_from_args(args)
     from engine.net.model import analyze
 
     analyze(spec)  # every problem of the net, before torch spends time on it
     cfg = config_from_args(args, spec)
+    if imported is not None:
+        cfg.model = args.net
     if getattr(args, "dry_run", False):  # the memory estimate and the largest batch, then exit
         return _dry_run(cfg)
     problems = cfg.problems()
@@ -140,7 +193,10 @@ def cmd_profile(args) -> int:
         if not Path(args.load_checkpoint).expanduser().exists():
             raise LayerScopeError(f"--load-checkpoint: no such file or folder: {args.load_checkpoint}")
         try:  # every way a checkpoint can be wrong is bad input (exit 2), found before the run
-            load_checkpoint(args.load_checkpoint, spec)
+            if imported is not None:
+                load_checkpoint(args.load_checkpoint, model=imported.model)
+            else:
+                load_checkpoint(args.load_checkpoint, spec)
         except LayerScopeError as e:
             raise LayerScopeError(f"--load-checkpoint: {e}") from None
     if args.save_checkpoint:
@@ -346,7 +402,14 @@ def add_setting_flags(parser) -> None:
 def register(sub) -> None:
     """Add profile to the ``layerscope`` parser."""
     s = sub.add_parser("profile", help="run a net with per-layer profiling and record a session file")
-    s.add_argument("net", help="preset name (lenet5, alexnet-article, alexnet, vgg11, resnet18) or net JSON path")
+    s.add_argument("net", help="preset name (lenet5, alexnet-article, alexnet, vgg11, resnet18), net JSON path, "
+                               "or a PyTorch model to import: FILE.py:FACTORY (your own Python file: it is "
+                               "EXECUTED, and FACTORY() must return an nn.Module) or torchvision:NAME "
+                               "(with the vision extra)")
+    s.add_argument("--input-shape", type=input_shape, default=None, metavar="C,H,W",
+                   help="per-sample input of a model to import, e.g. 3,32,32")
+    s.add_argument("--classes", type=whole_number(1), default=None, metavar="N",
+                   help="class scores a model to import outputs (default: what its output says)")
     add_setting_flags(s)
     s.add_argument("--download", action="store_true",
                    help="download mnist / fashion-mnist / cifar10 first if missing (checksums verified)")

@@ -246,6 +246,8 @@ def _key(kind: LayerKind, params: dict, in_shapes: list[tuple[int, ...]], *extra
 
 def _measure(kind: LayerKind, params: dict, in_shapes: list[tuple[int, ...]], in_grads: tuple) -> tuple:
     """('ok', out_shape, parameters, flops, bwd_flops) or ('bad', message) for one node."""
+    if kind.measure is not None:  # figures stored in the params (an imported model's opaque node)
+        return kind.measure(params, in_shapes)
     try:
         bad = kind.check(params, in_shapes) if kind.check else None
         if bad:
@@ -271,7 +273,14 @@ def _measure_dtype(kind: LayerKind, params: dict, in_shapes, in_dtypes, precisio
                    device_type: str) -> torch.dtype:
     """The dtype ``kind`` outputs for inputs of ``in_dtypes`` under autocast, on fake tensors
     (the meta device ignores autocast; a fake CPU/CUDA tensor goes through it as a real one).
-    Should faking a CUDA tensor fail here, the CPU's autocast rules are used."""
+    Should faking a CUDA tensor fail here, the CPU's autocast rules are used. A kind measured
+    from its stored figures (``LayerKind.measure``: an imported model's opaque node) outputs its
+    inputs' promoted dtype (fp32 with no input): its own autocast rule is not known."""
+    if kind.measure is not None:
+        out = in_dtypes[0] if in_dtypes else torch.float32
+        for d in in_dtypes[1:]:
+            out = torch.promote_types(out, d)
+        return out
     if device_type == "cuda":
         try:
             return _measure_dtype_on(kind, params, in_shapes, in_dtypes, precision, "cuda")

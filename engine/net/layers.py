@@ -282,3 +282,45 @@ def _concat(p, shapes):
     from engine.net.modules import Concat
 
     return Concat()
+
+
+# ---- imported (hidden: specs hold it, the palette does not offer it) ------------------------
+
+def shapes_text(shapes) -> str:
+    """Per-sample shapes as text, e.g. "16x14x14, 16x14x14" (an empty shape is "")."""
+    return ", ".join(_shape_str(s) for s in shapes)
+
+
+def _opaque_measure(p, shapes):
+    """An opaque node's figures are those measured when its model was imported (stored in its
+    params); they hold for the input shapes it was measured with (``in_shapes``, when given)."""
+    if p["in_shapes"] and p["in_shapes"] != shapes_text(shapes):
+        return ("bad", f"was measured on inputs {p['in_shapes']} when its model was imported but now gets "
+                       f"{shapes_text(shapes) or 'none'}; import the model again")
+    try:
+        out = tuple(int(d) for d in p["out_shape"].split("x")) if p["out_shape"] else ()
+    except ValueError:
+        return ("bad", f"'out_shape' must be sizes joined by x (e.g. 16x14x14), not {p['out_shape']!r}")
+    if any(d <= 0 for d in out):
+        return ("bad", f"the output shrinks to {p['out_shape']}")
+    return ("ok", out, p["params"], p["flops"], p["bwd_flops"])
+
+
+@register_layer(
+    "opaque", family="imported", hidden=True, min_inputs=0, max_inputs=4096, measure=_opaque_measure,
+    help="an operation of an imported PyTorch model that no layer kind matches exactly; its figures "
+         "were measured when the model was imported",
+    params=(
+        Param("op", "text", help="the operation: a module type (nn.Hardswish), a function (torch.cat) "
+                                 "or a tensor method (view)"),
+        Param("module", "text", "", "the module's qualified name in its model (layer1.0.conv1), if any"),
+        Param("in_shapes", "text", "", "per-sample input shapes it was measured on (empty: not checked)"),
+        Param("out_shape", "text", help="per-sample output shape, e.g. 16x14x14"),
+        Param("params", "int", 0, "parameters it holds that no earlier node holds", min=0),
+        Param("flops", "int", 0, "forward FLOPs per sample (FlopCounterMode)", min=0),
+        Param("bwd_flops", "int", 0, "backward FLOPs per sample (FlopCounterMode)", min=0),
+    ))
+def _opaque(p, shapes):
+    from engine.errors import SpecError
+
+    raise SpecError(f"an opaque node ({p['op']}) comes from an imported model: profile it from its source")

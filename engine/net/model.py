@@ -10,6 +10,7 @@ from typing import Callable, NamedTuple
 
 import torch.nn as nn
 
+from engine.errors import Problem, SpecError
 from engine.net.analyze import NetInfo, analyze
 from engine.net.registry import get_kind
 from engine.net.spec import INPUT_ID, NetSpec
@@ -31,17 +32,24 @@ class LayerNet(nn.Module):
 
     ``plan`` is the order the nodes run in; ``failed_node`` names the node whose forward raised
     during the last call (None when it succeeded or has not run).
+
+    ``modules``: the node modules by id, already built (an imported model's own modules,
+    ``engine.net.imported``); None builds each from its kind. A node missing from ``modules`` gets
+    no submodule (a subclass that runs its nodes otherwise, ``imported_hooks.HookedNet``).
     """
 
-    def __init__(self, spec: NetSpec, info: NetInfo):
+    def __init__(self, spec: NetSpec, info: NetInfo, modules: dict | None = None):
         super().__init__()
         self.spec = spec
         index = {n.id: i for i, n in enumerate(spec.nodes)}
         self._plan: list[tuple[str, tuple[str, ...]]] = []
         for layer in info.layers:
             i = index[layer.id]
-            kind = get_kind(layer.kind)
-            self.add_module(layer.id, kind.build(kind.resolved(spec.nodes[i].params), layer.in_shapes))
+            if modules is None:
+                kind = get_kind(layer.kind)
+                self.add_module(layer.id, kind.build(kind.resolved(spec.nodes[i].params), layer.in_shapes))
+            elif layer.id in modules:
+                self.add_module(layer.id, modules[layer.id])
             self._plan.append((layer.id, tuple(spec.inputs_of(i))))
         self.output_id = spec.nodes[-1].id
         # drop each intermediate output as soon as its last consumer has run
@@ -87,7 +95,14 @@ class LayerNet(nn.Module):
 
 
 def build_model(spec: NetSpec, info: NetInfo | None = None) -> LayerNet:
-    """Build the trainable module on the CPU (move it with ``.to(device)``); SpecError for an invalid net."""
+    """Build the trainable module on the CPU (move it with ``.to(device)``); SpecError for an invalid
+    net, or for one holding an imported model's opaque nodes (only the model's source builds those:
+    ``engine.net.imported.import_model``)."""
     if info is None or info.problems:
         info = analyze(spec)
+    opaque = [layer.id for layer in info.layers if layer.kind == "opaque"]
+    if opaque:
+        more = f" (and {len(opaque) - 1} more)" if len(opaque) > 1 else ""
+        raise SpecError([Problem(None, f"opaque node {opaque[0]}{more} comes from an imported model: "
+                                       f"profile it from its source")])
     return LayerNet(spec, info)

@@ -27,7 +27,7 @@ class Param:
     """One parameter of a layer kind: its type, default, bounds and a one-line help."""
 
     name: str
-    type: str  # "int", "float", "bool", "choice", "int_or_choice", "int_pair"
+    type: str  # "int", "float", "bool", "choice", "int_or_choice", "int_pair", "text"
     default: Any = _MISSING
     help: str = ""
     min: float | None = None
@@ -41,6 +41,10 @@ class Param:
     def check(self, value: Any) -> str | None:
         """Return a sentence saying what is wrong with ``value``, or None when it is fine."""
         t = self.type
+        if t == "text":
+            if not isinstance(value, str):
+                return f"'{self.name}' must be text, not {show_value(value)}"
+            return None
         if t == "bool":
             if not isinstance(value, bool):
                 return f"'{self.name}' must be true or false, not {show_value(value)}"
@@ -92,6 +96,10 @@ class LayerKind:
     max_inputs: int = 1
     key_params: tuple[str, ...] = ()
     check: Callable[..., str | None] | None = field(default=None, compare=False)
+    # a kind whose figures are stored in its params (the opaque nodes of an imported model):
+    # ``measure(params, in_shapes) -> ("ok", out_shape, params, flops, bwd_flops) | ("bad", message)``
+    # replaces building it on the meta device in ``engine.net.analyze``
+    measure: Callable[..., tuple] | None = field(default=None, compare=False)
 
     def param(self, name: str) -> Param | None:
         for p in self.params:
@@ -111,6 +119,10 @@ class LayerKind:
 
 
 REGISTRY: dict[str, LayerKind] = {}
+# kinds a spec may hold but the palette does not offer (``kinds()`` leaves them out): the opaque
+# nodes of an imported model, in a family of their own
+HIDDEN: dict[str, LayerKind] = {}
+HIDDEN_FAMILIES = ("imported",)
 
 FAMILIES = ("input", "convolution", "pooling", "normalisation", "activation", "linear", "merge",
             "regularisation")
@@ -118,30 +130,34 @@ FAMILIES = ("input", "convolution", "pooling", "normalisation", "activation", "l
 
 def register_layer(name: str, *, family: str, help: str, params: tuple[Param, ...] = (),
                    min_inputs: int = 1, max_inputs: int = 1, key_params: tuple[str, ...] = (),
-                   check: Callable[..., str | None] | None = None):
+                   check: Callable[..., str | None] | None = None,
+                   measure: Callable[..., tuple] | None = None, hidden: bool = False):
     """Decorator registering a builder ``f(params, in_shapes) -> nn.Module`` as a layer kind.
 
     ``check(params, in_shapes)`` may return a sentence explaining why the input shapes do
     not fit (checked before PyTorch sees them, so the message names the real cause).
+    ``measure``: see ``LayerKind.measure``. ``hidden``: a kind specs may hold that ``kinds()``
+    (the palette) does not list.
     """
-    if family not in FAMILIES:
+    if family not in FAMILIES and not (hidden and family in HIDDEN_FAMILIES):
         raise ValueError(f"unknown family {family!r}")
 
     def deco(fn):
-        if name in REGISTRY:
+        if name in REGISTRY or name in HIDDEN:
             raise ValueError(f"layer kind {name!r} registered twice")
-        REGISTRY[name] = LayerKind(name, family, help, tuple(params), fn, min_inputs, max_inputs,
-                                   key_params, check)
+        (HIDDEN if hidden else REGISTRY)[name] = LayerKind(name, family, help, tuple(params), fn, min_inputs,
+                                                           max_inputs, key_params, check, measure)
         return fn
 
     return deco
 
 
 def get_kind(name: str) -> LayerKind | None:
-    """The registered kind called ``name`` (None when unknown)."""
-    return REGISTRY.get(name)
+    """The registered kind called ``name``, hidden kinds included (None when unknown)."""
+    kind = REGISTRY.get(name)
+    return kind if kind is not None else HIDDEN.get(name)
 
 
 def kinds() -> dict[str, LayerKind]:
-    """All registered kinds by name, in registration order."""
+    """All registered kinds by name, in registration order (not the hidden ones: ``get_kind``)."""
     return dict(REGISTRY)

@@ -136,6 +136,9 @@ class RunConfig:
                                     flag="--bucket-cap-mb")
     rank: int | None = _setting(None, INT, "this process's rank in a data-parallel run (set by the launcher)",
                                 lo=0, optional=True)
+    model: str | None = _setting(None, PATH, "a PyTorch model the run imports and runs instead of building the net: "
+                                 "FILE.py:FACTORY (the file is executed) or torchvision:NAME; the net is then its "
+                                 "imported graph (engine.net.imported)", optional=True)
 
     @classmethod
     def settings(cls) -> tuple[Setting, ...]:

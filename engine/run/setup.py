@@ -89,6 +89,9 @@ def layer_name(node) -> str:
     from engine.net.registry import get_kind
 
     kind = get_kind(node.kind)
+    if node.kind == "opaque" and isinstance(node.params, dict):  # an imported model's op: its own name
+        op, module = node.params.get("op", "opaque"), node.params.get("module")
+        return f"{module} ({op})" if module else str(op)
     if kind is None or not kind.key_params:
         return node.kind
     p = kind.resolved(node.params)
@@ -258,13 +261,34 @@ def run_loader(cfg: RunConfig, dataset, *, shuffle: bool, device, name: str, log
 
 
 def load_weights(cfg: RunConfig, model, log: Log) -> None:
-    """Load ``cfg.load_checkpoint`` into ``model`` (LayerScopeError when it does not fit the net)."""
+    """Load ``cfg.load_checkpoint`` into ``model`` (LayerScopeError when it does not fit the net;
+    an imported model is checked against its own modules' weights)."""
     from engine.net.checkpoint import load_checkpoint
 
-    state, meta = load_checkpoint(cfg.load_checkpoint, cfg.net)
+    if cfg.model:
+        state, meta = load_checkpoint(cfg.load_checkpoint, model=model)
+    else:
+        state, meta = load_checkpoint(cfg.load_checkpoint, cfg.net)
     model.load_state_dict(state)
     where = f" (step {meta.get('step')})" if isinstance(meta, dict) and meta.get("step") is not None else ""
     log("info", f"loaded checkpoint {os.fspath(cfg.load_checkpoint)}{where}")
+
+
+def import_for_run(cfg: RunConfig, log: Log):
+    """The LayerNet of the imported model ``cfg.model`` (its file executed again, its weights seeded
+    by the run's seed); Failed when it no longer gives the graph ``cfg.net`` holds. The fallback's
+    notice is logged as a warning, other notes as info."""
+    from engine.net.imported import import_model, same_graph
+
+    imported = import_model(cfg.model, cfg.net.input.shape, cfg.net.input.classes)
+    if not same_graph(imported.spec, cfg.net):
+        raise Failed(f"{cfg.model} no longer gives the graph this run was set up with (its code changed since "
+                     f"it was imported); import it again")
+    if imported.notice:
+        log("warning", imported.notice)
+    for note in imported.notes:
+        log("info", note)
+    return imported.model
 
 
 def build_context(cfg: RunConfig, device, net_info, log: Log, restore: list[Callable[[], None]],
@@ -284,7 +308,7 @@ def build_context(cfg: RunConfig, device, net_info, log: Log, restore: list[Call
         splits = load_splits(cfg)
     ctx = RunContext(device=device, net_info=net_info, autocast=make_autocast(cfg, device, log),
                      batch=used_batch(cfg, splits))
-    model = build_model(spec, net_info).to(device)
+    model = (import_for_run(cfg, log) if cfg.model else build_model(spec, net_info)).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ctx.model = model
