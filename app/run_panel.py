@@ -61,6 +61,7 @@ class RunPanel(QWidget):
     device_changed = Signal(str)
     feature_layer_changed = Signal(str)
     options_changed = Signal()
+    sweep_requested = Signal()      # the sweep form (app.dialogs.sweep_dialog)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -137,6 +138,11 @@ class RunPanel(QWidget):
         form.addRow("Length", length_row)
         form.addRow("Profile every", self.profile_every)
         form.addRow("Feature maps", self.feature)
+        self.sweep_button = QPushButton("Sweep…")
+        self.sweep_button.setToolTip("Run this net over several devices, precisions, batch sizes, … one "
+                                     "configuration at a time, then compare them (a study)")
+        self.sweep_button.clicked.connect(self.sweep_requested)
+        form.addRow("", self.sweep_button)
         form.addRow(_section("Data"))
         form.addRow("Dataset", data_row)
         form.addRow("", self.data_note)

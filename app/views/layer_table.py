@@ -155,6 +155,21 @@ class LayerTableView(MonitorView):
             self.table.resizeColumnsToContents()
         self._had_times = has_times
 
+    def select_layer(self, node_id: str) -> bool:
+        """Select (and scroll to) the row of ``node_id``; clears the selection for an id not shown.
+        True when the row is there."""
+        for r in range(self.proxy.rowCount()):
+            if self.proxy.data(self.proxy.index(r, 0)) == node_id:
+                self.table.selectRow(r)
+                self.table.scrollTo(self.proxy.index(r, 0))
+                return True
+        self.table.clearSelection()
+        return False
+
+    def selected_ids(self) -> list[str]:
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedIndexes()})
+        return [self.proxy.data(self.proxy.index(r, 0)) for r in rows]
+
     def eventFilter(self, obj, event) -> bool:
         if obj is self.table and event.type() == event.Type.KeyPress and event.matches(QKeySequence.Copy):
             self.copy()
