@@ -42,6 +42,8 @@ _LAZY = {
     **{name: "records" for name in ("EvalRecord", "FeatureMap", "LayerRow", "LayerTimes", "LogRecord",
                                         "RunEnded", "StateChanged", "TelemetryBatch", "TelemetrySample",
                                         "TelemetryStatus")},
+    "compare_runs": "analysis.compare", "study_runs": "analysis.compare", "family_of": "analysis.compare",
+    "export_comparison": "export.compare_html",
 }
 _MODULES = {"fmt"}  # names that are submodules themselves, not attributes of one
 

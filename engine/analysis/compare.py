@@ -1,13 +1,20 @@
-"""Session B against session A, layer by layer: speed-ups, throughput and energy ratios.
+"""Runs against a baseline, layer by layer: per-sample times, speed-ups, shares, where the time went.
 
-Runs at the same batch size are compared per step. When the batch sizes differ (the batch each
-run really used, ``stats.batch_used``), a per-step time says more about the batch than about the
-layer, so every time is divided by its run's batch and the speed-ups are per sample
-(``basis == "per sample"``). Throughput (samples/s) and energy per sample are per sample anyway.
+``compare_runs`` aligns N sessions by node id. Every time is **per sample**: a layer's median
+per-step time (over the steady profiled steps, ``layer_summary``) divided by the batch the run
+really used (``stats.batch_used``), so runs at different batch sizes compare fairly. A speed-up is
+baseline ms / run ms (> 1: the run is faster than the baseline).
+
+``compare(a, b)`` is the older two-run form (per step when the batches match, per sample when
+they differ), kept for its callers.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+from engine.analysis.stats import batch_used, percentile, steady_steps
 from engine.analysis.summary import as_source, layer_summary, run_summary
+from engine.errors import LayerScopeError
 
 
 def _ratio(a, b):
@@ -15,7 +22,7 @@ def _ratio(a, b):
 
 
 def _per(v, batch):
-    return None if v is None else v / batch
+    return None if v is None or not batch else v / batch
 
 
 def _energy_note(ra: dict, rb: dict) -> str | None:
@@ -38,7 +45,7 @@ def _energy_note(ra: dict, rb: dict) -> str | None:
 
 
 def compare(a, b) -> dict:
-    """Session B against session A.
+    """Session B against session A (the two-run form; ``compare_runs`` is the N-run one).
 
     Per layer (matched by node id; unmatched ones have None ratios): ``a_ms``/``b_ms`` (median
     forward + backward, ms per step, or per sample when the batches differ), ``speedup`` = A / B
@@ -57,14 +64,10 @@ def compare(a, b) -> dict:
     lb = {r["id"]: r for r in layer_summary(sb)}
     ids = list(la) + [i for i in lb if i not in la]
 
-    def tot(r):
-        f, bw = r.get("fwd_median_ms"), r.get("bwd_median_ms")
-        return None if f is None and bw is None else (f or 0.0) + (bw or 0.0)
-
     layers = []
     for i in ids:
         x, y = la.get(i, {}), lb.get(i, {})
-        a_ms, b_ms = _per(tot(x), da), _per(tot(y), db)
+        a_ms, b_ms = _per(_tot(x), da), _per(_tot(y), db)
         layers.append({"id": i, "kind": x.get("kind") or y.get("kind"),
                        "a_fwd_ms": x.get("fwd_median_ms"), "b_fwd_ms": y.get("fwd_median_ms"),
                        "a_bwd_ms": x.get("bwd_median_ms"), "b_bwd_ms": y.get("bwd_median_ms"),
@@ -85,3 +88,264 @@ def compare(a, b) -> dict:
             "throughput_ratio": _ratio(rb["samples_per_s"], ra["samples_per_s"]),
             "energy_per_sample_ratio": _ratio(rb["j_per_sample"], ra["j_per_sample"]),
             "energy_note": _energy_note(ra, rb), "layers": layers}
+
+
+def _tot(row: dict):
+    """Median forward + median backward (ms per step) of a ``layer_summary`` row; None if neither."""
+    f, b = row.get("fwd_median_ms"), row.get("bwd_median_ms")
+    return None if f is None and b is None else (f or 0.0) + (b or 0.0)
+
+
+# ---- N runs ---------------------------------------------------------------------------------------
+
+# config values a default label is made of, in this order, when they differ between the runs
+_LABEL_KEYS = ("net", "device", "precision", "batch", "mode", "threads", "channels_last", "allocator")
+
+
+def family_of(kind: str | None) -> str:
+    """The layer family of a kind from the registry (``engine.kinds()[kind].family``); "other" for
+    a kind the registry does not know (an opaque or newer module)."""
+    from engine.net.registry import kinds
+
+    k = kinds().get(kind) if kind else None
+    return k.family if k is not None else "other"
+
+
+def _allocator(cfg: dict, meta: dict):
+    for src in (cfg, meta):
+        for key in ("allocator", "cpu_allocator"):
+            if src.get(key) is not None:
+                return src[key]
+    return None
+
+
+def _label_part(key: str, value) -> str:
+    if key == "batch":
+        return f"b{value}"
+    if key == "threads":
+        return f"t{value}" if value is not None else "t-auto"
+    if key == "channels_last":
+        return "channels-last" if value else "nchw"
+    if key == "allocator":
+        return f"alloc-{value}" if value is not None else "alloc-default"
+    return str(value)
+
+
+def default_labels(runs: list[dict]) -> list[str]:
+    """Labels from the config values that differ between the runs (e.g. "cpu bf16 b64"), in the
+    order ``net device precision batch mode threads channels_last allocator``; the session file's
+    stem when nothing differs; made unique with "#2", "#3"."""
+    keys = [k for k in _LABEL_KEYS if len({repr(r.get(k)) for r in runs}) > 1]
+    labels = [" ".join(_label_part(k, r.get(k)) for k in keys) if keys else Path(r["session"]).stem or "run"
+              for r in runs]
+    return _unique(labels)
+
+
+def _unique(labels: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for lab in labels:
+        n = seen.get(lab, 0) + 1
+        seen[lab] = n
+        out.append(lab if n == 1 else f"{lab} #{n}")
+    return out
+
+
+def _run_entry(src, path: str) -> tuple[dict, list[dict]]:
+    """(the run's totals, its ``layer_summary`` rows) of one session."""
+    info = src.info
+    cfg = info.config or {}
+    meta = getattr(src, "meta", None) or {}
+    rs = run_summary(src)
+    batch = batch_used(info)
+    steady = steady_steps(src.steps())
+    data_ms = percentile([s.data_ms for s in steady], 50)
+    energy = rs["energy"].get(rs["energy_source"]) if rs["energy_source"] else None
+    rows = layer_summary(src, energy=energy)
+    run = {"session": path, "label": None, "net": rs["net"], "device": rs["device"],
+           "device_name": rs["device_name"], "precision": rs["precision"], "batch": batch,
+           "batch_requested": rs.get("batch_requested"), "mode": rs["mode"], "threads": cfg.get("threads"),
+           "channels_last": cfg.get("channels_last"), "allocator": _allocator(cfg, meta),
+           "step_ms": rs["step_ms_median"], "step_ms_per_sample": _per(rs["step_ms_median"], batch),
+           "data_ms_per_sample": _per(data_ms, batch),
+           "samples_per_s": rs["samples_per_s"], "j_per_sample": rs["j_per_sample"],
+           "energy_source": rs["energy_source"], "power_note": rs["power_note"],
+           "peak_mem_bytes": rs["peak_mem_bytes"], "gpu_mem_max_bytes": rs["gpu_mem_max_bytes"],
+           "rss_max_bytes": rs["rss_max_bytes"],
+           "fault_share": rs.get("fault_share"), "advice": rs.get("advice"),
+           "status": rs["status"], "steady_steps": rs["steady_steps"], "profiled_steps": rs["profiled_steps"]}
+    return run, rows
+
+
+def _layer_entry(row: dict | None, base: dict | None, batch: int | None) -> dict:
+    """One run's figures for one layer (all None where the run lacks the layer)."""
+    if row is None:
+        return {k: None for k in ("fwd_ms_per_sample", "bwd_ms_per_sample", "ms_per_sample", "speedup",
+                                  "fwd_speedup", "bwd_speedup", "share", "j_per_sample", "mem_bytes",
+                                  "fwd_ms", "bwd_ms")}
+    f, b = _per(row["fwd_median_ms"], batch), _per(row["bwd_median_ms"], batch)
+    ms = _per(_tot(row), batch)
+    return {"fwd_ms_per_sample": f, "bwd_ms_per_sample": b, "ms_per_sample": ms,
+            "speedup": _ratio(base["ms_per_sample"], ms) if base else None,
+            "fwd_speedup": _ratio(base["fwd_ms_per_sample"], f) if base else None,
+            "bwd_speedup": _ratio(base["bwd_ms_per_sample"], b) if base else None,
+            "share": row["share"],
+            # measured per-layer energy only: the time-split estimate is not a measurement
+            "j_per_sample": row.get("j_per_sample"),
+            "mem_bytes": row["mem_bytes"], "fwd_ms": row["fwd_median_ms"], "bwd_ms": row["bwd_median_ms"]}
+
+
+def _families(run: dict, rows: list[dict]) -> dict:
+    """Where one run's time went, ms per sample: per layer family (the sum of its layers' median
+    forward + backward), data loading (median wait for a batch) and the rest of the step."""
+    batch = run["batch"] or None
+    by_family: dict[str, float] = {}
+    layer_sum = 0.0
+    for r in rows:
+        t = _tot(r)
+        if t is None or not batch:
+            continue
+        fam = family_of(r["kind"])
+        by_family[fam] = by_family.get(fam, 0.0) + _per(t, batch)
+        layer_sum += t
+    rest = None
+    if run["step_ms"] is not None and rows and batch:
+        rest = max(0.0, run["step_ms"] - layer_sum) / batch
+    train = run["mode"] == "train"
+    return {"label": run["label"], "by_family": by_family, "data_ms_per_sample": run["data_ms_per_sample"],
+            "optimizer_ms_per_sample": rest if train else None,
+            "other_ms_per_sample": None if train else rest,
+            "step_ms_per_sample": run["step_ms_per_sample"]}
+
+
+def _baseline_index(baseline, runs: list[dict]) -> int:
+    if baseline is None:
+        return 0
+    if isinstance(baseline, int) and not isinstance(baseline, bool):
+        if 0 <= baseline < len(runs):
+            return baseline
+        raise LayerScopeError(f"baseline {baseline} is not a run index (0..{len(runs) - 1})")
+    b = str(baseline)
+    for key in ("label", "session"):
+        for i, r in enumerate(runs):
+            if r[key] == b:
+                return i
+    for i, r in enumerate(runs):  # a path given another way, or a file name
+        try:
+            if Path(r["session"]).resolve() == Path(b).resolve() or Path(r["session"]).name == b:
+                return i
+        except OSError:
+            pass
+    raise LayerScopeError(f"baseline {b!r} is none of the runs (labels: {', '.join(r['label'] for r in runs)})")
+
+
+def compare_runs(sources: list, baseline: int | str | None = None, labels: list[str] | None = None) -> dict:
+    """N runs aligned by node id, every figure per sample, speed-ups against one baseline run.
+
+    ``sources``: session paths or open ``SessionReader``s (paths are opened and closed here;
+    ``SessionError`` for one that cannot be read). ``baseline``: index, label or session path
+    (default: the first run); ``labels``: one unique label per run (default ``default_labels``).
+    Raises ``LayerScopeError`` for fewer than two runs, a baseline that names none, or labels
+    that do not match the runs.
+
+    Returns ``{"baseline": label, "runs": [...], "layers": [...], "only_in": {label: [ids]},
+    "families": [...]}``:
+
+    - ``runs[i]``: ``session`` (path), ``label``, ``net``, ``device``, ``device_name``,
+      ``precision``, ``batch`` (the batch really used), ``mode``, ``threads``, ``channels_last``,
+      ``allocator`` (from the stored config or meta; None when not recorded), ``step_ms`` (median
+      per step), ``step_ms_per_sample``, ``data_ms_per_sample`` (median wait for a batch / batch),
+      ``samples_per_s``, ``j_per_sample`` and ``energy_source`` (the run's measured energy, None
+      with ``power_note`` saying why), ``peak_mem_bytes`` (device allocator peak, CUDA),
+      ``gpu_mem_max_bytes``, ``rss_max_bytes``, ``fault_share`` and ``advice`` (the page-fault
+      share of the run and what to do, from ``run_summary`` where it gives them), ``status``.
+    - ``layers``: the node ids every run has, in the baseline's order: ``id``, ``kind``,
+      ``family`` (``family_of``) and ``per_run`` (parallel to ``runs``): ``fwd_ms_per_sample``,
+      ``bwd_ms_per_sample`` (None in inference), ``ms_per_sample`` (forward + backward, each the
+      median over the steady profiled steps / batch used), ``speedup``/``fwd_speedup``/
+      ``bwd_speedup`` (baseline ms / this run's ms; None where a time is missing), ``share``
+      (mean forward + backward over the mean step time of that run, as the layer table's),
+      ``j_per_sample`` (measured per-layer energy only; None while a session has none: the
+      run's energy split by time share is an estimate and is not reported here), ``mem_bytes``
+      (median bytes per step the layer allocated, at the run's batch), ``fwd_ms``/``bwd_ms``
+      (per-step medians).
+    - ``only_in``: per run label, the ids it has that not every run has (nets that differ).
+    - ``families`` (parallel to ``runs``): ``by_family`` {family: ms per sample}, the sum of the
+      run's layers' medians per family; ``data_ms_per_sample``; ``optimizer_ms_per_sample`` (train
+      runs: median step time minus the sum of the layers' median forward + backward, per sample:
+      the optimizer step, loss, zero_grad and framework time between layers - no run records an
+      optimizer time of its own; clamped at 0, never negative, since medians of parts need not sum
+      to the median of the whole); ``other_ms_per_sample`` (the same remainder for inference
+      runs, which have no optimizer); ``step_ms_per_sample``.
+    """
+    from engine.session import open_session
+
+    sources = list(sources)
+    if len(sources) < 2:
+        raise LayerScopeError("compare needs at least two sessions")
+    if labels is not None and len(labels) != len(sources):
+        raise LayerScopeError(f"{len(labels)} labels for {len(sources)} runs")
+    if labels is not None and len(set(labels)) != len(labels):
+        raise LayerScopeError("run labels must be unique")
+    runs, rows_of = [], []
+    for s in sources:
+        if isinstance(s, (str, Path)):
+            with open_session(s) as r:
+                run, rows = _run_entry(r, str(s))
+        else:
+            run, rows = _run_entry(as_source(s), str(getattr(s, "path", "")))
+        runs.append(run)
+        rows_of.append(rows)
+    for run, lab in zip(runs, labels or default_labels(runs)):
+        run["label"] = lab
+    bi = _baseline_index(baseline, runs)
+    by_id = [{r["id"]: r for r in rows} for rows in rows_of]
+    common = [i for i in by_id[bi] if all(i in m for m in by_id)]
+    layers = []
+    for i in common:
+        base_row = by_id[bi][i]
+        base = _layer_entry(base_row, None, runs[bi]["batch"])
+        layers.append({"id": i, "kind": base_row["kind"], "family": family_of(base_row["kind"]),
+                       "per_run": [_layer_entry(m.get(i), base, run["batch"])
+                                   for m, run in zip(by_id, runs)]})
+    common_set = set(common)
+    only_in = {run["label"]: [i for i in m if i not in common_set] for run, m in zip(runs, by_id)}
+    only_in = {k: v for k, v in only_in.items() if v}
+    families = [_families(run, rows) for run, rows in zip(runs, rows_of)]
+    return {"baseline": runs[bi]["label"], "runs": runs, "layers": layers, "only_in": only_in,
+            "families": families}
+
+
+STUDY_FILE = "study.json"
+
+
+def study_runs(folder) -> tuple[list[Path], list[str]]:
+    """(session paths, labels) of a study's finished configurations: ``folder/study.json``
+    (``{"format": "layerscope-study", "configs": [{"label", "session" (relative to the folder),
+    "status", ...}]}``, as ``layerscope sweep`` writes it), configurations whose status is "done"
+    and whose session file exists, in the study's order. Raises ``LayerScopeError`` (one line)
+    for a folder without a readable study or with fewer than two finished configurations."""
+    import json
+
+    folder = Path(folder)
+    f = folder / STUDY_FILE
+    try:
+        study = json.loads(f.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LayerScopeError(f"{folder} holds no {STUDY_FILE} (not a study folder)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise LayerScopeError(f"{f} cannot be read ({str(e).splitlines()[0]})") from None
+    if not isinstance(study, dict) or study.get("format") != "layerscope-study" \
+            or not isinstance(study.get("configs"), list):
+        raise LayerScopeError(f"{f} is not a LayerScope study (format 'layerscope-study' with 'configs')")
+    paths, labels = [], []
+    for c in study["configs"]:
+        if not isinstance(c, dict) or c.get("status") != "done" or not isinstance(c.get("session"), str):
+            continue
+        p = folder / c["session"]
+        if p.is_file():
+            paths.append(p)
+            labels.append(str(c.get("label") or c.get("key") or p.stem))
+    if len(paths) < 2:
+        raise LayerScopeError(f"{f} has {len(paths)} finished configuration(s) with a session; compare needs two")
+    return paths, _unique(labels)

@@ -19,7 +19,7 @@ from engine.errors import LayerScopeError
 def build_parser() -> argparse.ArgumentParser:
     """The ``layerscope`` parser with every sub-command registered (``--version`` included)."""
     from engine import __version__
-    from engine.cli import info, profile, sessions
+    from engine.cli import compare, info, profile, sessions
 
     p = Parser(prog="layerscope", description="LayerScope: per-layer profiler for convolutional nets. "
                 "With no command, opens the desktop app.")
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.register(sub)
     sessions.register(sub)
     info.register_devices(sub)
+    compare.register(sub)
     return p
 
 

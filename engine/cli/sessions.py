@@ -1,4 +1,4 @@
-"""Commands that read recorded sessions: ``export``, ``summary`` and ``compare``."""
+"""Commands that read recorded sessions: ``export`` and ``summary`` (``compare``: ``engine.cli.compare``)."""
 from __future__ import annotations
 
 import json
@@ -173,46 +173,8 @@ def _print_summary(s: dict, info) -> None:
         print(f"test_accuracy: {run['test_accuracy']:.4f}")
 
 
-def cmd_compare(args) -> int:
-    """Per-layer speed-up and the energy ratio of session B against A."""
-    from engine.analysis.compare import compare
-    from engine.export.common import jsonable
-
-    with _open(args.a) as a, _open(args.b) as b:
-        c = compare(a, b)
-    if args.json:
-        print(json.dumps(jsonable(c), indent=1))
-        return EXIT_OK
-
-    def who(x):
-        return f"{x['net']} {x['mode']} on {x['device_name'] or x['device']} ({x['precision']}, batch {x['batch_size']})"
-
-    print(f"A: {args.a}: {who(c['a'])}")
-    print(f"B: {args.b}: {who(c['b'])}\n")
-    per_sample = c["basis"] == "per sample"
-    if per_sample:
-        print(f"batch sizes differ ({c['a']['batch_size']} and {c['b']['batch_size']}): "
-              "times and speed-ups are per sample (ms per step / batch)\n")
-    rows = []
-    for x in c["layers"]:
-        rows.append([x["id"], x["kind"] or "", fmt_num(x["a_ms"]), fmt_num(x["b_ms"]),
-                     f"{x['speedup']:.2f}x" if x["speedup"] is not None else ("only in A" if not x["in_b"]
-                                                                             else "only in B" if not x["in_a"] else "-")])
-    unit = "ms/sample" if per_sample else "ms"
-    print_table(rows, ["node", "kind", f"A {unit}", f"B {unit}", "speed-up"], right={2, 3, 4})
-    print(f"\n({unit}: median forward + backward {c['basis']}; speed-up = A / B, above 1 means B is faster)")
-    print(f"step time speed-up ({c['basis']}): {fmt_num(c['step_speedup'])}x")
-    print(f"throughput ratio (B / A): {fmt_num(c['throughput_ratio'])}")
-    if c["energy_per_sample_ratio"] is not None:
-        print(f"energy per sample ratio (B / A): {fmt_num(c['energy_per_sample_ratio'])} "
-              f"({fmt_num(c['a']['j_per_sample'])} J vs {fmt_num(c['b']['j_per_sample'])} J)")
-    if c["energy_note"]:
-        print(f"energy: {c['energy_note']}")
-    return EXIT_OK
-
-
 def register(sub) -> None:
-    """Add export / summary / compare to the ``layerscope`` parser."""
+    """Add export / summary to the ``layerscope`` parser."""
     s = sub.add_parser("export", help="export a session: Chrome trace, CSV, HTML report or JSON summary")
     s.add_argument("session")
     s.add_argument("--format", choices=tuple(EXPORTERS), required=True)
@@ -227,9 +189,3 @@ def register(sub) -> None:
     s.add_argument("session", nargs="+", help="session files, printed in the order given")
     s.add_argument("--json", action="store_true", help="print the summary as JSON (a list for several sessions)")
     s.set_defaults(func=cmd_summary)
-
-    s = sub.add_parser("compare", help="per-layer speed-up and energy ratio of session B against A")
-    s.add_argument("a")
-    s.add_argument("b")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_compare)

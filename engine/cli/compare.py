@@ -1,0 +1,128 @@
+"""Commands that compare and bound runs: ``compare`` (N sessions or a study, per sample) and
+``roofline`` (per-layer achieved FLOP/s against the measured ceilings)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine.cli.common import EXIT_OK
+from engine.cli.output import fmt_num, print_table
+from engine.errors import LayerScopeError
+from engine.fmt import fmt_bytes, fmt_pct
+
+
+def _speedup(v) -> str:
+    return f"{v:.2f}x" if v is not None else "-"
+
+
+def _sources(args) -> tuple[list, list | None]:
+    from engine.analysis.compare import study_runs
+
+    if len(args.sessions) == 1:
+        p = Path(args.sessions[0])
+        if not p.is_dir():
+            raise LayerScopeError("compare needs two or more sessions, or one study folder")
+        return study_runs(p)
+    for s in args.sessions:
+        if Path(s).is_dir():
+            raise LayerScopeError(f"{s} is a folder: give one study folder alone, or session files")
+    return list(args.sessions), None
+
+
+def _check_out(out: Path, force: bool) -> None:
+    from engine.session import has_session_header
+
+    if out.suffix.lower() not in (".html", ".htm", ".csv"):
+        raise LayerScopeError(f"--out {out}: give a .html or .csv file")
+    if out.is_dir():
+        raise LayerScopeError(f"--out {out} is a folder; give a file name")
+    if out.exists() and has_session_header(out):
+        raise LayerScopeError(f"--out {out} is an SQLite file (a session?); an export never replaces it")
+    if out.exists() and not force:
+        raise LayerScopeError(f"--out {out} exists; give --force to replace it, or choose another name")
+
+
+def print_comparison(c: dict) -> None:
+    """The comparison as text: the runs and their totals, then per layer id, kind and per run ms
+    per sample and speed-up against the baseline, then where the time went."""
+    runs = c["runs"]
+    print(f"baseline: {c['baseline']}; every time is per sample (median per step / batch used); "
+          "speed-up = baseline / run, above 1 means faster than the baseline\n")
+    rows = [[r["label"], r["session"], f"{r['device_name'] or r['device']}", r["precision"] or "", str(r["batch"]),
+             r["mode"] or "", fmt_num(r["step_ms_per_sample"]), fmt_num(r["samples_per_s"]),
+             fmt_num(r["j_per_sample"]), fmt_bytes(r["peak_mem_bytes"]), r["status"]] for r in runs]
+    print_table(rows, ["run", "session", "device", "precision", "batch", "mode", "step ms/sample", "samples/s",
+                       "J/sample", "peak mem", "status"], right={4, 6, 7, 8, 9})
+    print()
+    header = ["node", "kind"]
+    for r in runs:
+        header += [f"{r['label']} ms/sample", "speed-up"]
+    rows = []
+    for lay in c["layers"]:
+        row = [lay["id"], lay["kind"] or ""]
+        for p in lay["per_run"]:
+            row += [fmt_num(p["ms_per_sample"]), _speedup(p["speedup"])]
+        rows.append(row)
+    steps = ["step", ""]
+    base = next(r for r in runs if r["label"] == c["baseline"])
+    for r in runs:
+        sp = (base["step_ms_per_sample"] / r["step_ms_per_sample"]
+              if base["step_ms_per_sample"] and r["step_ms_per_sample"] else None)
+        steps += [fmt_num(r["step_ms_per_sample"]), _speedup(sp)]
+    rows.append(steps)
+    print_table(rows, header, right=set(range(2, len(header))))
+    for label, ids in c["only_in"].items():
+        print(f"only in {label}: {', '.join(ids)}")
+    print("\nwhere the time went (ms per sample):")
+    fams = sorted({f for x in c["families"] for f in x["by_family"]})
+    rows = [[x["label"], *[fmt_num(x["by_family"].get(f)) for f in fams], fmt_num(x["data_ms_per_sample"]),
+             fmt_num(x["optimizer_ms_per_sample"] if x["optimizer_ms_per_sample"] is not None
+                     else x["other_ms_per_sample"])] for x in c["families"]]
+    print_table(rows, ["run", *fams, "data", "optimizer/other"], right=set(range(1, len(fams) + 3)))
+    notes = []
+    for r in runs:
+        if r["j_per_sample"] is None and r["power_note"] and r["power_note"] not in notes:
+            notes.append(r["power_note"])
+    if notes:
+        print("energy: not measured for " + ", ".join(r["label"] for r in runs if r["j_per_sample"] is None)
+              + ". " + " ".join(notes))
+    for r in runs:
+        if r.get("advice"):
+            share = f" ({fmt_pct(r['fault_share'])} of its time in page faults)" if r.get("fault_share") else ""
+            print(f"{r['label']}{share}: {r['advice']}")
+
+
+def cmd_compare(args) -> int:
+    """N sessions (or a study's finished configurations) against a baseline, per sample."""
+    from engine.analysis.compare import compare_runs
+    from engine.export.common import jsonable
+
+    sources, labels = _sources(args)
+    out = Path(args.out).expanduser() if args.out else None
+    if out is not None:
+        _check_out(out, args.force)
+    c = compare_runs(sources, baseline=args.baseline, labels=labels)
+    if out is not None:
+        from engine.export.compare_html import export_comparison
+
+        export_comparison(c, out)
+        print(f"wrote {out}")
+    if args.json:
+        print(json.dumps(jsonable(c), indent=1))
+    elif out is None:
+        print_comparison(c)
+    return EXIT_OK
+
+
+def register(sub) -> None:
+    """Add compare to the ``layerscope`` parser."""
+    s = sub.add_parser("compare", help="N sessions or a study, layer by layer, per sample, against a baseline")
+    s.add_argument("sessions", nargs="+", metavar="SESSION",
+                   help="two or more session files, or one study folder (holding study.json)")
+    s.add_argument("--baseline", default=None, help="the run the speed-ups are against: its session path, file "
+                   "name or label (default: the first)")
+    s.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    s.add_argument("--out", default=None, metavar="FILE", help="export the comparison: FILE.html (self-contained, "
+                   "charts) or FILE.csv (one row per layer and run)")
+    s.add_argument("--force", action="store_true", help="replace --out if it exists")
+    s.set_defaults(func=cmd_compare)
