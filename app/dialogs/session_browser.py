@@ -153,7 +153,8 @@ class SessionBrowser(QDialog):
         """(folder, cells) of each study folder under the runs folder (``engine.read_study``)."""
         out = []
         try:
-            subdirs = sorted(p for p in self.folder.iterdir() if p.is_dir())
+            # a study is a folder with a study.json (the issue's layout); engine.is_study judges it
+            subdirs = sorted(p for p in self.folder.iterdir() if p.is_dir() and (p / "study.json").is_file())
         except OSError:
             return out
         for d in subdirs:
