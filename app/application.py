@@ -177,7 +177,19 @@ def run(argv: list[str] | None = None) -> int:
         runs = window.compare.comparison.get("runs") or []
         print(f"compared {len(runs)} runs, baseline {window.compare.comparison.get('baseline')}", flush=True)
         if args.screenshot:
-            QTimer.singleShot(400, lambda: finish(0 if screenshot() else 1))
+            # the picture shows the comparison across the bottom row; the docks set aside for it
+            # come back before the window closes, so the saved layout is the person's own
+            aside = [window.docks[n] for n in ("training", "features") if window.docks[n].isVisible()]
+            for d in aside:
+                d.hide()
+
+            def shoot() -> None:
+                ok = screenshot()
+                for d in aside:
+                    d.show()
+                finish(0 if ok else 1)
+
+            QTimer.singleShot(400, shoot)
 
     def on_compare_failed(text: str) -> None:
         print(f"error: {text}", file=sys.stderr)

@@ -37,8 +37,12 @@ def comparable(paths) -> tuple[list[str], str]:
 
 
 def _compare_job(sources: list[str], baseline: str | None) -> dict:
-    """Worker thread: the comparison and the net of its first run (for the canvas)."""
-    data = engine.compare_runs(sources, baseline=baseline)
+    """Worker thread: the comparison (a study: its finished configurations, labelled as the study
+    labels them, ``engine.study_runs``) and the net of its first run (for the canvas)."""
+    labels = None
+    if len(sources) == 1 and os.path.isdir(sources[0]):
+        sources, labels = engine.study_runs(sources[0])
+    data = engine.compare_runs(sources, baseline=baseline, labels=labels)
     net = None
     runs = data.get("runs") or []
     if runs and runs[0].get("session"):
@@ -93,6 +97,8 @@ class CompareController(Controller):
             self._problem(f"Comparison failed: {error}")
             return
         self.comparison = result["comparison"]
+        self._status(f"Compared {len(self.comparison.get('runs') or [])} runs against "
+                     f"{self.comparison.get('baseline')}", 5000)
         self.log_view.append("app", f"compared {len(self.comparison.get('runs') or [])} runs "
                                     f"(baseline {self.comparison.get('baseline')})")
         self.comparison_ready.emit(self.comparison, result["net"])

@@ -32,6 +32,7 @@ from engine import fmt
 BAR_SPAN = 0.8  # of a layer's row, shared by the bars of the configurations other than the baseline
 DATA_COLOR = "#64748B"
 OPTIMIZER_COLOR = "#E11D48"
+OTHER_COLOR = "#A3A3A3"
 SLOWER, NEUTRAL, FASTER = (240, 89, 94), (42, 46, 53), (52, 211, 153)
 TOTAL_COLUMNS = (  # key in a compare_runs "runs" entry, title, formatter
     ("label", "Configuration", str),
@@ -42,6 +43,7 @@ TOTAL_COLUMNS = (  # key in a compare_runs "runs" entry, title, formatter
     ("samples_per_s", "Samples/s", lambda v: fmt.fmt_rate(v, "")),
     ("j_per_sample", "J/sample", lambda v: fmt.fmt_num(v)),
     ("peak_mem_bytes", "Peak memory", fmt.fmt_bytes),
+    ("rss_max_bytes", "Process RSS", fmt.fmt_bytes),
     ("fault_share", "Page faults", fmt.fmt_pct),
     ("advice", "Advice", lambda v: v or ""),
 )
@@ -252,8 +254,8 @@ class CompareView(QWidget):
                 v = run.get(key)
                 text = f(v) if v is not None else ("" if key == "advice" else fmt.DASH)
                 item = QTableWidgetItem(f"#{r + 1} {text}" if key == "label" else text)
-                item.setTextAlignment(int((Qt.AlignLeft if key in ("label", "device", "precision", "advice")
-                                           else Qt.AlignRight) | Qt.AlignVCenter))
+                item.setTextAlignment((Qt.AlignLeft if key in ("label", "device", "precision", "advice")
+                                       else Qt.AlignRight) | Qt.AlignVCenter)
                 if key == "label" and run.get("session"):
                     item.setToolTip(str(run["session"]))
                 if key == "label" and run["label"] in self.others:  # the colour of its speed-up bars
@@ -329,7 +331,10 @@ class CompareView(QWidget):
         order = list(FAMILY_COLORS)
         fams.sort(key=lambda x: order.index(x) if x in order else len(order))
         segs = [(f, FAMILY_TITLES.get(f, f), FAMILY_COLORS.get(f, "#94A3B8")) for f in fams]
-        return segs + [("data", "Data loading", DATA_COLOR), ("optimizer", "Optimizer", OPTIMIZER_COLOR)]
+        segs += [("data", "Data loading", DATA_COLOR), ("optimizer", "Optimizer", OPTIMIZER_COLOR)]
+        if any(f.get("other_ms_per_sample") for f in (self.data or {}).get("families") or []):
+            segs.append(("other", "Other (between layers)", OTHER_COLOR))
+        return segs
 
     def family_values(self) -> dict[str, list[float | None]]:
         """{segment key: ms per sample of each configuration (dict order)}, as the dict gives them."""
@@ -343,6 +348,8 @@ class CompareView(QWidget):
                     vals.append(f.get("data_ms_per_sample"))
                 elif key == "optimizer":
                     vals.append(f.get("optimizer_ms_per_sample"))
+                elif key == "other":
+                    vals.append(f.get("other_ms_per_sample"))
                 else:
                     vals.append((f.get("by_family") or {}).get(key))
             out[key] = vals
