@@ -187,6 +187,8 @@ class MainWindow(DockedWindow):
         self.compare.status_posted.connect(self.statusBar().showMessage)
         self.compare.comparison_ready.connect(self._on_comparison)
         self.compare.roofline_ready.connect(self._on_roofline)
+        self.compare.advice_ready.connect(lambda advice, share: self.table_view is not None
+                                          and self.table_view.set_advice(advice, share))
         self.sessions.session_loaded.connect(lambda *_: self.compare.roofline(self.player.path))
         self.runs.run_finished.connect(lambda *_: self.compare.roofline(self.bridge.session_path))
         self.run_panel.sweep_requested.connect(self.open_sweep)

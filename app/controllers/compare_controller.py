@@ -54,11 +54,27 @@ def _compare_job(sources: list[str], baseline: str | None) -> dict:
     return {"comparison": data, "net": net if isinstance(net, dict) else None}
 
 
+def _session_job(path: str) -> dict:
+    """Worker thread: a recorded run's page-fault advice (``engine.run_summary``'s ``fault_share``
+    and ``advice``, absent when the summary gives none) and its roofline (``engine.roofline``; a
+    reason instead when it cannot be drawn)."""
+    out: dict = {"advice": None, "fault_share": None, "roofline": None, "roofline_error": None}
+    with engine.open_session(path) as reader:
+        summary = engine.run_summary(reader)
+    out["advice"], out["fault_share"] = summary.get("advice"), summary.get("fault_share")
+    try:
+        out["roofline"] = engine.roofline(path)
+    except (engine.LayerScopeError, AttributeError) as e:  # AttributeError: an engine without rooflines
+        out["roofline_error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return out
+
+
 class CompareController(Controller):
     """Opens comparisons and rooflines; one of each computed at a time (a newer request wins)."""
 
     comparison_ready = Signal(object, object)  # compare_runs dict, net dict of its first run (or None)
     roofline_ready = Signal(object, str)       # roofline dict, title (the session's file name)
+    advice_ready = Signal(object, object)      # a run's page-fault advice (str or None), fault share (or None)
 
     def __init__(self, settings, log_view, parent: QWidget):
         super().__init__(parent)
@@ -132,13 +148,14 @@ class CompareController(Controller):
 
     # -- rooflines ---------------------------------------------------------------------------------
     def roofline(self, session_path: str | None) -> bool:
-        """Compute ``engine.roofline`` of a recorded session on a worker; ``roofline_ready`` follows."""
+        """Compute ``engine.roofline`` of a recorded session (and its page-fault advice) on a
+        worker; ``advice_ready`` then ``roofline_ready`` follow."""
         if not session_path or not os.path.isfile(session_path):
             return False
         if self._roof_call is not None:
             self._roof_call.cancel()
         path = os.fspath(session_path)
-        self._roof_call = BackgroundCall(lambda: engine.roofline(path), name="layerscope-roofline", parent=self)
+        self._roof_call = BackgroundCall(lambda: _session_job(path), name="layerscope-roofline", parent=self)
         self._roof_call.finished.connect(lambda result, error: self._on_roofline(path, result, error))
         self._roof_call.start()
         return True
@@ -147,7 +164,11 @@ class CompareController(Controller):
         if error:
             self.log_view.append("warning", f"no roofline for {os.path.basename(path)}: {error}")
             return
-        self.roofline_ready.emit(result, os.path.basename(path))
+        self.advice_ready.emit(result["advice"], result["fault_share"])
+        if result["roofline"] is None:
+            self.log_view.append("warning", f"no roofline for {os.path.basename(path)}: {result['roofline_error']}")
+            return
+        self.roofline_ready.emit(result["roofline"], os.path.basename(path))
 
     def shutdown(self) -> None:
         for call in (self._call, self._roof_call):

@@ -144,6 +144,22 @@ class LayerTableView(MonitorView):
 
     def clear(self) -> None:
         self.model.set_rows([])
+        self.set_advice(None)
+
+    def set_advice(self, advice: str | None, fault_share: float | None = None) -> None:
+        """The run's page-fault advice (``engine.run_summary``'s ``advice``), shown above the table
+        while present; None puts the usual note back."""
+        if not hasattr(self, "_note_text"):
+            self._note_text = self.notice.text()
+        if advice:
+            share = f" ({fmt.fmt_pct(fault_share)} of the time in page faults)" if fault_share is not None else ""
+            self.notice.setText(f"⚠ {advice}{share}")
+            self.notice.setObjectName("warning")
+        else:
+            self.notice.setText(self._note_text)
+            self.notice.setObjectName("notice")
+        self.notice.style().unpolish(self.notice)
+        self.notice.style().polish(self.notice)
 
     def update_snapshot(self, snap) -> None:
         rows = table_rows(snap)
