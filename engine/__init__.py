@@ -44,6 +44,7 @@ _LAZY = {
                                         "TelemetryStatus")},
     "compare_runs": "analysis.compare", "study_runs": "analysis.compare", "family_of": "analysis.compare",
     "export_comparison": "export.compare_html",
+    "roofline": "analysis.roofline", "measure_ceilings": "run.ceilings", "Ceilings": "run.ceilings",
 }
 _MODULES = {"fmt"}  # names that are submodules themselves, not attributes of one
 

@@ -49,3 +49,14 @@ def no_thread_left():
         time.sleep(0.02)
         left = _new_threads(before)
     assert not left, f"threads left running: {[t.name for t in left]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_wide_home(tmp_path_factory):
+    """Module- and session-scoped fixtures are set up before ``isolated_user_folders``: give them
+    a temporary $LAYERSCOPE_HOME too (a run caches the measured device ceilings in cache_dir())."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LAYERSCOPE_HOME", str(tmp_path_factory.mktemp("layerscope-session-home")))
+    mp.delenv("LAYERSCOPE_DATA", raising=False)
+    yield
+    mp.undo()

@@ -114,8 +114,54 @@ def cmd_compare(args) -> int:
     return EXIT_OK
 
 
+def _rate(v) -> str:
+    return "-" if v is None else f"{fmt_num(v / 1e9)}"
+
+
+def print_roofline(r: dict) -> None:
+    """The roofline as text: the ceilings and their source, then per layer and pass the FLOPs,
+    bytes, intensity, achieved and roof GFLOP/s, % of roof and the bound."""
+    print(f"{r['session']}: {r['device_name'] or r['device']}, {r['precision']}, batch {r['batch']}, {r['mode']}")
+    if r["peak_flop_s"]:
+        print(f"ceilings ({r['ceilings_source']}): peak {_rate(r['peak_flop_s'])} GFLOP/s, bandwidth "
+              f"{_rate(r['bandwidth_bytes_s'])} GB/s (best copy, cache included; main memory "
+              f"{_rate(r['dram_bandwidth_bytes_s'])} GB/s), ridge at {fmt_num(r['ridge_intensity'])} FLOP/byte")
+    else:
+        print(f"ceilings: {r['ceilings_source']}")
+    rows = []
+    for lay in r["layers"]:
+        for name in ("fwd", "bwd"):
+            p = lay[name]
+            if p is None:
+                continue
+            rows.append([lay["id"], lay["kind"] or "", name, fmt_num(p["flops"]), fmt_bytes(p["bytes"]),
+                         fmt_num(p["intensity"]), fmt_num(p["ms"]), _rate(p["achieved_flop_s"]),
+                         _rate(p["roof_flop_s"]), fmt_pct(p["pct_of_roof"]), p["bound"] or "-"])
+    print()
+    print_table(rows, ["node", "kind", "pass", "FLOPs", "bytes", "FLOP/byte", "ms", "GFLOP/s", "roof GFLOP/s",
+                       "% of roof", "bound"], right={3, 4, 5, 6, 7, 8, 9})
+    print(f"\n(per step of batch {r['batch']}, median times; overhead-bound: below "
+          f"{fmt_pct(r['overhead_fraction'])} of the roof)")
+    if r["above_roof"]:
+        print(f"above the measured roof: {', '.join(r['above_roof'])} (the ceilings measured low; "
+              "measure again on an idle machine: benchmarks/ceilings.py)")
+
+
+def cmd_roofline(args) -> int:
+    """Per-layer achieved FLOP/s and arithmetic intensity against the measured ceilings."""
+    from engine.analysis.roofline import roofline
+    from engine.export.common import jsonable
+
+    r = roofline(args.session)
+    if args.json:
+        print(json.dumps(jsonable(r), indent=1))
+    else:
+        print_roofline(r)
+    return EXIT_OK
+
+
 def register(sub) -> None:
-    """Add compare to the ``layerscope`` parser."""
+    """Add compare and roofline to the ``layerscope`` parser."""
     s = sub.add_parser("compare", help="N sessions or a study, layer by layer, per sample, against a baseline")
     s.add_argument("sessions", nargs="+", metavar="SESSION",
                    help="two or more session files, or one study folder (holding study.json)")
@@ -126,3 +172,9 @@ def register(sub) -> None:
                    "charts) or FILE.csv (one row per layer and run)")
     s.add_argument("--force", action="store_true", help="replace --out if it exists")
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("roofline", help="per-layer achieved FLOP/s and arithmetic intensity against the "
+                       "measured peak FLOP/s and bandwidth")
+    s.add_argument("session")
+    s.add_argument("--json", action="store_true", help="print the roofline as JSON")
+    s.set_defaults(func=cmd_roofline)

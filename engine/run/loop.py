@@ -210,6 +210,8 @@ class Run(StepMixin):
                 # every figure (activations, GFLOP/s, OOM advice, summaries) uses the batch really used
                 info.config["batch_used"] = batch = used_batch(cfg, splits)
                 net_info = self._analyze(info, batch, device)
+                from engine.run.ceilings import run_ceilings  # the roofline's roofs, recorded with the run
+                info.device["ceilings"] = run_ceilings(cfg, device)
                 self.info = info
                 self._emit(info)
                 telemetry = self._start_telemetry(device)
