@@ -26,25 +26,27 @@ from engine import fmt
 
 SYMBOLS = {"fwd": "o", "bwd": "t1"}  # a disc, a triangle pointing up
 PASS_TITLES = {"fwd": "forward", "bwd": "backward"}
+GIGA = 1e9  # the plot's y axis is in GFLOP/s
 PICK_PX = 10  # a hover or click within this many pixels of a point is on it
 
 
 def roofline_points(data: dict) -> list[dict]:
     """One entry per measured (layer, pass) of an ``engine.roofline`` dict with an intensity and
-    an achieved rate: ``{"id", "kind", "family", "pass" ("fwd"|"bwd"), "intensity" (FLOP/byte),
-    "flops_per_s", "bound", "pct_of_roof"}``."""
+    an achieved rate (layers without FLOPs or without a time have none): ``{"id", "kind",
+    "family", "pass" ("fwd"|"bwd"), "intensity" (FLOP/byte), "flops_per_s" (the point's
+    ``achieved_flop_s``), "bound", "pct_of_roof", "point" (the dict's own point)}``."""
     out = []
     for ly in data.get("layers") or []:
         for ps in ("fwd", "bwd"):
             p = ly.get(ps)
             if not isinstance(p, dict):
                 continue
-            x, y = p.get("intensity"), p.get("flops_per_s")
+            x, y = p.get("intensity"), p.get("achieved_flop_s")
             if x is None or y is None or x <= 0 or y <= 0:
                 continue
             out.append({"id": ly["id"], "kind": ly.get("kind", ""), "family": ly.get("family", ""), "pass": ps,
                         "intensity": x, "flops_per_s": y, "bound": p.get("bound"),
-                        "pct_of_roof": p.get("pct_of_roof")})
+                        "pct_of_roof": p.get("pct_of_roof"), "point": p})
     return out
 
 
@@ -65,8 +67,10 @@ class RooflineView(QWidget):
         self.legend = QLabel("")
         self.plot_widget = pg.PlotWidget(enableMenu=False)
         self.plot = self.plot_widget.getPlotItem()
-        style.style_plot(self.plot, left="achieved FLOP/s", bottom="arithmetic intensity (FLOP per byte moved)")
+        style.style_plot(self.plot, left="achieved GFLOP/s", bottom="arithmetic intensity (FLOP per byte moved)")
         self.plot.setLogMode(x=True, y=True)
+        for name in ("left", "bottom"):
+            self.plot.getAxis(name).enableAutoSIPrefix(False)
         self.plot.setMouseEnabled(x=True, y=True)
         self.memory_line = pg.PlotDataItem(pen=pg.mkPen(style.MUTED, width=2))
         self.compute_line = pg.PlotDataItem(pen=pg.mkPen(style.MUTED, width=2))
@@ -117,16 +121,17 @@ class RooflineView(QWidget):
         spots = []
         for i, p in enumerate(self.points):
             color = FAMILY_COLORS.get(p["family"], "#94A3B8")
-            spots.append({"pos": (math.log10(p["intensity"]), math.log10(p["flops_per_s"])), "data": i,
+            spots.append({"pos": (math.log10(p["intensity"]), math.log10(p["flops_per_s"] / GIGA)), "data": i,
                           "symbol": SYMBOLS[p["pass"]], "brush": pg.mkBrush(color),
                           "pen": pg.mkPen(style.TEXT if p["pass"] == "fwd" else color, width=1)})
         self.scatter.setData(spots)
         self._draw_ceilings()
-        ceil = data.get("ceilings") or {}
-        peak, bw = ceil.get("peak_flops"), ceil.get("bandwidth_bytes_per_s")
-        self.head.setText((title + ": " if title else "")
+        peak, bw = data.get("peak_flop_s"), data.get("bandwidth_bytes_s")
+        what = " ".join(str(data[k]) for k in ("device", "precision") if data.get(k))
+        self.head.setText((title + ": " if title else "") + (f"{what}, " if what else "")
                           + f"{len(self.points)} points; compute roof {fmt.fmt_rate(peak / 1e9 if peak else None, 'GFLOP/s')}, "
-                          + f"memory {fmt.fmt_bytes(bw)}/s" + (f" ({ceil['source']})" if ceil.get("source") else ""))
+                          + f"memory {fmt.fmt_bytes(bw)}/s"
+                          + (f" ({data['ceilings_source']})" if data.get("ceilings_source") else ""))
         fams = [f for f in FAMILY_COLORS if any(p["family"] == f for p in self.points)]
         self.legend.setText(" &nbsp; ".join(f"<span style='color:{FAMILY_COLORS[f]}'>&#9632;</span> "
                                             f"{FAMILY_TITLES.get(f, f)}" for f in fams)
@@ -135,23 +140,22 @@ class RooflineView(QWidget):
             self.select_layer(self.selected, emit=False)
 
     def _draw_ceilings(self) -> None:
-        ceil = (self.data or {}).get("ceilings") or {}
-        peak, bw = ceil.get("peak_flops"), ceil.get("bandwidth_bytes_per_s")
+        peak, bw = (self.data or {}).get("peak_flop_s"), (self.data or {}).get("bandwidth_bytes_s")
         xs = [p["intensity"] for p in self.points]
         lo, hi = (min(xs) / 4, max(xs) * 4) if xs else (0.01, 1000.0)
         if peak and bw:
             ridge = peak / bw
             lo, hi = min(lo, ridge / 8), max(hi, ridge * 8)
-            self.memory_line.setData([lo, ridge], [bw * lo, peak])
-            self.compute_line.setData([ridge, hi], [peak, peak])
+            self.memory_line.setData([lo, ridge], [bw * lo / GIGA, peak / GIGA])
+            self.compute_line.setData([ridge, hi], [peak / GIGA, peak / GIGA])
             self.roof_labels[0].setText(f"memory {fmt.fmt_bytes(bw)}/s")
-            self.roof_labels[0].setPos(math.log10(lo), math.log10(bw * lo))
+            self.roof_labels[0].setPos(math.log10(lo), math.log10(bw * lo / GIGA))
             self.roof_labels[1].setText(f"compute {fmt.fmt_rate(peak / 1e9, 'GFLOP/s')}")
-            self.roof_labels[1].setPos(math.log10(hi), math.log10(peak))
+            self.roof_labels[1].setPos(math.log10(hi), math.log10(peak / GIGA))
         ys = [p["flops_per_s"] for p in self.points] + ([peak] if peak else [])
         if ys:
             self.plot.setXRange(math.log10(lo), math.log10(hi), padding=0.02)
-            self.plot.setYRange(math.log10(min(ys) / 3), math.log10(max(ys) * 2), padding=0.02)
+            self.plot.setYRange(math.log10(min(ys) / 3 / GIGA), math.log10(max(ys) * 2 / GIGA), padding=0.02)
 
     def point_index_at(self, scene_pos) -> int | None:
         """Index into ``points`` of the point within PICK_PX pixels of ``scene_pos``; None when none."""
@@ -167,10 +171,15 @@ class RooflineView(QWidget):
 
     def hover_text(self, i: int) -> str:
         p = self.points[i]
+        pt = p["point"]
+        roof = pt.get("roof_flop_s")
         return (f"<b>{p['id']}</b> ({p['kind']}), {PASS_TITLES[p['pass']]}<br>"
+                f"{fmt.fmt_flops(pt.get('flops'))}FLOP over {fmt.fmt_bytes(pt.get('bytes'))} moved in "
+                f"{fmt.fmt_ms(pt.get('ms'))} ms per step<br>"
                 f"intensity {fmt.fmt_num(p['intensity'])} FLOP/byte<br>"
-                f"achieved {fmt.fmt_rate(p['flops_per_s'] / 1e9, 'GFLOP/s')}<br>"
-                f"{p['bound'] or 'unclassed'}, {fmt.fmt_pct(p['pct_of_roof'])} of roof")
+                f"achieved {fmt.fmt_rate(p['flops_per_s'] / 1e9, 'GFLOP/s')} of a roof of "
+                f"{fmt.fmt_rate(roof / 1e9 if roof else None, 'GFLOP/s')} ({fmt.fmt_pct(p['pct_of_roof'])})<br>"
+                f"{p['bound'] or 'not classed'}")
 
     def _on_mouse_moved(self, scene_pos) -> None:
         i = self.point_index_at(scene_pos)
@@ -189,7 +198,7 @@ class RooflineView(QWidget):
     def select_layer(self, node_id: str, emit: bool = True) -> None:
         """Ring the layer's points; ``layer_clicked`` when ``emit``."""
         self.selected = node_id or ""
-        pos = [(math.log10(p["intensity"]), math.log10(p["flops_per_s"])) for p in self.points
+        pos = [(math.log10(p["intensity"]), math.log10(p["flops_per_s"] / GIGA)) for p in self.points
                if p["id"] == self.selected]
         self.ring.setData(pos=np.array(pos, float).reshape(-1, 2))
         if emit and self.selected:
