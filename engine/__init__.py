@@ -39,6 +39,8 @@ _LAZY = {
     "download": "data.download", "is_downloaded": "data.download",
     "dataset_note": "data", "can_download": "data",
     "memory_estimate": "run.limits", "fit_problem": "run.limits",
+    "read_study": "sweep.study", "is_study": "sweep.study", "Study": "sweep.study", "StudyConfig": "sweep.study",
+    "run_sweep": "sweep.runner", "SweepProgress": "sweep.runner", "CPU_ALLOCATORS": "run.allocator",
     **{name: "records" for name in ("EvalRecord", "FeatureMap", "LayerRow", "LayerTimes", "LogRecord",
                                         "RunEnded", "StateChanged", "TelemetryBatch", "TelemetrySample",
                                         "TelemetryStatus")},

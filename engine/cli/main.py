@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.register(sub)
     info.register_devices(sub)
     compare.register(sub)
+    from engine.cli import sweep
+    sweep.register(sub)
     return p
 
 

@@ -220,8 +220,9 @@ class RunConfig:
 
 
 # what a run adds to its recorded config (RunInfo.config): facts of the run, not settings
-# ("batch_used": the batch really used, smaller than batch_size when the train split is)
-RECORDED = frozenset({"batch_used"})
+# ("batch_used": the batch really used, smaller than batch_size when the train split is;
+# "cpu_allocator", "allocator_env": the allocator the run's process started with, engine.run.allocator)
+RECORDED = frozenset({"batch_used", "cpu_allocator", "allocator_env"})
 
 
 def _from_field(f) -> Setting:

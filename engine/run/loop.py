@@ -267,9 +267,14 @@ class Run(StepMixin):
 
     def _config_dict(self) -> dict:
         try:
-            return self.cfg.to_dict()
+            d = self.cfg.to_dict()
         except Exception:  # a config too broken to serialise still gets a RunInfo
             return {"net": None}
+        from engine.run.allocator import detect_allocator
+
+        # facts of this process, not settings: the CPU allocator it started with (engine.sweep)
+        d["cpu_allocator"], d["allocator_env"] = detect_allocator()
+        return d
 
     def _open_writer(self):
         """The session writer for ``cfg.out``, joined to the sinks before the first record."""
