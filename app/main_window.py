@@ -514,8 +514,10 @@ class MainWindow(DockedWindow):
             dlg = self.sweep_dialog = SweepDialog(self.model.spec(), self.run_panel.config_kwargs(),
                                                   self.settings.runs_folder, self.devices, self)
             dlg.study_finished.connect(lambda folder: self.compare.open([folder]))
-        dlg.show()
-        dlg.raise_()
+            dlg.show()
+        else:  # already open (maybe behind the window): brought forward
+            dlg.show()
+            dlg.raise_()
         return dlg
 
     def compare_paths(self, paths) -> bool:

@@ -173,7 +173,7 @@ class SessionBrowser(QDialog):
     @staticmethod
     def _study_cells(d: Path, study) -> list[tuple[str, object]]:
         configs = list(getattr(study, "configs", None) or [])
-        done = sum(1 for c in configs if getattr(c, "status", None) == "completed")
+        done = sum(1 for c in configs if getattr(c, "status", None) == "done")
         axes = getattr(study, "axes", None) or {}
         vary = lambda key: ",".join(str(v) for v in axes.get(key, [])) or ""  # noqa: E731
         when = (d / "study.json").stat().st_mtime if (d / "study.json").exists() else d.stat().st_mtime

@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (QCheckBox, QDialog, QDoubleSpinBox, QFileDialog, 
 import engine
 from app.bridge import ProgressCall
 
-ALLOCATORS = ("default", "tuned", "jemalloc", "tcmalloc")
 AXIS_TITLES = {"device": "Devices", "precision": "Precisions", "batch_size": "Batch sizes",
                "channels_last": "Channels-last", "threads": "CPU threads", "cpu_allocator": "CPU allocator"}
 
@@ -84,7 +83,7 @@ class SweepDialog(QDialog):
         self.threads = QLineEdit("")
         self.threads.setPlaceholderText("default (all cores but one)")
         self.threads.setToolTip("CPU thread counts, separated by commas (empty: the default)")
-        self.alloc_row, self.alloc_boxes = _checks(ALLOCATORS, {"default"})
+        self.alloc_row, self.alloc_boxes = _checks(engine.CPU_ALLOCATORS, {"default"})
         for name in ("jemalloc", "tcmalloc"):
             self.alloc_boxes[name].setToolTip(f"{name}, when its library is on this machine (the sweep "
                                               "records the configuration as failed, with the reason, if not)")
@@ -181,15 +180,20 @@ class SweepDialog(QDialog):
         return out, ""
 
     def axes(self) -> dict[str, list]:
-        """The axes ``engine.run_sweep`` varies: the chosen settings with two or more values."""
+        """The axes ``engine.run_sweep`` varies: the chosen settings with two or more values, and
+        the CPU allocator whenever it is not glibc's default alone (the allocator is always an
+        axis for the engine: it is set in each configuration's process environment)."""
         chosen, _why = self.choices()
-        return {k: v for k, v in chosen.items() if len(v) > 1}
+        return {k: v for k, v in chosen.items()
+                if len(v) > 1 or (k == "cpu_allocator" and v != ["default"])}
 
     def fixed_settings(self) -> dict:
-        """The run's other settings: the run panel's, the steps, and every axis given one value."""
+        """The run's other settings: the run panel's (unset ones left out), the steps, and every
+        setting given one value."""
         chosen, _why = self.choices()
-        fixed = dict(self.fixed, steps=self.steps.value(), epochs=None)
-        fixed.update({k: v[0] for k, v in chosen.items() if len(v) == 1})
+        axes = self.axes()
+        fixed = {k: v for k, v in dict(self.fixed, steps=self.steps.value(), epochs=None).items() if v is not None}
+        fixed.update({k: v[0] for k, v in chosen.items() if k not in axes and k != "cpu_allocator"})
         return fixed
 
     def n_configs(self) -> int:
@@ -229,8 +233,10 @@ class SweepDialog(QDialog):
         self.out_dir = out
 
         def work(report):
-            return engine.run_sweep(net, axes, fixed, out, cooldown=cooldown, resume=True, progress=report,
-                                    stop=self._stop.is_set)
+            # each configuration's end (done, failed, skipped, stopped) reaches the form; the
+            # "running" step counts in between collapse to the latest
+            return engine.run_sweep(net, axes, fixed, out, cooldown=cooldown, resume=True,
+                                    progress=lambda p: report(p, keep=p.status != "running"), stop=self._stop)
 
         self.call = ProgressCall(work, name="layerscope-sweep", parent=self)
         self.call.progress_changed.connect(self.show_progress)
@@ -253,10 +259,10 @@ class SweepDialog(QDialog):
         if step is not None and steps:
             text += f": step {step}/{steps}"
         if status:
-            text += f" ({status})"
+            text += f" ({status}" + (f": {p.reason}" if getattr(p, "reason", None) else "") + ")"
         self.status.setText(text)
         self.progress.setRange(0, max(1, n))
-        finished = status in ("completed", "failed", "skipped", "stopped")
+        finished = status in ("done", "failed", "skipped", "stopped")
         self.progress.setValue(k if finished else max(0, k - 1))
         self.progress.setFormat(f"{k} / {n} configurations")
         if label and status:
