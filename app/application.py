@@ -212,6 +212,14 @@ def run(argv: list[str] | None = None) -> int:
             raise_view()
             print(f"session {args.session} at step {window.player.current_step}"
                   + (f", view {args.view}" if args.view else ""), flush=True)
+            if args.screenshot and args.view == "roofline":
+                # the roofline is computed off the GUI thread (it may measure the ceilings first)
+                def roofline_shown(*_a) -> None:
+                    raise_view()
+                    QTimer.singleShot(300, lambda: finish(0 if screenshot() else 1))
+
+                window.compare.roofline_ready.connect(roofline_shown)
+                return
             if args.screenshot:
                 QTimer.singleShot(300, lambda: finish(0 if screenshot() else 1))
             return

@@ -301,3 +301,67 @@ class SweepDialog(QDialog):
             return True
         self._stop.set()
         return self.call.wait(timeout)
+
+
+def main(argv=None) -> int:
+    """``python -m app.dialogs.sweep_dialog [--preset NAME] [--run --out DIR] [--screenshot PNG]``:
+    the form alone (docs, a quick look); with ``--run`` the sweep runs and the PNG is taken when
+    it ends."""
+    import argparse
+    import sys
+
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app import style
+
+    ap = argparse.ArgumentParser(prog="python -m app.dialogs.sweep_dialog", description="The sweep form.")
+    ap.add_argument("--preset", default="lenet5")
+    ap.add_argument("--precision", default="fp32,bf16", help="precisions to tick (comma-separated)")
+    ap.add_argument("--batch-sizes", default="16, 64")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--out", help="study folder (default: one under the runs folder)")
+    ap.add_argument("--run", action="store_true", help="run the sweep, then take the screenshot")
+    ap.add_argument("--screenshot", metavar="PNG")
+    args = ap.parse_args(argv)
+    try:
+        net = engine.load_preset(args.preset)
+    except engine.LayerScopeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    style.apply(app)
+    fixed = {"mode": "train", "device": "cpu", "batch_size": 16, "steps": args.steps, "dataset": "synthetic",
+             "profile_every": 1}
+    dlg = SweepDialog(net, fixed, engine.runs_dir(), engine.list_devices())
+    for name, box in dlg.precision_boxes.items():
+        box.setChecked(name in args.precision.split(","))
+    dlg.batches.setText(args.batch_sizes)
+    if args.out:
+        dlg.out.setText(args.out)
+    dlg.show()
+    code = {"value": 0}
+
+    def shoot() -> None:
+        for _ in range(3):
+            app.processEvents()
+        if args.screenshot:
+            ok = dlg.grab().save(args.screenshot)
+            print(f"screenshot: {args.screenshot}" if ok else f"could not write {args.screenshot}")
+            code["value"] = 0 if ok else 1
+        app.exit(code["value"])
+
+    if args.run:
+        dlg.study_finished.connect(lambda _folder: QTimer.singleShot(200, shoot))
+        if not dlg.start():
+            print(f"error: {dlg.status.text()}", file=sys.stderr)
+            return 2
+        dlg.call.finished.connect(lambda _r, err: err and (print(f"error: {err}", file=sys.stderr), shoot()))
+    elif args.screenshot:
+        QTimer.singleShot(200, shoot)
+    app.exec()
+    return code["value"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

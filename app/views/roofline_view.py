@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QToolTip, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QToolTip, QVBoxLayout, QWidget
 
 from app import style
 from app.editor.theme import FAMILY_COLORS, FAMILY_TITLES
@@ -65,6 +65,9 @@ class RooflineView(QWidget):
         self.head.setObjectName("summary")
         self.notice = notice_label("No roofline yet: open a session or finish a run with per-layer times.")
         self.legend = QLabel("")
+        self.legend.setWordWrap(True)
+        self.legend.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.legend.setContentsMargins(6, 0, 6, 2)
         self.plot_widget = pg.PlotWidget(enableMenu=False)
         self.plot = self.plot_widget.getPlotItem()
         style.style_plot(self.plot, left="achieved GFLOP/s", bottom="arithmetic intensity (FLOP per byte moved)")
@@ -89,13 +92,13 @@ class RooflineView(QWidget):
         top = QHBoxLayout()
         top.setContentsMargins(6, 4, 6, 0)
         top.addWidget(self.head, 1)
-        top.addWidget(self.legend)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)
         lay.addLayout(top)
         lay.addWidget(self.notice)
         lay.addWidget(self.plot_widget, 1)
+        lay.addWidget(self.legend)
         self.clear()
 
     def clear(self) -> None:
