@@ -179,7 +179,7 @@ def run(argv: list[str] | None = None) -> int:
         if args.screenshot:
             # the picture shows the comparison across the bottom row; the docks set aside for it
             # come back before the window closes, so the saved layout is the person's own
-            aside = [window.docks[n] for n in ("training", "features") if window.docks[n].isVisible()]
+            aside = [window.docks[n] for n in ("training", "power", "log", "features") if window.docks[n].isVisible()]
             for d in aside:
                 d.hide()
 
