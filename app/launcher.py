@@ -14,7 +14,7 @@ from pathlib import Path
 
 # the CLI's sub-commands (tests/engine/test_cli_run.py checks this against its parser): a file of
 # the same name in the current folder does not make ``layerscope summary x`` open the app
-HEADLESS = {"presets", "validate", "profile", "export", "summary", "compare", "devices", "sweep"}
+HEADLESS = {"presets", "validate", "profile", "export", "summary", "compare", "devices", "sweep", "roofline"}
 CLI_OPTIONS = {"-h", "--help", "--version"}
 APP_SUFFIXES = {".json", ".lsession"}
 

@@ -8,8 +8,12 @@ For resnet18 and alexnet, train and infer, fp32 and bf16 it prints one row with:
   take >= 50 us: the share of those layers within 10%, and the worst ratio;
 - energy per sample (J) from NVML's total-energy counter deltas over >= 1 s windows, and the
   telemetry rate achieved (ticks per second) with the sampler at 10 Hz.
+Then (issue 11) a small sweep: resnet18 train, fp32/bf16/fp16 x channels_last (--quick on a CPU:
+fp32/bf16), one session each in --sweep-dir with its study.json, compared per sample; the
+measured ceilings per precision (with the vendor figures of a known GPU, for reference) and the
+roofline of the fp32 run, all written into --out.
 
-Usage: python benchmarks/gpu_check.py [--device cuda] [--steps 40] [--quick] [--out FILE]
+Usage: python benchmarks/gpu_check.py [--device cuda] [--steps 40] [--quick] [--out FILE] [--sweep-dir DIR]
 (--device cpu runs the same logic on the CPU as a dry run; the profiler comparison then uses CPU
 op time and says so.) Never changes clocks, power limits or GPU modes.
 """
@@ -159,6 +163,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="also write the rows as JSON here")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads for both the LayerScope run and the profiler (default: all cores but one)")
+    ap.add_argument("--sweep-only", action="store_true", help="only the sweep, ceilings and roofline (issue 11)")
+    ap.add_argument("--sweep-dir", default=None, help="folder for the sweep's sessions and study.json "
+                    "(default: a new temporary folder)")
     args = ap.parse_args(argv)
     import torch
 
@@ -179,6 +186,8 @@ def main(argv=None) -> int:
     nets = ["resnet18"] if args.quick else ["resnet18", "alexnet"]
     combos = [(n, m, p) for n in nets for m in ("train", "infer")
               for p in (("fp32",) if args.quick else ("fp32", "bf16"))]
+    if args.sweep_only:
+        combos = []
     rows, worst_over = [], 0.0
     hdr = f"{'net':9} {'mode':5} {'prec':4} {'step_ms':>8} {'overhead':>8} {'layers>=50us':>12} " \
           f"{'within10%':>9} {'worst':>6} {'J/sample':>9} {'tel_hz':>6}"
@@ -205,11 +214,79 @@ def main(argv=None) -> int:
                      if k != "fwd_ms"}, "layers_ge_50us": len(big), "within_10pct": within,
                      "worst_layer": worst[0], "worst_ratio": worst[1],
                      "per_layer": {k: {"layerscope_ms": lc["fwd_ms"][k], "profiler_ms": pc[k]} for k, _ in big}})
+    extra = sweep_and_ceilings(args, threads)
     if args.out:
         Path(args.out).write_text(json.dumps({"device": name, "date": str(datetime.date.today()),
-                                              "rows": rows}, indent=1))
+                                              "rows": rows, **extra}, indent=1, default=str))
     print(f"overhead_ratio_max: {worst_over:.3f}")
     return 0
+
+
+# ---- issue 11: a small sweep (precision x channels_last) and the device ceilings ---------------
+
+def sweep_and_ceilings(args, threads) -> dict:
+    """resnet18, train, precision x channels_last, one session each (``--sweep-dir``, a study
+    folder ``layerscope compare DIR`` reads), compared per sample against fp32 NCHW; then the
+    measured ceilings per precision and the roofline of the fp32 run. Returns the JSON parts."""
+    import tempfile
+
+    from engine.analysis.compare import compare_runs
+    from engine.analysis.roofline import roofline
+    from engine.export.common import jsonable
+    from engine.run.ceilings import measure_ceilings
+
+    cpu = args.device == "cpu"
+    precisions = ("fp32", "bf16") if cpu and args.quick else ("fp32", "bf16", "fp16")
+    batch, steps = (8, 3) if cpu else (64, 20)
+    folder = Path(args.sweep_dir or tempfile.mkdtemp(prefix="ls-gpu-sweep-"))
+    print(f"# sweep: resnet18 train batch {batch}, {steps} steps, {' / '.join(precisions)} x channels_last; "
+          f"sessions in {folder}")
+    from engine.sweep import run_sweep
+
+    study = run_sweep("resnet18", {"precision": list(precisions), "channels_last": [False, True]},
+                      {"mode": "train", "device": args.device, "batch_size": batch, "steps": steps, "warmup": 3,
+                       "dataset": "synthetic", "telemetry_hz": 10.0, "cudnn_benchmark": True, "seed": 0,
+                       "threads": threads}, folder, resume=False)
+    configs = [{"label": c.label, "session": c.session, "status": c.status, "reason": c.reason}
+               for c in study.configs]
+    for c in study.configs:
+        print(f"sweep {c.key}: {c.status}" + (f" ({c.reason})" if c.reason else ""))
+    done = [c for c in configs if c["status"] == "done"]
+    result = {"sweep_dir": str(folder)}
+    if len(done) >= 2:
+        c = compare_runs([folder / x["session"] for x in done], labels=[x["label"] for x in done])
+        for r, f in zip(c["runs"], c["families"]):
+            print(f"{r['label']:22} step_ms_per_sample: {r['step_ms_per_sample']:.4f}  samples_per_s: "
+                  f"{r['samples_per_s']:.1f}  j_per_sample: {r['j_per_sample']}  "
+                  f"speedup_vs_{c['baseline'].replace(' ', '_')}: "
+                  f"{c['runs'][0]['step_ms_per_sample'] / r['step_ms_per_sample']:.2f}")
+        result["sweep"] = jsonable(c)
+    ceilings = {}
+    for prec in precisions:
+        try:
+            ce = measure_ceilings(args.device, prec, threads if cpu else None)
+        except Exception as e:  # a precision the device lacks
+            print(f"ceilings {prec}: not measured ({type(e).__name__}: {e})")
+            continue
+        ceilings[prec] = ce.to_dict()
+        print(f"ceiling_peak_gflop_s_{prec}: {ce.peak_flop_s / 1e9:.1f}")
+        if ce.vendor and ce.vendor.get(prec):
+            print(f"vendor_peak_gflop_s_{prec}: {ce.vendor[prec] / 1e9:.0f} ({ce.vendor['model']}, reference)")
+    if ceilings:
+        any_c = next(iter(ceilings.values()))
+        print(f"ceiling_bandwidth_gb_s: {any_c['bandwidth_bytes_s'] / 1e9:.1f} (main memory "
+              f"{any_c['dram_bandwidth_bytes_s'] / 1e9:.1f})")
+    result["ceilings"] = ceilings
+    if done:
+        r = roofline(folder / done[0]["session"])
+        bounds = {}
+        for lay in r["layers"]:
+            for p in (lay["fwd"], lay["bwd"]):
+                if p:
+                    bounds[p["bound"]] = bounds.get(p["bound"], 0) + 1
+        print(f"roofline {done[0]['label']}: {bounds}; above the roof: {r['above_roof'] or 'none'}")
+        result["roofline"] = jsonable(r)
+    return result
 
 
 if __name__ == "__main__":

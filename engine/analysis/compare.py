@@ -151,6 +151,20 @@ def _unique(labels: list[str]) -> list[str]:
     return out
 
 
+def _measured_layer_energy(src) -> dict:
+    """{node id: measured J per sample (forward + backward)} of a session that holds a per-layer
+    energy replay (``engine.analysis.layer_energy.layer_energy``, where this LayerScope has it);
+    {} otherwise. Only measurements: the run's energy split by time share is not one."""
+    import importlib.util
+
+    if not hasattr(src, "node_order_stats") or importlib.util.find_spec("engine.analysis.layer_energy") is None:
+        return {}
+    from importlib import import_module
+
+    figures = import_module("engine.analysis.layer_energy").layer_energy(src) or {}
+    return {nid: f.get("j_per_sample") for nid, f in figures.items() if isinstance(f, dict)}
+
+
 def _run_entry(src, path: str) -> tuple[dict, list[dict]]:
     """(the run's totals, its ``layer_summary`` rows) of one session."""
     info = src.info
@@ -161,7 +175,8 @@ def _run_entry(src, path: str) -> tuple[dict, list[dict]]:
     steady = steady_steps(src.steps())
     data_ms = percentile([s.data_ms for s in steady], 50)
     energy = rs["energy"].get(rs["energy_source"]) if rs["energy_source"] else None
-    rows = layer_summary(src, energy=energy)
+    measured = _measured_layer_energy(src)
+    rows = [dict(r, j_per_sample_measured=measured.get(r["id"])) for r in layer_summary(src, energy=energy)]
     run = {"session": path, "label": None, "net": rs["net"], "device": rs["device"],
            "device_name": rs["device_name"], "precision": rs["precision"], "batch": batch,
            "batch_requested": rs.get("batch_requested"), "mode": rs["mode"], "threads": cfg.get("threads"),
@@ -191,7 +206,7 @@ def _layer_entry(row: dict | None, base: dict | None, batch: int | None) -> dict
             "bwd_speedup": _ratio(base["bwd_ms_per_sample"], b) if base else None,
             "share": row["share"],
             # measured per-layer energy only: the time-split estimate is not a measurement
-            "j_per_sample": row.get("j_per_sample"),
+            "j_per_sample": row.get("j_per_sample_measured"),
             "mem_bytes": row["mem_bytes"], "fwd_ms": row["fwd_median_ms"], "bwd_ms": row["bwd_median_ms"]}
 
 
@@ -265,8 +280,9 @@ def compare_runs(sources: list, baseline: int | str | None = None, labels: list[
       median over the steady profiled steps / batch used), ``speedup``/``fwd_speedup``/
       ``bwd_speedup`` (baseline ms / this run's ms; None where a time is missing), ``share``
       (mean forward + backward over the mean step time of that run, as the layer table's),
-      ``j_per_sample`` (measured per-layer energy only; None while a session has none: the
-      run's energy split by time share is an estimate and is not reported here), ``mem_bytes``
+      ``j_per_sample`` (measured per-layer energy only, from a per-layer energy replay the
+      session holds (``engine.analysis.layer_energy``); None otherwise: the run's energy split by
+      time share is an estimate and is not reported here), ``mem_bytes``
       (median bytes per step the layer allocated, at the run's batch), ``fwd_ms``/``bwd_ms``
       (per-step medians).
     - ``only_in``: per run label, the ids it has that not every run has (nets that differ).
@@ -316,36 +332,17 @@ def compare_runs(sources: list, baseline: int | str | None = None, labels: list[
             "families": families}
 
 
-STUDY_FILE = "study.json"
-
-
 def study_runs(folder) -> tuple[list[Path], list[str]]:
-    """(session paths, labels) of a study's finished configurations: ``folder/study.json``
-    (``{"format": "layerscope-study", "configs": [{"label", "session" (relative to the folder),
-    "status", ...}]}``, as ``layerscope sweep`` writes it), configurations whose status is "done"
-    and whose session file exists, in the study's order. Raises ``LayerScopeError`` (one line)
-    for a folder without a readable study or with fewer than two finished configurations."""
-    import json
+    """(session paths, labels) of a study's finished configurations (``engine.sweep.study.read_study``
+    of ``folder`` or its study.json): those whose status is "done" and whose session file exists,
+    in the study's order, with the study's labels. Raises ``LayerScopeError`` (one line) for a
+    folder without a readable study or with fewer than two finished configurations."""
+    from engine.sweep.study import read_study
 
-    folder = Path(folder)
-    f = folder / STUDY_FILE
-    try:
-        study = json.loads(f.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LayerScopeError(f"{folder} holds no {STUDY_FILE} (not a study folder)") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise LayerScopeError(f"{f} cannot be read ({str(e).splitlines()[0]})") from None
-    if not isinstance(study, dict) or study.get("format") != "layerscope-study" \
-            or not isinstance(study.get("configs"), list):
-        raise LayerScopeError(f"{f} is not a LayerScope study (format 'layerscope-study' with 'configs')")
-    paths, labels = [], []
-    for c in study["configs"]:
-        if not isinstance(c, dict) or c.get("status") != "done" or not isinstance(c.get("session"), str):
-            continue
-        p = folder / c["session"]
-        if p.is_file():
-            paths.append(p)
-            labels.append(str(c.get("label") or c.get("key") or p.stem))
-    if len(paths) < 2:
-        raise LayerScopeError(f"{f} has {len(paths)} finished configuration(s) with a session; compare needs two")
-    return paths, _unique(labels)
+    study = read_study(folder)
+    done = [(study.session_path(c), c.label) for c in study.configs if c.status == "done"]
+    done = [(p, lab) for p, lab in done if p.is_file()]
+    if len(done) < 2:
+        raise LayerScopeError(f"{study.path} has {len(done)} finished configuration(s) with a session; "
+                              "compare needs two")
+    return [p for p, _ in done], _unique([lab for _, lab in done])

@@ -6,9 +6,13 @@ import json
 from pathlib import Path
 
 from engine.cli.common import EXIT_OK
-from engine.cli.output import fmt_num, print_table
+from functools import partial
+
+from engine import fmt
+from engine.cli.output import fmt_bytes, fmt_num, print_table
 from engine.errors import LayerScopeError
-from engine.fmt import fmt_bytes, fmt_pct
+
+fmt_pct = partial(fmt.fmt_pct, missing="-")  # the terminal's "not measured", as engine.cli.output's
 
 
 def _speedup(v) -> str:

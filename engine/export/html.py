@@ -12,6 +12,7 @@ from engine.analysis.energy import availability_rows
 from engine.analysis.summary import as_source, summary, telemetry_status
 from engine.export.charts import esc as _esc, svg_hbars, svg_lines
 from engine.export.common import title as _title, write_text as _write_text
+from engine.export.roofline_html import roofline_section
 from engine.fmt import fmt_bytes as _fmt_bytes, fmt_num as _fmt, fmt_pct as _fmt_pct
 
 _CSS = """
@@ -130,6 +131,7 @@ def html_report(reader) -> str:
         t.append("<tr>" + "".join(f"<td class='{c}'>{_esc(v)}</td>" for v, (_, c) in zip(cells, heads)) + "</tr>")
     t.append("</table>")
     parts.append("".join(t))
+    parts.append(roofline_section(src))
     parts.append("<h2>Run</h2>")
     dev = info.device or {}
     parts.append(_kv_table([("device", f"{dev.get('name') or ''} ({dev.get('id') or cfg.get('device')})"),

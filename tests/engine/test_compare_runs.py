@@ -168,7 +168,8 @@ def test_study_folder_uses_its_finished_configs_and_labels(sessions, tmp_path, c
     configs.append({"key": "batch=999", "label": "batch 999", "values": {"batch_size": 999},
                     "session": "gone.lsession", "status": "failed", "reason": "out of memory"})
     (study / "study.json").write_text(json.dumps({"format": "layerscope-study", "version": 1, "kind": "sweep",
-                                                  "axes": {"batch_size": [2, 4, 8, 999]}, "configs": configs}))
+                                                  "axes": {"batch_size": [2, 4, 8, 999]}, "fixed": {},
+                                                  "configs": configs}))
     paths, labels = study_runs(study)
     assert labels == ["batch 2", "batch 4", "batch 8"] and [p.name for p in paths] == [p.name for p in sessions]
     capsys.readouterr()
@@ -211,3 +212,26 @@ def test_html_and_csv_exports(sessions, tmp_path, capsys):
     assert float(r["ms_per_sample"]) == conv2["per_run"][2]["ms_per_sample"]
     assert float(r["speedup"]) == conv2["per_run"][2]["speedup"] and r["j_per_sample"] == ""
     assert os.path.getsize(csv_out) > 0
+
+
+def _chromium():
+    import shutil
+
+    return next((shutil.which(b) for b in ("chromium-headless-shell", "chromium", "chromium-browser",
+                                           "google-chrome") if shutil.which(b)), None)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium on this machine")
+def test_the_html_comparison_renders_in_headless_chromium(sessions, tmp_path):
+    import subprocess
+
+    from PIL import Image
+
+    page, png = tmp_path / "cmp.html", tmp_path / "cmp.png"
+    assert main(["compare", *map(str, sessions), "--out", str(page)]) == 0
+    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
+                    "--window-size=1200,1600", page.as_uri()], capture_output=True, timeout=120, check=False)
+    im = Image.open(png).convert("RGB")
+    assert im.size == (1200, 1600)
+    colours = {im.getpixel((x, y)) for x in range(0, 1200, 7) for y in range(0, 1600, 7)}
+    assert len(colours) > 20  # text, bars and the heat map drawn, not a blank page

@@ -156,3 +156,15 @@ def test_inference_has_no_backward_point(tmp_path):
     r = roofline(p)
     assert r["mode"] == "infer" and all(x["bwd"] is None for x in r["layers"])
     assert r["above_roof"] == []
+
+
+def test_the_html_report_has_the_roofline_plot(session, tmp_path):
+    out = tmp_path / "r.html"
+    assert main(["export", str(session), "--format", "html", "--out", str(out)]) == 0
+    text = out.read_text()
+    sec = text[text.index("<h2>Roofline</h2>"):text.index("<h2>Run</h2>")]
+    r = roofline(session)
+    assert "recorded in the session" in sec and sec.count("<svg") == 1
+    points = sum(1 for x in r["layers"] for p in (x["fwd"], x["bwd"]) if p and p["intensity"])
+    assert sec.count("<circle") + sec.count("<rect") == points == 10
+    assert "conv2 (conv2d) backward" in sec and "FLOP/byte" in sec
