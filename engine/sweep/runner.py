@@ -150,7 +150,7 @@ def session_outcome(path: Path, values: dict, fixed: dict) -> str | None:
     if not path.is_file():
         return None
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+        con = sqlite3.connect(_ro_uri(path), uri=True, timeout=1.0)
         try:
             meta = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('status', 'config', 'format')"))
         finally:
@@ -172,13 +172,18 @@ def session_outcome(path: Path, values: dict, fixed: dict) -> str | None:
     return status if isinstance(status, str) else None
 
 
+def _ro_uri(path: Path) -> str:
+    """A read-only SQLite URI for ``path`` (percent-encoded: a '?' or '#' in a folder name is safe)."""
+    return Path(path).resolve().as_uri() + "?mode=ro"
+
+
 def _steps_done(path: Path, since: float) -> int:
     """Steps (warm-up included, test batches not) the session at ``path`` holds, 0 when it cannot
     be read yet or was last written before ``since`` (an old file about to be replaced)."""
     try:
         if path.stat().st_mtime < since - 1.0 and not Path(f"{path}-wal").exists():
             return 0
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.2)
+        con = sqlite3.connect(_ro_uri(path), uri=True, timeout=0.2)
         try:
             return int(con.execute("SELECT count(*) FROM steps WHERE phase != 'test'").fetchone()[0])
         finally:
@@ -342,6 +347,11 @@ class _Runner:
                         self._report(k, c, step, "running")
             except KeyboardInterrupt:
                 stopped = interrupted = True
+            except BaseException:  # a progress callback that raised: no child is left behind
+                self._end_child(proc)
+                c.status, c.reason = "pending", "the sweep ended with an error while this ran"
+                write_study(study)
+                raise
             if stopped:
                 self._end_child(proc)
         rc = proc.wait()
@@ -354,11 +364,17 @@ class _Runner:
             if interrupted:
                 raise KeyboardInterrupt
             return
-        if rc == 0 and session_outcome(path, c.values, study.fixed) == "completed":
+        outcome = session_outcome(path, c.values, study.fixed) if rc == 0 else None
+        if outcome == "completed":
             c.status, c.reason = "done", None
         else:
             c.status = "failed"
-            c.reason = _reason(log, rc) if rc != 0 else "the run ended without a completed session"
+            if rc != 0:
+                c.reason = _reason(log, rc)
+            elif outcome == "other":  # e.g. a preloaded allocator that did not load
+                c.reason = "the session records other settings than this configuration's (see its log)"
+            else:
+                c.reason = "the run ended without a completed session"
         write_study(study)
         self._report(k, c, step, c.status, c.seconds)
 
