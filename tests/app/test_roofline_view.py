@@ -66,3 +66,4 @@ def test_opening_a_session_draws_its_roofline_and_a_click_selects_on_the_canvas(
         [1 for ly in view.data["layers"] for ps in ("fwd", "bwd") if ly.get(ps) and ly[ps]["intensity"]])
     view.select_layer("conv1")
     assert window.model.selected() == "conv1" and window.canvas.selected_ids() == ["conv1"]
+    assert window.table_view.selected_ids() == ["conv1"]  # the layer table follows the selection
