@@ -16,6 +16,7 @@ Run alone on sessions: ``python -m app.views.compare_view A.lsession B.lsession 
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 import numpy as np
@@ -475,7 +476,10 @@ def main(argv=None) -> int:
     style.apply(app)
     style.configure_pyqtgraph()
     view = CompareView()
-    view.set_comparison(engine.compare_runs(args.sessions, baseline=args.baseline))
+    sources, labels = args.sessions, None
+    if len(sources) == 1 and os.path.isdir(sources[0]):
+        sources, labels = engine.study_runs(sources[0])
+    view.set_comparison(engine.compare_runs(sources, baseline=args.baseline, labels=labels))
     view.resize(1200, 560)
     view.show()
     if args.screenshot:
