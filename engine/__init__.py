@@ -41,6 +41,7 @@ _LAZY = {
     "memory_estimate": "run.limits", "fit_problem": "run.limits",
     "read_study": "sweep.study", "is_study": "sweep.study", "Study": "sweep.study", "StudyConfig": "sweep.study",
     "run_sweep": "sweep.runner", "SweepProgress": "sweep.runner", "CPU_ALLOCATORS": "run.allocator",
+    "parse_axis": "sweep.axes", "check_axes": "sweep.axes", "allocator_problem": "run.allocator",
     **{name: "records" for name in ("EvalRecord", "FeatureMap", "LayerRow", "LayerTimes", "LogRecord",
                                         "RunEnded", "StateChanged", "TelemetryBatch", "TelemetrySample",
                                         "TelemetryStatus")},

@@ -135,7 +135,7 @@ def default_labels(runs: list[dict]) -> list[str]:
     """Labels from the config values that differ between the runs (e.g. "cpu bf16 b64"), in the
     order ``net device precision batch mode threads channels_last allocator``; the session file's
     stem when nothing differs; made unique with "#2", "#3"."""
-    keys = [k for k in _LABEL_KEYS if len({repr(r.get(k)) for r in runs}) > 1]
+    keys = [k for k in _LABEL_KEYS if len({_label_part(k, r.get(k)) for r in runs}) > 1]
     labels = [" ".join(_label_part(k, r.get(k)) for k in keys) if keys else Path(r["session"]).stem or "run"
               for r in runs]
     return _unique(labels)

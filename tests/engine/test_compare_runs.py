@@ -120,6 +120,9 @@ def test_labels_baseline_and_errors(sessions):
             {"session": "b.lsession", "device": "cpu", "precision": "bf16", "batch": 64},
             {"session": "c.lsession", "device": "cpu", "precision": "bf16", "batch": 64}]
     assert default_labels(runs) == ["fp32 b16", "bf16 b64", "bf16 b64 #2"]
+    # an allocator not recorded (older session) reads as the default one: no difference to label
+    assert default_labels([{"session": "a", "batch": 4, "allocator": None},
+                           {"session": "b", "batch": 8, "allocator": "default"}]) == ["b4", "b8"]
     same = [{"session": "/x/a.lsession", "device": "cpu"}, {"session": "/y/a.lsession", "device": "cpu"}]
     assert default_labels(same) == ["a", "a #2"]
     c = compare_runs(sessions, baseline="b8")

@@ -226,3 +226,21 @@ def test_allocator_environment_and_detection():
     assert detect_allocator({"MALLOC_TRIM_THRESHOLD_": "1"})[0] == "custom"
     # a preload that is not mapped in this process (the linker only warns) is not counted
     assert detect_allocator({"LD_PRELOAD": "/nowhere/libjemalloc.so.2"})[0] == "default"
+
+
+def test_force_replaces_a_study_of_a_different_command(tmp_path, monkeypatch, capsys):
+    import engine
+    from engine.run import allocator
+
+    monkeypatch.setattr(allocator, "find_allocator_library", lambda name: None)  # no process starts
+    folder = tmp_path / "s"
+    other = plan_study("lenet5", {"precision": ["fp32", "bf16"]}, {"steps": 2}, folder)
+    write_study(other)
+    argv = ["sweep", "lenet5", "--device", "cpu", "--cpu-allocator", "jemalloc", "--steps", "1", "--out", str(folder)]
+    assert main(argv) == 2 and "different sweep" in capsys.readouterr().err
+    assert engine.read_study(folder).axes == {"precision": ["fp32", "bf16"]}
+    assert main([*argv, "--force"]) == 1  # replaced; its one configuration failed: not installed
+    out = capsys.readouterr().out
+    study = engine.read_study(folder)
+    assert study.axes == {"device": ["cpu"], "cpu_allocator": ["jemalloc"]} and engine.is_study(folder)
+    assert study.configs[0].status == "failed" and "jemalloc is not installed" in out
