@@ -89,6 +89,12 @@ class SweepDialog(QDialog):
                                               "records the configuration as failed, with the reason, if not)")
         self.alloc_boxes["tuned"].setToolTip("glibc malloc with MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ "
                                              "raised: freed activations are reused instead of unmapped")
+        for name, box in self.alloc_boxes.items():  # one this machine cannot use is shown, not offered
+            why = engine.allocator_problem(name)
+            if why:
+                box.setChecked(False)
+                box.setEnabled(False)
+                box.setToolTip(why[:1].upper() + why[1:])
         self.steps = QSpinBox()
         self.steps.setRange(1, 1_000_000)
         self.steps.setValue(int(fixed.get("steps") or 20))

@@ -26,6 +26,10 @@ def test_the_form_builds_the_axes_and_fixed_settings(qtbot, tmp_path):
     dlg.batches.setText("8, 2 8")
     dlg.cl_boxes["on"].setChecked(True)
     dlg.threads.setText("1")
+    # an allocator this machine lacks is shown but cannot be ticked, with the reason
+    for name, box in dlg.alloc_boxes.items():
+        why = engine.allocator_problem(name)
+        assert box.isEnabled() == (why is None) and (why is None or why[1:] in box.toolTip())
     dlg.alloc_boxes["tuned"].setChecked(True)
     assert dlg.axes() == {"batch_size": [8, 2], "channels_last": [False, True], "cpu_allocator": ["default", "tuned"]}
     fixed = dlg.fixed_settings()
