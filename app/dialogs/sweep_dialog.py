@@ -5,8 +5,9 @@ runs). The rest of the run's settings (mode, steps, dataset, profiling) come fro
 
 The sweep runs on a worker thread (``app.bridge.ProgressCall``): the form shows "configuration
 k/N label: step s/S" and each configuration's status; Stop ends it after the current step (the
-configurations done stay done: Start again with the same folder resumes). At the end
-``study_finished(folder)`` fires and the window opens the study in the comparison view.
+configurations done stay done: Start again with the same folder resumes). When the sweep runs
+to its end with two or more configurations done, ``study_finished(folder)`` fires and the window
+opens the study in the comparison view.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ class SweepDialog(QDialog):
     """The sweep form for ``net`` (a NetSpec) with the run panel's other settings ``fixed``
     (``RunPanel.config_kwargs()``); studies go under ``runs_folder`` by default."""
 
-    study_finished = Signal(str)  # the study folder, once the sweep ended (completed or stopped)
+    study_finished = Signal(str)  # the study folder, once the sweep ran to its end with two or more done
 
     def __init__(self, net, fixed: dict, runs_folder, devices=(), parent=None):
         super().__init__(parent)
@@ -295,8 +296,11 @@ class SweepDialog(QDialog):
             self.status.setText(f"sweep failed: {error}")
             self.progress.setFormat("failed")
             return
-        self.status.setText(("stopped" if self._stop.is_set() else "done") + f": study in {self.out_dir}")
-        self.study_finished.emit(self.out_dir)
+        stopped = self._stop.is_set()
+        self.status.setText(("stopped" if stopped else "done") + f": study in {self.out_dir}")
+        done = sum(1 for c in getattr(result, "configs", []) if c.status == "done")
+        if not stopped and done >= 2:  # a comparison needs two finished configurations
+            self.study_finished.emit(self.out_dir)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.call is None or self.call.wait(timeout)

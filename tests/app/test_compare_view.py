@@ -176,3 +176,32 @@ def test_main_compare_screenshot(tmp_path, two_sessions):
                         "--screenshot", str(out)], capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "compared 2 runs" in p.stdout and out.stat().st_size > 10_000
+
+
+def test_totals_draw_a_runs_advice_handmade_dict(view):
+    """Pure drawing (a hand-made dict in compare_runs' shape): the totals show a run's page-fault
+    share and advice when it has them, and nothing where it has none."""
+    runs = [{"label": "a", "session": "a.lsession", "device": "cpu", "precision": "fp32", "batch": 16,
+             "step_ms": 10.0, "samples_per_s": 1600.0, "fault_share": None, "advice": None},
+            {"label": "b", "session": "b.lsession", "device": "cpu", "precision": "fp32", "batch": 16,
+             "step_ms": 12.0, "samples_per_s": 1333.0, "fault_share": 0.4,
+             "advice": "40 % of the time in page faults: try --cpu-allocator tuned"}]
+    view.set_comparison({"baseline": "a", "runs": runs, "layers": [], "only_in": {}, "families": []})
+    heads = [view.totals.horizontalHeaderItem(c).text() for c in range(view.totals.columnCount())]
+    advice, faults = heads.index("Advice"), heads.index("Page faults")
+    assert view.totals.item(0, advice).text() == "" and view.totals.item(0, faults).text() == engine.fmt.DASH
+    assert view.totals.item(1, advice).text() == runs[1]["advice"]
+    assert view.totals.item(1, faults).text() == engine.fmt.fmt_pct(0.4)
+
+
+def test_layer_table_shows_the_advice_handmade_text(qtbot):
+    """Pure drawing: the layer table's note line carries a run's advice while one is given."""
+    from app.views.layer_table import LayerTableView
+
+    table = LayerTableView()
+    qtbot.addWidget(table)
+    usual = table.notice.text()
+    table.set_advice("try --cpu-allocator tuned", 0.35)
+    assert "try --cpu-allocator tuned" in table.notice.text() and engine.fmt.fmt_pct(0.35) in table.notice.text()
+    table.set_advice(None)
+    assert table.notice.text() == usual
