@@ -205,3 +205,15 @@ def test_layer_table_shows_the_advice_handmade_text(qtbot):
     assert "try --cpu-allocator tuned" in table.notice.text() and engine.fmt.fmt_pct(0.35) in table.notice.text()
     table.set_advice(None)
     assert table.notice.text() == usual
+
+
+def test_file_compare_dialog_opens_the_chosen_sessions(qtbot, window, two_sessions, monkeypatch):
+    from app.controllers import compare_controller
+
+    monkeypatch.setattr(compare_controller.QFileDialog, "getOpenFileNames",
+                        staticmethod(lambda *a, **k: (list(two_sessions), "")))
+    menu = {a.text(): a for a in window.menuBar().actions()}["&File"].menu()
+    action = next(a for a in menu.actions() if a.text() == "&Compare sessions…")
+    action.trigger()
+    view = wait_compared(qtbot, window)
+    assert [r["session"] for r in view.data["runs"]] == list(two_sessions)
