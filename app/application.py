@@ -1,11 +1,13 @@
 """Starts the desktop app: ``python main.py [FILE] [--preset NAME] [--device DEV] [--run STEPS]
-[--session PATH [--step N]] [--view NAME] [--size WxH] [--screenshot PATH]``.
+[--session PATH [--step N]] [--compare A B [...]] [--view NAME] [--size WxH] [--screenshot PATH]``.
 
 Scripted use (docs, smoke checks): with ``--run`` the preset runs for STEPS steps; with
 ``--session`` a recorded session opens, at ``--step`` (default: its last step); ``--view`` brings
 that view's dock to the front; with ``--screenshot`` the whole window is saved to PATH once the
 run has finished (or once the window is ready, without ``--run``) and the app exits - 0 when the
-run completed (or the session opened), 1 when it did not, 2 for bad input.
+run completed (or the session opened), 1 when it did not, 2 for bad input. With ``--compare``
+two or more sessions (or one study folder) open in the comparison view, and the screenshot is
+taken once the comparison is drawn.
 
 ``LAYERSCOPE_STARTUP_PROBE=1`` prints ``shown_at: <epoch>`` when the window first paints and
 ``ready_at: <epoch>`` when the editor is usable, then exits (``benchmarks/startup.py``).
@@ -36,6 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--step", type=int, metavar="N", help="with --session: show the run as it was after step N")
     ap.add_argument("--view", metavar="NAME", help="bring this view to the front (time, table, memory, training, "
                                                    "power, log, features, run, properties, problems, palette)")
+    ap.add_argument("--compare", nargs="+", metavar="SESSION",
+                    help="compare two or more sessions (.lsession), or one study folder, in the comparison view")
     ap.add_argument("--size", metavar="WxH", help="window size in pixels, e.g. 1280x800")
     ap.add_argument("--screenshot", metavar="PATH", help="save a PNG of the window after the run (or when ready) and exit")
     args = ap.parse_args(argv)
@@ -47,6 +51,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         ap.error("--session shows a recorded run; --run starts a new one: choose one")
     if args.session and args.file:
         ap.error("give the session either as FILE or with --session, not both")
+    if args.compare and (args.session or args.run is not None):
+        ap.error("--compare shows recorded runs side by side: not with --session or --run")
     args.window_size = None
     if args.size:
         w, _, h = args.size.lower().partition("x")
@@ -73,7 +79,7 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     probe = os.environ.get("LAYERSCOPE_STARTUP_PROBE")
 
-    from PySide6.QtCore import QTimer
+    from PySide6.QtCore import Qt, QTimer
     from PySide6.QtWidgets import QApplication
 
     import engine
@@ -83,6 +89,14 @@ def run(argv: list[str] | None = None) -> int:
     if args.session and not os.path.isfile(args.session):
         print(f"error: no such session file: {args.session}", file=sys.stderr)
         return 2
+    if args.compare:
+        from app.controllers.compare_controller import comparable
+
+        missing = [p for p in args.compare if not os.path.exists(p)]
+        sources, why = comparable(args.compare)
+        if missing or not sources:
+            print(f"error: --compare: {f'no such file: {missing[0]}' if missing else why}", file=sys.stderr)
+            return 2
     spec = None
     if args.preset:
         try:
@@ -153,7 +167,40 @@ def run(argv: list[str] | None = None) -> int:
             # let the final frame and the canvas colours paint before grabbing
             QTimer.singleShot(400, lambda: finish(0 if screenshot() and status == "completed" else 1))
 
+    def on_compared(*_args) -> None:
+        raise_view()
+        dock = window.docks["compare"]
+        dock.show()
+        dock.raise_()
+        # the comparison gets most of the height; the canvas above shows the speed-up colours
+        window.resizeDocks([dock], [int(window.height() * 0.6)], Qt.Vertical)
+        runs = window.compare.comparison.get("runs") or []
+        print(f"compared {len(runs)} runs, baseline {window.compare.comparison.get('baseline')}", flush=True)
+        if args.screenshot:
+            # the picture shows the comparison across the bottom row; the docks set aside for it
+            # come back before the window closes, so the saved layout is the person's own
+            aside = [window.docks[n] for n in ("training", "power", "log", "features") if window.docks[n].isVisible()]
+            for d in aside:
+                d.hide()
+
+            def shoot() -> None:
+                ok = screenshot()
+                for d in aside:
+                    d.show()
+                finish(0 if ok else 1)
+
+            QTimer.singleShot(400, shoot)
+
+    def on_compare_failed(text: str) -> None:
+        print(f"error: {text}", file=sys.stderr)
+        finish(2)
+
     def on_ready() -> None:
+        if args.compare:
+            window.compare.comparison_ready.connect(on_compared)
+            window.compare.problem_reported.connect(on_compare_failed)
+            window.compare_paths(args.compare)
+            return
         if args.session:
             if not window.open_session(args.session):
                 print(f"error: cannot open the session {args.session}: {window.log_view.lines[-1][1]}",
@@ -165,6 +212,14 @@ def run(argv: list[str] | None = None) -> int:
             raise_view()
             print(f"session {args.session} at step {window.player.current_step}"
                   + (f", view {args.view}" if args.view else ""), flush=True)
+            if args.screenshot and args.view == "roofline":
+                # the roofline is computed off the GUI thread (it may measure the ceilings first)
+                def roofline_shown(*_a) -> None:
+                    raise_view()
+                    QTimer.singleShot(300, lambda: finish(0 if screenshot() else 1))
+
+                window.compare.roofline_ready.connect(roofline_shown)
+                return
             if args.screenshot:
                 QTimer.singleShot(300, lambda: finish(0 if screenshot() else 1))
             return

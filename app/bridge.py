@@ -13,7 +13,9 @@ the run's queue, which the loop drains between steps.
 ``BackgroundCall`` does the same for one-off work (importing torch and listing devices at
 start-up, downloads): a thread computes, the GUI thread polls for the result. It can be
 cancelled (its result is dropped), and ``join_background(timeout)`` waits for every one still
-running, for the main window's close.
+running, for the main window's close. ``ProgressCall`` is a BackgroundCall whose work also
+reports progress (a sweep): the worker calls ``report(obj)`` (latest wins, no Qt), the GUI's
+poll turns a new report into ``progress_changed(obj)``.
 """
 from __future__ import annotations
 
@@ -118,6 +120,53 @@ class BackgroundCall(QObject):
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
+
+
+class ProgressCall(BackgroundCall):
+    """A ``BackgroundCall`` whose ``fn(report)`` reports progress: ``report(obj)`` from the worker
+    keeps the latest object (no Qt touched); the GUI thread's poll emits ``progress_changed(obj)``
+    once per new report (reports between two polls collapse to the latest), always before
+    ``finished``. ``report(obj, keep=True)`` is never collapsed: such reports (an item's end
+    status) are all emitted, in the order they came, each before any later report."""
+
+    progress_changed = Signal(object)
+
+    def __init__(self, fn: Callable[[Callable[[Any], None]], Any], name: str = "layerscope-progress",
+                 parent: QObject | None = None, poll_ms: int = 50):
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._report: tuple[int, Any] | None = None
+        self._kept: list[tuple[int, Any]] = []
+        self._reported = 0
+        super().__init__(lambda: fn(self.report), name=name, parent=parent, poll_ms=poll_ms)
+
+    def report(self, obj: Any, keep: bool = False) -> None:
+        """Worker thread: the latest progress (replaces one not yet shown, unless ``keep``)."""
+        with self._lock:
+            self._seq += 1
+            if keep:
+                self._kept.append((self._seq, obj))
+            else:
+                self._report = (self._seq, obj)
+
+    def _emit_progress(self) -> None:
+        with self._lock:
+            kept, self._kept = self._kept, []
+            rep = self._report
+        if self._cancelled.is_set():
+            return
+        for seq, obj in kept:
+            self._reported = seq
+            self.progress_changed.emit(obj)
+        if rep is not None and rep[0] > self._reported:
+            self._reported = rep[0]
+            self.progress_changed.emit(rep[1])
+
+    def _check(self) -> None:
+        alive = self._thread.is_alive()  # read first: a report made before the end is emitted below
+        self._emit_progress()
+        if not alive:
+            super()._check()
 
 
 def session_path_for(folder: Path, net_name: str) -> Path:

@@ -15,12 +15,15 @@ waiting for ``ready`` finds every view built.
 """
 from __future__ import annotations
 
+import os
+
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMenu, QPushButton, QStackedWidget, QVBoxLayout, QWidget
 
 import engine
 from app.bridge import BackgroundCall, RunBridge, join_background
+from app.controllers.compare_controller import CompareController
 from app.controllers.edit_lock import EditLock
 from app.controllers.monitor import MonitorController
 from app.controllers.net_controller import PRESET_TITLES, NetController
@@ -128,6 +131,8 @@ class MainWindow(DockedWindow):
         self.table_view = None
         self.memory_view = None
         self.power_view = None
+        self.compare_view = None
+        self.roofline_view = None
         self._placeholders = {name: self._placeholder_label() for name, _t, _a in DOCKS if name not in ("run", "log")}
         self._build_docks({"run": self.run_panel, "log": self.log_view, **self._placeholders})
 
@@ -135,6 +140,7 @@ class MainWindow(DockedWindow):
         self._build_controllers()
         self._build_menus()
         self._restore_window()
+        self.setAcceptDrops(True)  # session files or a study folder dropped on the window: opened / compared
 
     # ---- construction helpers ---------------------------------------------------------------------
     def _placeholder_label(self, text: str = "Loading…") -> QLabel:
@@ -182,6 +188,17 @@ class MainWindow(DockedWindow):
         self.sessions.file_opened.connect(self.nets.remember)
         self.nets.title_changed.connect(self._update_title)
         self.nets.path_chosen.connect(self.open_path)
+        self.compare = CompareController(self.settings, self.log_view, self)
+        self.compare.problem_reported.connect(self._error)
+        self.compare.status_posted.connect(self.statusBar().showMessage)
+        self.compare.comparison_ready.connect(self._on_comparison)
+        self.compare.roofline_ready.connect(self._on_roofline)
+        self.compare.advice_ready.connect(lambda advice, share: self.table_view is not None
+                                          and self.table_view.set_advice(advice, share))
+        self.sessions.session_loaded.connect(lambda *_: self.compare.roofline(self.player.path))
+        self.runs.run_finished.connect(lambda *_: self.compare.roofline(self.bridge.session_path))
+        self.run_panel.sweep_requested.connect(self.open_sweep)
+        self.sessions.compare_paths = self.compare_paths
 
     def _build_menus(self) -> None:
         bar = self.menuBar()
@@ -206,6 +223,10 @@ class MainWindow(DockedWindow):
                                          "compute and all-reduce per rank")
         self.act_connect = self._action(m, "&Connect to run…", self.remote.connect_dialog, None,
                                         "Watch a run served by `layerscope profile --serve` live (SSH tunnel for a remote one)")
+        self._action(m, "&Compare sessions…", self.compare.open_dialog, "Ctrl+Shift+C",
+                     "Two or more recorded runs side by side, layer by layer")
+        self._action(m, "Compare a s&tudy folder…", self.compare.open_study_dialog,
+                     tip="Every configuration of a sweep side by side")
         self.export_menu = m.addMenu("&Export session")
         self.export_menu.setEnabled(False)  # filled from the engine's exporters once the engine is loaded
         self.export_actions: dict[str, QAction] = {}
@@ -248,6 +269,8 @@ class MainWindow(DockedWindow):
         self.act_pause = self._action(rm, "&Pause / resume", self.runs.toggle_pause, "F6")
         self.act_stop = self._action(rm, "S&top", self.runs.stop, "Shift+F5")
         self.runs.bind_actions(self.act_start, self.act_pause, self.act_stop)
+        self._action(rm, "S&weep…", self.open_sweep, tip="Run the net over several devices, precisions, "
+                     "batch sizes…, one configuration at a time, then compare them")
         rm.addSeparator()
         self._action(rm, "&Load weights for the next run…", self.weights.load_dialog,
                      tip="start the next run from a saved checkpoint (safetensors; nothing is unpickled)")
@@ -316,10 +339,12 @@ class MainWindow(DockedWindow):
         if self.time_view is not None:
             return
         from app import style
+        from app.views.compare_view import CompareView
         from app.views.feature_view import FeatureMapView
         from app.views.layer_table import LayerTableView
         from app.views.memory_view import MemoryView
         from app.views.power_view import PowerView
+        from app.views.roofline_view import RooflineView
         from app.views.timing_view import LayerTimeView
         from app.views.training_view import TrainingView
 
@@ -335,9 +360,15 @@ class MainWindow(DockedWindow):
         self.power_view = PowerView()
         built = {"time": self.time_view, "training": self.training_view, "features": self.feature_view,
                  "table": self.table_view, "memory": self.memory_view, "power": self.power_view}
-        for name, view in built.items():
+        self.compare_view = CompareView()
+        self.roofline_view = RooflineView()
+        for name, view in (*built.items(), ("compare", self.compare_view), ("roofline", self.roofline_view)):
             self.docks[name].setWidget(view)
             self._placeholders.pop(name).deleteLater()
+        self.compare_view.layer_clicked.connect(self.select_layer)
+        self.roofline_view.layer_clicked.connect(self.select_layer)
+        self.compare_view.config_chosen.connect(self.color_by_speedup)
+        self.compare_view.baseline_requested.connect(self.compare.set_baseline)
         self.power_view.set_telemetry_status(self.telemetry)
         if self.model is not None:
             self.feature_view.set_layers([n.id for n in self.model.spec_view().nodes])
@@ -402,6 +433,7 @@ class MainWindow(DockedWindow):
         self.canvas.status_message.connect(lambda text: self.statusBar().showMessage(text, 5000))
         self.model.spec_loaded.connect(self._on_spec_loaded)
         self.model.selection_changed.connect(self._on_selection)
+        self.model.selection_changed.connect(self._show_selection)
         self.run_panel.set_model(self.model)
         self.monitor.attach_editor(self.model, self.canvas)
         self.runs.set_model(self.model)
@@ -442,6 +474,93 @@ class MainWindow(DockedWindow):
     def _on_selection(self, node_id: str) -> None:
         if node_id and node_id != engine.INPUT_ID and node_id != self.run_panel.feature_layer():
             self._on_feature_layer(node_id)
+
+    # ---- comparisons, rooflines, sweeps (app.controllers.compare_controller, app.dialogs.sweep_dialog) --
+    def select_layer(self, node_id: str) -> None:
+        """Select a layer everywhere: the canvas (through the editor model), the layer table, the
+        comparison and the roofline."""
+        if self.model is not None and self.model.node(node_id) is not None:
+            self.model.select(node_id)  # _show_selection follows from the model's signal
+        else:
+            self._show_selection(node_id)
+
+    def _show_selection(self, node_id: str) -> None:
+        for view in (self.compare_view, self.roofline_view):
+            if view is not None and view.selected != node_id:
+                view.select_layer(node_id, emit=False)
+        if self.table_view is not None:
+            self.table_view.select_layer(node_id)
+
+    def _on_comparison(self, data: dict, net: dict | None) -> None:
+        self._build_deferred_views()
+        ids = [ly["id"] for ly in data.get("layers") or []]
+        if net is not None and self.model is not None and not self.bridge.is_running() \
+                and any(self.model.node(i) is None for i in ids):
+            self.nets.show_recorded_net(net)  # the compared net on the canvas, so it can be coloured
+        self.compare_view.set_comparison(data)
+        dock = self.docks["compare"]
+        dock.show()
+        dock.raise_()
+        if not dock.isFloating():  # most of the bottom row's width: the comparison has three plots
+            row = [d for d in (dock, self.docks["training"], self.docks["features"]) if d.isVisible()]
+            share = {dock: 0.62, self.docks["training"]: 0.2, self.docks["features"]: 0.18}
+            self.resizeDocks(row, [int(self.width() * share[d]) for d in row], Qt.Horizontal)
+        self.color_by_speedup(self.compare_view.canvas_config())
+
+    def color_by_speedup(self, label: str) -> None:
+        """Colour the canvas by the per-layer speed-up of the compared configuration ``label``."""
+        if self.canvas is None or self.model is None or self.compare_view is None or not label:
+            return
+        ids = {n.id for n in self.model.spec_view().nodes}
+        metrics = {k: {"speedup": v} for k, v in self.compare_view.speedups(label).items()
+                   if k in ids and v is not None}
+        self.canvas.set_node_metrics(metrics, color_by="speedup")
+
+    def _on_roofline(self, data: dict, title: str) -> None:
+        self._build_deferred_views()
+        self.roofline_view.set_roofline(data, title)
+
+    def open_sweep(self):
+        """The sweep form (non-modal): the net on the canvas over the chosen axes, into a study."""
+        from app.dialogs.sweep_dialog import SweepDialog
+
+        if self.model is None:
+            return None
+        dlg = getattr(self, "sweep_dialog", None)
+        if dlg is None or dlg.isHidden() and not dlg.running():
+            dlg = self.sweep_dialog = SweepDialog(self.model.spec(), self.run_panel.config_kwargs(),
+                                                  self.settings.runs_folder, self.devices, self)
+            dlg.study_finished.connect(lambda folder: self.compare.open([folder]))
+            dlg.show()
+        else:  # already open (maybe behind the window): brought forward
+            dlg.show()
+            dlg.raise_()
+        return dlg
+
+    def compare_paths(self, paths) -> bool:
+        """Open a comparison of two or more session files or one study folder (scripts, drops)."""
+        return self.compare.open(paths)
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+        else:
+            super().dragEnterEvent(event)
+
+    def dropEvent(self, event) -> None:
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if not paths:
+            super().dropEvent(event)
+            return
+        event.acceptProposedAction()
+        self.open_dropped(paths)
+
+    def open_dropped(self, paths: list[str]) -> bool:
+        """Files dropped on the window: two or more sessions (or a study folder) are compared, one
+        session or net file is opened."""
+        if len(paths) == 1 and not os.path.isdir(paths[0]):
+            return self.open_path(paths[0])
+        return self.compare.open(paths)
 
     def _on_run_failed(self, message: str) -> None:
         self._show_banner(f"<b>Run failed:</b> {message}")
@@ -545,6 +664,10 @@ class MainWindow(DockedWindow):
             self._loader.cancel()  # the window is going: its result has no one to go to
         joined = self.weights.shutdown() and joined
         self.ddp.shutdown()
+        self.compare.shutdown()
+        dlg = getattr(self, "sweep_dialog", None)
+        if dlg is not None:
+            joined = dlg.shutdown() and joined
         return join_background(DOWNLOAD_WAIT_S) and joined
 
     def shutdown(self) -> None:

@@ -61,6 +61,7 @@ class RunPanel(QWidget):
     device_changed = Signal(str)
     feature_layer_changed = Signal(str)
     options_changed = Signal()
+    sweep_requested = Signal()      # the sweep form (app.dialogs.sweep_dialog)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -142,6 +143,11 @@ class RunPanel(QWidget):
         self.layer_energy.setChecked(bool(le.default))
         self.layer_energy.setToolTip(le.help[:1].upper() + le.help[1:])
         form.addRow("", self.layer_energy)
+        self.sweep_button = QPushButton("Sweep…")
+        self.sweep_button.setToolTip("Run this net over several devices, precisions, batch sizes, … one "
+                                     "configuration at a time, then compare them (a study)")
+        self.sweep_button.clicked.connect(self.sweep_requested)
+        form.addRow("", self.sweep_button)
         form.addRow(_section("Data"))
         form.addRow("Dataset", data_row)
         form.addRow("", self.data_note)

@@ -19,6 +19,7 @@ DOCKS = (  # name, title, area; the plot views and the editor replace their plac
     ("features", "Feature maps", Qt.BottomDockWidgetArea), ("table", "Layer table", Qt.BottomDockWidgetArea),
     ("memory", "Memory", Qt.BottomDockWidgetArea), ("power", "Power && energy", Qt.BottomDockWidgetArea),
     ("log", "Log", Qt.BottomDockWidgetArea),
+    ("compare", "Comparison", Qt.BottomDockWidgetArea), ("roofline", "Roofline", Qt.BottomDockWidgetArea),
 )
 DEFAULT_SIZE = (1600, 1000)  # the first window, shrunk to the screen's free area when that is smaller
 FEATURES_MIN_W = 240  # px: the Feature maps dock's chooser and thumbnails; narrower, the maps shrank to specks
@@ -94,6 +95,8 @@ class DockedWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["table"], self.docks["memory"])
         self.tabifyDockWidget(self.docks["training"], self.docks["power"])
         self.tabifyDockWidget(self.docks["power"], self.docks["log"])
+        self.tabifyDockWidget(self.docks["memory"], self.docks["compare"])
+        self.tabifyDockWidget(self.docks["compare"], self.docks["roofline"])
         for first in ("time", "training"):
             self.docks[first].raise_()
         self.docks["features"].setMinimumWidth(FEATURES_MIN_W)

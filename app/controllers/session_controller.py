@@ -51,6 +51,7 @@ class SessionController(Controller):
         self.monitor = monitor
         self.log_view = log_view
         self.last_session: str | None = None
+        self.compare_paths = None  # fn(paths) -> bool: the window's comparison (the browser's Compare)
         player.snapshot_ready.connect(monitor.on_session_snapshot)
         session_bar.closed.connect(self.close)
 
@@ -71,6 +72,8 @@ class SessionController(Controller):
         if dlg is None:
             dlg = self.browser = SessionBrowser(self.settings.runs_folder, self._window)
             dlg.open_requested.connect(self.open)
+            if self.compare_paths is not None:
+                dlg.compare_requested.connect(self.compare_paths)
             dlg.show()
         else:  # already open (maybe behind the window): fresh list, brought forward
             dlg.refresh()

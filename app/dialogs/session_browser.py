@@ -3,15 +3,16 @@ with its net, device, precision, batch, steps, status, date, throughput and size
 (after a confirmation), reveal the folder, or select two or more to compare.
 
 The list comes from ``engine.list_sessions`` (meta rows and the last steps only, never whole
-files); throughput is ``engine.samples_per_s`` of those steps, the statistics' own figure. Until
-the comparison view exists, Compare opens the first selected run here and each other one in a
-LayerScope window of its own.
+files); throughput is ``engine.samples_per_s`` of those steps, the statistics' own figure.
+Studies (the folders ``layerscope sweep`` and the app's sweep form write, ``engine.is_study``)
+are listed too, one row each, after the runs; Open or Compare on a study compares its
+configurations. Compare on two or more runs asks the window's comparison view for them
+(``compare_requested``).
 """
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +48,7 @@ class SessionBrowser(QDialog):
     """Lists ``folder``'s sessions; ``open_requested(path)`` asks the window to show one."""
 
     open_requested = Signal(str)
+    compare_requested = Signal(list)  # two or more session files, or one study folder
 
     def __init__(self, folder, parent=None):
         super().__init__(parent)
@@ -73,8 +75,8 @@ class SessionBrowser(QDialog):
         self.open_button = QPushButton("Open")
         self.open_button.clicked.connect(self.open_selected)
         self.compare_button = QPushButton("Compare")
-        self.compare_button.setToolTip("Select two or more runs. Until the comparison view exists, each opens "
-                                       "(the first here, the others in their own window).")
+        self.compare_button.setToolTip("Select two or more runs, or a study: they open side by side in the "
+                                       "Comparison view")
         self.compare_button.clicked.connect(self.compare_selected)
         self.delete_button = QPushButton("Delete…")
         self.delete_button.clicked.connect(self.delete_selected)
@@ -104,11 +106,15 @@ class SessionBrowser(QDialog):
         else:
             n = len(self.entries)
             self.where.setText(f"{n} run{'s' if n != 1 else ''} in {self.folder} (app and command-line runs)")
+        self.studies = self._studies()
+        if self.studies:
+            self.where.setText(self.where.text() + f"; {len(self.studies)} "
+                               f"stud{'ies' if len(self.studies) != 1 else 'y'} (sweeps)")
         head = self.table.horizontalHeader()
         col, order = (head.sortIndicatorSection(), head.sortIndicatorOrder()) if self._sorted_by_user else \
             (COLUMNS.index("Date"), Qt.DescendingOrder)  # newest first until the person sorts otherwise
         self.table.setSortingEnabled(False)
-        self.table.setRowCount(len(self.entries))
+        self.table.setRowCount(len(self.entries) + len(self.studies))
         for r, e in enumerate(self.entries):
             for c, (text, key) in enumerate(self._cells(e)):
                 item = _Item(text, key)
@@ -116,6 +122,13 @@ class SessionBrowser(QDialog):
                     item.setData(Qt.UserRole, os.fspath(e.path))
                 if e.problem:
                     item.setToolTip(e.problem)
+                self.table.setItem(r, c, item)
+        for r, (path, cells) in enumerate(self.studies, start=len(self.entries)):
+            for c, (text, key) in enumerate(cells):
+                item = _Item(text, key)
+                if c == 0:
+                    item.setData(Qt.UserRole, os.fspath(path))
+                    item.setData(Qt.UserRole + 1, "study")
                 self.table.setItem(r, c, item)
         self.table.setSortingEnabled(True)
         self.table.sortItems(col, order)
@@ -136,6 +149,46 @@ class SessionBrowser(QDialog):
                 (fmt.fmt_rate(rate), rate if rate is not None else -1.0), (fmt.fmt_bytes(e.size), e.size),
                 (e.path.name, e.path.name)]
 
+    def _studies(self) -> list[tuple[Path, list]]:
+        """(folder, cells) of each study folder under the runs folder (``engine.read_study``)."""
+        out = []
+        try:
+            # a study is a folder with a study.json (the issue's layout); engine.is_study judges it
+            subdirs = sorted(p for p in self.folder.iterdir() if p.is_dir() and (p / "study.json").is_file())
+        except OSError:
+            return out
+        for d in subdirs:
+            try:
+                if not engine.is_study(d):
+                    continue
+                study = engine.read_study(d)
+            except (engine.LayerScopeError, OSError, ValueError) as e:
+                out.append((d, [("(unreadable study)", ""), ("", ""), ("", ""), ("", -1), ("", -1),
+                                (str(e).splitlines()[0] if str(e) else "", ""), ("", 0), ("", -1.0), ("", 0),
+                                (d.name + os.sep, d.name)]))
+                continue
+            out.append((d, self._study_cells(d, study)))
+        return out
+
+    @staticmethod
+    def _study_cells(d: Path, study) -> list[tuple[str, object]]:
+        configs = list(getattr(study, "configs", None) or [])
+        done = sum(1 for c in configs if getattr(c, "status", None) == "done")
+        axes = getattr(study, "axes", None) or {}
+        vary = lambda key: ",".join(str(v) for v in axes.get(key, [])) or ""  # noqa: E731
+        when = (d / "study.json").stat().st_mtime if (d / "study.json").exists() else d.stat().st_mtime
+        net = getattr(study, "net", None) or ""
+        return [(f"study: {net or d.name}", net), (vary("device"), vary("device")),
+                (vary("precision"), vary("precision")), (vary("batch_size"), -1), ("", -1),
+                (f"{done}/{len(configs)} configurations", done),
+                (datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M"), when), ("", -1.0), ("", 0),
+                (d.name + os.sep, d.name)]
+
+    def selected_studies(self) -> list[str]:
+        rows = sorted({i.row() for i in self.table.selectedIndexes()})
+        return [self.table.item(r, 0).data(Qt.UserRole) for r in rows
+                if self.table.item(r, 0).data(Qt.UserRole + 1) == "study"]
+
     def selected_paths(self) -> list[str]:
         rows = sorted({i.row() for i in self.table.selectedIndexes()})
         return [self.table.item(r, 0).data(Qt.UserRole) for r in rows]
@@ -152,36 +205,33 @@ class SessionBrowser(QDialog):
         self.table.setSelectionMode(mode)
 
     def _update_buttons(self) -> None:
-        n = len(self.selected_paths())
+        paths = self.selected_paths()
+        studies = self.selected_studies()
+        n = len(paths)
         self.open_button.setEnabled(n == 1)
-        self.compare_button.setEnabled(n >= 2)
-        self.delete_button.setEnabled(n >= 1)
+        self.compare_button.setEnabled((n >= 2 and not studies) or (n == 1 and len(studies) == 1))
+        self.delete_button.setEnabled(n >= 1 and not studies)
 
     # -- actions ----------------------------------------------------------------------------------
     def open_selected(self) -> None:
         paths = self.selected_paths()
-        if paths:
+        if paths and self.selected_studies():
+            self.compare_requested.emit(paths[:1])  # a study opens as the comparison of its configurations
+        elif paths:
             self.open_requested.emit(paths[0])
 
     def compare_selected(self) -> list[str]:
-        """Open every selected run: the first in this window, each other in a window of its own."""
+        """Ask the window to compare the selected runs (two or more) or the selected study."""
         paths = self.selected_paths()
-        if len(paths) < 2:
+        studies = self.selected_studies()
+        if (len(paths) < 2 or studies) and not (len(paths) == 1 and studies):
             return []
-        self.open_requested.emit(paths[0])
-        for p in paths[1:]:
-            self.launch_window(p)
+        self.compare_requested.emit(paths)
         return paths
-
-    @staticmethod
-    def launch_window(path: str) -> None:
-        """Another LayerScope window showing ``path`` (a process of its own; tests replace this)."""
-        main = Path(__file__).resolve().parents[2] / "main.py"
-        subprocess.Popen([sys.executable, os.fspath(main), "--session", path], start_new_session=True)
 
     def delete_selected(self) -> list[str]:
         """Delete the selected runs (session file, its WAL, and its weights folder) after asking."""
-        paths = self.selected_paths()
+        paths = [p for p in self.selected_paths() if p not in self.selected_studies()]
         if not paths:
             return []
         names = "\n".join(os.path.basename(p) for p in paths[:10]) + ("\n…" if len(paths) > 10 else "")

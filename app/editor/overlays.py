@@ -13,8 +13,9 @@ from engine import INPUT_ID, fmt
 
 from . import theme
 
-METRIC_KEYS = {"time": "time_ms", "memory": "mem_bytes", "flops": "gflops"}
-METRIC_TITLES = {"time": "time per step", "memory": "memory", "flops": "GFLOP/s"}
+METRIC_KEYS = {"time": "time_ms", "memory": "mem_bytes", "flops": "gflops", "speedup": "speedup"}
+METRIC_TITLES = {"time": "time per step", "memory": "memory", "flops": "GFLOP/s",
+                 "speedup": "speed-up against the baseline"}
 
 
 def metric_text(key: str, value) -> str:
@@ -24,6 +25,8 @@ def metric_text(key: str, value) -> str:
         return f"{fmt.fmt_ms(value)} ms"
     if key == "mem_bytes":
         return fmt.fmt_bytes(value)
+    if key == "speedup":  # a comparison's per-layer speed-up (app.views.compare_view)
+        return f"{fmt.fmt_num(value)}×"
     return fmt.fmt_rate(value, "GFLOP/s")
 
 

@@ -194,6 +194,22 @@ class LayerTableView(MonitorView):
 
     def clear(self) -> None:
         self.model.set_rows([])
+        self.set_advice(None)
+
+    def set_advice(self, advice: str | None, fault_share: float | None = None) -> None:
+        """The run's page-fault advice (``engine.run_summary``'s ``advice``), shown above the table
+        while present; None puts the usual note back."""
+        if not hasattr(self, "_note_text"):
+            self._note_text = self.notice.text()
+        if advice:
+            share = f" ({fmt.fmt_pct(fault_share)} of the time in page faults)" if fault_share is not None else ""
+            self.notice.setText(f"⚠ {advice}{share}")
+            self.notice.setObjectName("warning")
+        else:
+            self.notice.setText(self._note_text)
+            self.notice.setObjectName("notice")
+        self.notice.style().unpolish(self.notice)
+        self.notice.style().polish(self.notice)
 
     def update_snapshot(self, snap) -> None:
         le = engine.snapshot_layer_energy(snap)
@@ -209,6 +225,21 @@ class LayerTableView(MonitorView):
         if fresh or has_times != had_times:
             self.table.resizeColumnsToContents()
         self._had_times = has_times
+
+    def select_layer(self, node_id: str) -> bool:
+        """Select (and scroll to) the row of ``node_id``; clears the selection for an id not shown.
+        True when the row is there."""
+        for r in range(self.proxy.rowCount()):
+            if self.proxy.data(self.proxy.index(r, 0)) == node_id:
+                self.table.selectRow(r)
+                self.table.scrollTo(self.proxy.index(r, 0))
+                return True
+        self.table.clearSelection()
+        return False
+
+    def selected_ids(self) -> list[str]:
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedIndexes()})
+        return [self.proxy.data(self.proxy.index(r, 0)) for r in rows]
 
     def eventFilter(self, obj, event) -> bool:
         if obj is self.table and event.type() == event.Type.KeyPress and event.matches(QKeySequence.Copy):

@@ -303,7 +303,7 @@ def test_list_sessions_reads_meta_of_every_run_in_the_folder(tmp_path):
 
 
 def test_session_browser_opens_compares_deletes_and_reveals(qtbot, window, tmp_path, monkeypatch):
-    from app.dialogs.session_browser import COLUMNS, SessionBrowser
+    from app.dialogs.session_browser import COLUMNS
 
     folder = window.settings.runs_folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -327,13 +327,12 @@ def test_session_browser_opens_compares_deletes_and_reveals(qtbot, window, tmp_p
     dlg.open_selected()
     assert window.player.path == os.fspath(a)
 
-    launched = []
-    monkeypatch.setattr(SessionBrowser, "launch_window", staticmethod(launched.append))
+    asked = []
+    dlg.compare_requested.connect(asked.append)  # the window's comparison view takes them
     dlg.select_paths([a, b])
     assert dlg.compare_button.isEnabled()
     assert sorted(dlg.compare_selected()) == sorted([os.fspath(a), os.fspath(b)])
-    assert len(launched) == 1 and window.player.path in (os.fspath(a), os.fspath(b))
-    assert launched[0] != window.player.path
+    assert [sorted(p) for p in asked] == [sorted([os.fspath(a), os.fspath(b)])]
 
     revealed = []
     monkeypatch.setattr(dlg, "open_url", lambda url: revealed.append(url.toLocalFile()))
