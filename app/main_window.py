@@ -519,6 +519,8 @@ class MainWindow(DockedWindow):
     def _on_roofline(self, data: dict, title: str) -> None:
         self._build_deferred_views()
         self.roofline_view.set_roofline(data, title)
+        if self.table_view is not None:
+            self.table_view.set_roofline(data)
 
     def open_sweep(self):
         """The sweep form (non-modal): the net on the canvas over the chosen axes, into a study."""

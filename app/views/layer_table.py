@@ -33,6 +33,8 @@ COLUMNS = (  # key, title, formatter; the measured times come right after the na
     ("alloc", "Allocator", lambda v: f"mostly allocator ({fmt.fmt_pct(v)})" if v >= 0.5 else fmt.fmt_pct(v)),
     ("saved", "Saved for bwd", fmt.fmt_bytes),
     ("peak_share", "Share of peak", fmt.fmt_pct),
+    ("roof_fwd", "Fwd roofline", lambda v: f"{v[0]} · {fmt.fmt_pct(v[1])} of roof" if v[1] is not None else v[0]),
+    ("roof_bwd", "Bwd roofline", lambda v: f"{v[0]} · {fmt.fmt_pct(v[1])} of roof" if v[1] is not None else v[0]),
     ("j_sample", "J/sample", lambda v: fmt.fmt_num(v[0]) + (f" ± {fmt.fmt_num(v[1])}" if v[1] is not None else "")),
 )
 TEXT_COLUMNS = ("id", "kind", "shape")  # left-aligned; numbers align right
@@ -114,6 +116,11 @@ class LayerTableModel(QAbstractTableModel):
                     "alloc": "share of the layer's median forward time its page faults account for; "
                              "'mostly allocator' from 50%: the time is allocator cost, not compute, and "
                              "lands on whichever layer allocates next",
+                    "roof_fwd": "where the layer's forward sits on the roofline (engine.roofline: achieved FLOP/s "
+                                "against min(peak, intensity x bandwidth) of the measured ceilings): "
+                                "compute-bound, memory-bound or overhead-bound (under 10 % of the roof), and "
+                                "the % of that roof reached; shown once a run has ended or a session is open",
+                    "roof_bwd": "the same for the layer's backward",
                     "j_sample": "energy per sample of the layer replayed alone after the run (forward + backward "
                                 "in train mode), idle power subtracted; ± a 95 % interval over repeated "
                                 "counter windows"}.get(COLUMNS[section][0])
@@ -135,6 +142,8 @@ class LayerTableModel(QAbstractTableModel):
                 return -1.0 if v is None else float(v[1] - v[0])
             if key == "j_sample":
                 return -1.0 if v is None else float(v[0])
+            if key in ("roof_fwd", "roof_bwd"):
+                return -1.0 if v is None or v[1] is None else float(v[1])
             return -1.0 if v is None else float(v)
         if role == Qt.TextAlignmentRole:
             left = COLUMNS[index.column()][0] in TEXT_COLUMNS
@@ -195,6 +204,25 @@ class LayerTableView(MonitorView):
     def clear(self) -> None:
         self.model.set_rows([])
         self.set_advice(None)
+        self._roof = {}
+
+    def set_roofline(self, data: dict | None) -> None:
+        """Each layer's roofline class and % of roof (an ``engine.roofline`` dict; None clears),
+        shown in the Fwd/Bwd roofline columns from the next refresh on (and now)."""
+        self._roof = {}
+        for lay in (data or {}).get("layers", []):
+            self._roof[lay["id"]] = tuple((p["bound"], p["pct_of_roof"]) if p else None
+                                          for p in (lay.get("fwd"), lay.get("bwd")))
+        rows = [dict(self.model.row(i)) for i in range(self.model.rowCount())]
+        if rows:
+            self.model.set_rows(self._with_roof(rows))
+            self.table.resizeColumnsToContents()
+
+    def _with_roof(self, rows: list[dict]) -> list[dict]:
+        roof = getattr(self, "_roof", {})
+        for r in rows:
+            r["roof_fwd"], r["roof_bwd"] = roof.get(r["id"], (None, None))
+        return rows
 
     def set_advice(self, advice: str | None, fault_share: float | None = None) -> None:
         """The run's page-fault advice (``engine.run_summary``'s ``advice``), shown above the table
@@ -213,7 +241,7 @@ class LayerTableView(MonitorView):
 
     def update_snapshot(self, snap) -> None:
         le = engine.snapshot_layer_energy(snap)
-        rows = with_layer_energy(table_rows(snap), le)
+        rows = self._with_roof(with_layer_energy(table_rows(snap), le))
         note = energy_note(le)
         self.energy_note.setText(note)
         self.energy_note.setVisible(bool(note))

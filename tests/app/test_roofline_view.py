@@ -67,3 +67,22 @@ def test_opening_a_session_draws_its_roofline_and_a_click_selects_on_the_canvas(
     view.select_layer("conv1")
     assert window.model.selected() == "conv1" and window.canvas.selected_ids() == ["conv1"]
     assert window.table_view.selected_ids() == ["conv1"]  # the layer table follows the selection
+
+
+def test_the_layer_table_shows_each_layers_roofline_class_and_share_of_roof(qtbot, window, session):
+    """The issue's "% of roof" in the layer table: the same figures as engine.roofline."""
+    from app.views.layer_table import COLUMNS
+
+    assert window.open_session(session)
+    qtbot.waitUntil(lambda: window.roofline_view.data is not None, timeout=60_000)
+    data = engine.roofline(session)
+    model = window.table_view.model
+    col = {k: i for i, (k, _t, _f) in enumerate(COLUMNS)}
+    shown = {model.row(i)["id"]: (model.row(i)["roof_fwd"], model.row(i)["roof_bwd"]) for i in range(model.rowCount())}
+    assert shown
+    for lay in data["layers"]:
+        want = tuple((p["bound"], p["pct_of_roof"]) if p else None for p in (lay["fwd"], lay["bwd"]))
+        assert shown[lay["id"]] == want
+    conv = next(i for i in range(model.rowCount()) if model.row(i)["id"] == "conv1")
+    text = model.data(model.index(conv, col["roof_fwd"]))
+    assert "of roof" in text and text.split(" · ")[0] in ("compute-bound", "memory-bound", "overhead-bound")
