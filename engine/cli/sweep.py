@@ -113,10 +113,19 @@ def cmd_sweep(args) -> int:
     from engine.net.presets import resolve_net
     from engine.sweep.runner import run_sweep
 
-    spec = resolve_net(args.net)  # LayerScopeError -> exit 2
-    analyze(spec)
+    from engine.cli.profile import _is_import_source
+
     axes = _axes_from_args(args)
     fixed = _fixed_from_args(args)
+    if _is_import_source(args.net):
+        fixed["input_shape"] = list(args.input_shape) if args.input_shape else None
+        if args.classes is not None:
+            fixed["classes"] = args.classes
+    else:
+        if args.input_shape is not None or args.classes is not None:
+            raise LayerScopeError("--input-shape and --classes are for a model to import (FILE.py:FACTORY or "
+                                  "torchvision:NAME); a net file or preset declares its input")
+        analyze(resolve_net(args.net))  # LayerScopeError -> exit 2
     if fixed.get("mode") != "benchmark":
         _check_dataset(fixed.get("dataset") or RunConfig.setting("dataset").default)
     out = Path(args.out).expanduser()
@@ -155,7 +164,13 @@ def register(sub) -> None:
     """Add sweep to the ``layerscope`` parser."""
     s = sub.add_parser("sweep", help="run a net over the cross product of settings (one session each) "
                        "into a study folder")
-    s.add_argument("net", help="preset name or net JSON path")
+    s.add_argument("net", help="preset name, net JSON path, or a PyTorch model to import: FILE.py:FACTORY "
+                   "(the file is executed, here and in every configuration's process) or torchvision:NAME")
+    from engine.cli.profile import input_shape
+
+    s.add_argument("--input-shape", type=input_shape, default=None, metavar="C,H,W",
+                   help="an imported model's input (as for profile)")
+    s.add_argument("--classes", type=int, default=None, metavar="N", help="an imported model's classes (as for profile)")
     for name in AXIS_FLAGS:
         if name == "cpu_allocator":
             help_ = ("default (glibc), tuned (glibc, mmap/trim thresholds raised), jemalloc, tcmalloc "

@@ -61,6 +61,26 @@ class _NoResources(RunConfig):
         return []
 
 
+# the flags of `layerscope profile FILE.py:FACTORY` that say what the imported model takes; kept in a
+# study's ``fixed`` settings so every configuration imports the model the same way
+IMPORT_SETTINGS = {"input_shape": "--input-shape", "classes": "--classes"}
+
+
+def _import_net(net: str, fixed: dict):
+    """(source with an absolute file path, spec) of a model to import (``FILE.py:FACTORY`` or
+    ``torchvision:NAME``); ``fixed["input_shape"]`` (C, H, W) is required, ``fixed["classes"]``
+    optional. Executes the user's file (the one they named), as ``layerscope profile`` does."""
+    from engine.net.imported import import_model
+
+    if not net.startswith("torchvision:"):
+        path, _, factory = net.rpartition(":")
+        net = f"{Path(path).expanduser().resolve()}:{factory}"
+    shape = fixed.get("input_shape")
+    if shape is None:
+        raise LayerScopeError(f"--input-shape C,H,W is needed to import {net} (e.g. --input-shape 3,32,32)")
+    return net, import_model(net, tuple(shape), fixed.get("classes")).spec
+
+
 def check_plan(spec, axes: dict, fixed: dict) -> dict:
     """Check every axis value and the fixed settings with RunConfig's declared checks, and every
     combination with ``RunConfig.problems()`` (memory fit excepted); LayerScopeError (one line) for
@@ -68,6 +88,7 @@ def check_plan(spec, axes: dict, fixed: dict) -> dict:
     axes = check_axes(axes)
     if not isinstance(fixed, dict):
         raise LayerScopeError("fixed settings must be a dict of setting: value")
+    fixed = {k: v for k, v in fixed.items() if k not in IMPORT_SETTINGS}
     for name, value in fixed.items():
         if name in axes:
             raise LayerScopeError(f"{name} is both an axis and a fixed setting")
@@ -104,6 +125,9 @@ def _flag_args(settings: dict) -> list[str]:
     args: list[str] = []
     for name, value in settings.items():
         if name == "cpu_allocator" or value is None:
+            continue
+        if name in IMPORT_SETTINGS:  # an imported model's input: profile's own flags, not RunConfig's
+            args += [IMPORT_SETTINGS[name], ",".join(str(v) for v in value) if name == "input_shape" else str(value)]
             continue
         s = RunConfig.setting(name)
         if not s.flag:
@@ -166,6 +190,8 @@ def session_outcome(path: Path, values: dict, fixed: dict) -> str | None:
     if not isinstance(config, dict):
         return None
     for name, want in {**fixed, **values}.items():
+        if name in IMPORT_SETTINGS:  # the imported model's input: in the recorded net, not the config
+            continue
         have = config.get(name, "default" if name == "cpu_allocator" else None)
         if have != want:
             return "other"
@@ -220,13 +246,21 @@ def _planned_steps(fixed: dict) -> int | None:
     return None if steps is None else int(steps) + int(warmup or 0)
 
 
+def _looks_imported(net: str) -> bool:
+    import re
+
+    return bool(re.match(r"^(torchvision:.*|.+\.py:[A-Za-z_][A-Za-z0-9_]*)$", net))
+
+
 def run_sweep(net, axes: dict, fixed: dict, out_dir, *, cooldown: float = 0.0, resume: bool = True,
               progress: Callable[[SweepProgress], None] | None = None,
               stop: threading.Event | None = None, command: list[str] | None = None) -> Study:
     """Run every configuration of ``axes`` x ``fixed`` on ``net`` into ``out_dir``; returns the Study.
 
-    ``net``: a preset name or a net file path (as ``layerscope profile`` takes it), or a NetSpec
-    (saved as ``out_dir/net.json`` for the children). ``axes``: ``{axis: [values]}`` (see
+    ``net``: a preset name or a net file path (as ``layerscope profile`` takes it), a model to
+    import (``FILE.py:FACTORY`` or ``torchvision:NAME``, with ``fixed["input_shape"]`` = (C, H, W)
+    and optionally ``fixed["classes"]``; every configuration imports it again in its own process),
+    or a NetSpec (saved as ``out_dir/net.json`` for the children). ``axes``: ``{axis: [values]}`` (see
     ``engine.sweep.axes``); ``fixed``: other RunConfig settings for every configuration.
     Bad values raise LayerScopeError (one line) before anything runs.
 
@@ -257,11 +291,16 @@ def run_sweep(net, axes: dict, fixed: dict, out_dir, *, cooldown: float = 0.0, r
         folder.mkdir(parents=True, exist_ok=True)
         spec, net = net, str(folder / "net.json")
         save(spec, net)
+    elif _looks_imported(str(net)):
+        net, spec = _import_net(str(net), fixed)
     else:
         from engine.net.presets import resolve_net
 
         net = str(net)
         spec = resolve_net(net)
+        if any(k in fixed for k in IMPORT_SETTINGS):
+            raise LayerScopeError("--input-shape and --classes are for a model to import (FILE.py:FACTORY or "
+                                  "torchvision:NAME); a net file or preset declares its input")
     axes = check_plan(spec, axes, fixed)
     fixed = dict(fixed)
     study = plan_study(net, axes, fixed, folder, command)

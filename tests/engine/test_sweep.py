@@ -244,3 +244,41 @@ def test_force_replaces_a_study_of_a_different_command(tmp_path, monkeypatch, ca
     study = engine.read_study(folder)
     assert study.axes == {"device": ["cpu"], "cpu_allocator": ["jemalloc"]} and engine.is_study(folder)
     assert study.configs[0].status == "failed" and "jemalloc is not installed" in out
+
+
+IMPORTED = '''
+import torch, torch.nn as nn, torch.nn.functional as F
+class Res(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        z = F.max_pool2d(torch.cat([x, x + 1], 1), 2)
+        return self.fc(torch.flatten(z, 1))
+def make():
+    return Res()
+'''
+
+
+def test_a_sweep_of_an_imported_model(tmp_path, capsys):
+    """Issue 12: everything downstream works on an imported model, the sweep included: each
+    configuration's process imports the user's file again (absolute path) with the same input."""
+    src = tmp_path / "user_model.py"
+    src.write_text(IMPORTED)
+    out = tmp_path / "study"
+    assert main(["sweep", f"{src}:make", "--input-shape", "3,8,8", "--classes", "10", "--precision", "fp32",
+                 "--steps", "2", "--warmup", "0", "--batch-size", "4", "--out", str(out), "-q"]) == 0
+    study = read_study(out)
+    assert study.fixed["input_shape"] == [3, 8, 8] and [c.status for c in study.configs] == ["done"]
+    with open_session(study.sessions()[0]) as r:
+        assert r.meta["config"]["model"] == f"{src.resolve()}:make"
+        assert {lt.node_id for lt in r.layers()} >= {"stem", "cat", "add", "fc"}
+    capsys.readouterr()
+    # the same command again: the completed configuration is skipped
+    assert main(["sweep", f"{src}:make", "--input-shape", "3,8,8", "--classes", "10", "--precision", "fp32",
+                 "--steps", "2", "--warmup", "0", "--batch-size", "4", "--out", str(out)]) == 0
+    assert "skipped" in capsys.readouterr().out
+    # a preset does not take an imported model's input flags
+    assert main(["sweep", "lenet5", "--input-shape", "3,8,8", "--out", str(tmp_path / "x")]) == 2
