@@ -290,8 +290,13 @@ def test_first_cpu_load_sample_real_psutil(tmp_path):
     t.stop()
     load = [s for b in got for s in b.samples if s.metric in ("cpu_pct", "process_cpu_pct")]
     assert got and "cpu_pct" not in metrics(got[0], "psutil")  # the first tick: no reading
-    first = {m: next(s.value for s in load if s.metric == m) for m in ("cpu_pct", "process_cpu_pct")}
-    assert first["cpu_pct"] > 0.0 and first["process_cpu_pct"] > 0.0
+    # every tick after the first reads both (the fake-psutil test above checks the first value
+    # exactly); a real one can read 0 % for a 50 ms tick in which a loaded machine gave this
+    # process less than psutil's 10 ms of CPU-time resolution, so over the busy window at least
+    # one reading of each is above zero
+    for m in ("cpu_pct", "process_cpu_pct"):
+        values = [s.value for s in load if s.metric == m]
+        assert values and max(values) > 0.0, (m, values)
 
 
 def test_summary_names_the_summed_packages(tmp_path, capsys):
