@@ -42,11 +42,13 @@ CREATE TABLE profiled_steps(rec INTEGER PRIMARY KEY, step INTEGER, t REAL, first
                             n INTEGER);
 CREATE TABLE layer_times_ns(row INTEGER PRIMARY KEY, rec INTEGER, node INTEGER, fwd_ns INTEGER,
                             bwd_ns INTEGER, mem_bytes INTEGER, fwd_start_ns INTEGER,
-                            bwd_start_ns INTEGER, peak_bytes INTEGER);
+                            bwd_start_ns INTEGER, peak_bytes INTEGER, minor_faults INTEGER,
+                            fault_ns REAL);
 CREATE VIEW layer_times AS
     SELECT p.step AS step, n.node_id AS node_id, l.fwd_ns / 1e6 AS fwd_ms, l.bwd_ns / 1e6 AS bwd_ms,
            l.mem_bytes AS mem_bytes, l.fwd_start_ns / 1e6 AS fwd_start_ms,
-           l.bwd_start_ns / 1e6 AS bwd_start_ms, l.peak_bytes AS peak_bytes, p.t AS t
+           l.bwd_start_ns / 1e6 AS bwd_start_ms, l.peak_bytes AS peak_bytes, p.t AS t,
+           l.minor_faults AS minor_faults, l.fault_ns AS fault_ns
     FROM layer_times_ns l JOIN profiled_steps p ON p.rec = l.rec JOIN nodes n ON n.id = l.node;
 CREATE TABLE telemetry_series(id INTEGER PRIMARY KEY, source TEXT NOT NULL, metric TEXT NOT NULL,
                               UNIQUE(source, metric));
@@ -59,6 +61,8 @@ CREATE TABLE feature_maps(step INTEGER, node_id TEXT, shape TEXT, data BLOB, t R
 CREATE TABLE evals(step INTEGER, t REAL, epoch INTEGER, split TEXT, loss REAL, accuracy REAL,
                    samples INTEGER);
 CREATE TABLE logs(t REAL, level TEXT, message TEXT);
+CREATE TABLE node_stats(node INTEGER, col TEXT, n INTEGER, sum INTEGER, min INTEGER, max INTEGER, at TEXT,
+                        PRIMARY KEY(node, col));
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
@@ -188,8 +192,9 @@ def _try(uri: str) -> tuple[_Connection | None, sqlite3.Error | None]:
 def _connect(p: Path) -> sqlite3.Connection:
     """A connection that sees everything committed, WAL included.
 
-    Read-write first, so a WAL left by a killed writer is folded in; then read-only (works when
-    the ``-shm`` file exists or can be made). A session in a read-only folder whose ``-wal`` lies
+    Read-only first (works when the ``-shm`` file exists or can be made), so that reading never
+    writes into a session: a WAL left by a killed writer is read, not folded into the file;
+    then read-write (SQLite needs it to rebuild a WAL index it cannot keep otherwise). A session in a read-only folder whose ``-wal`` lies
     beside it without a ``-shm`` opens neither way, and ``immutable=1`` would ignore the WAL: then
     the file and its WAL are copied into a private temporary folder, read there and removed when
     the connection closes. ``mode=rw``/``ro`` never create a file. A file SQLite rejects the same
@@ -197,7 +202,7 @@ def _connect(p: Path) -> sqlite3.Connection:
     """
     uri = _uri(p)
     err = None
-    for mode in ("?mode=rw", "?mode=ro"):
+    for mode in ("?mode=ro", "?mode=rw"):
         con, err = _try(uri + mode)
         if con is not None:
             return con

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from engine.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEnded, RunInfo, StepRecord,
                                 TelemetryBatch, TelemetryStatus)
+from engine.session.aggregates import write_aggregates
 from engine.session.lock import SessionClaim, adopt_claim
 from engine.session.schema import FORMAT_NAME, SCHEMA_SQL, SCHEMA_VERSION, SessionError, ns_from_ms, shape_text
 
@@ -50,7 +51,9 @@ class SessionWriter:
     with ``claim_session`` (the CLI does, to refuse before the run) is adopted. When a write fails
     (disk full, I/O error) ``error`` says so and which steps the file holds, and the next
     ``writer(record)`` raises ``SessionWriteError``. Every ``checkpoint_interval_s`` seconds the
-    WAL is checkpointed into the main file.
+    WAL is checkpointed into the main file. ``close()`` stores the per-node and per-step
+    aggregates a summary reads (``engine.session.aggregates.write_aggregates``; a few SQL passes,
+    ~4 s per million layer rows; ``aggregates=False`` leaves them out, and readers compute them).
 
     A ``TelemetryStatus`` record (the run's own sampler status, probed once: which sources and
     metrics were read and why the others were absent) is stored as meta ``telemetry``; the last
@@ -58,8 +61,9 @@ class SessionWriter:
     """
 
     def __init__(self, path, *, flush_interval: float = 0.5, feature_interval_s: float = 1.0,
-                 force: bool = False, checkpoint_interval_s: float = 5.0):
+                 force: bool = False, checkpoint_interval_s: float = 5.0, aggregates: bool = True):
         self.path = Path(path)
+        self.aggregates = aggregates  # store the per-node aggregates at close (engine.session.aggregates)
         self.flush_interval = float(flush_interval)
         self.checkpoint_interval_s = float(checkpoint_interval_s)
         self._last_checkpoint = time.monotonic()
@@ -193,6 +197,10 @@ class SessionWriter:
                 con.execute("PRAGMA journal_mode=DELETE")
             except sqlite3.Error:
                 pass  # a reader still has it open: the WAL is folded in by the last one to close
+            if self.aggregates and not self.error:
+                # the per-node figures a summary reads, once (not stored when the file is still in
+                # WAL mode: readers then compute them from the rows)
+                write_aggregates(con, self.path)
             con.close()
             self._claim.release()
 
@@ -271,12 +279,16 @@ class SessionWriter:
     def _write_layer_times(self, lt: LayerTimes) -> None:
         rec, first = self._next_rec, self._next_row
         rows = []
+        faults = lt.minor_faults or ()
+        fault_ns = lt.fault_ns if faults else None  # stored with each row of a step whose faults were counted
         for k, node_id in enumerate(lt.node_ids):
+            f = _at(faults, k)
             rows.append((first + k, rec, self._node(node_id), ns_from_ms(_at(lt.fwd_ms, k)),
                          ns_from_ms(_at(lt.bwd_ms, k)), _at(lt.mem_bytes, k), ns_from_ms(_at(lt.fwd_start_ms, k)),
-                         ns_from_ms(_at(lt.bwd_start_ms, k)), _at(lt.peak_bytes, k)))
+                         ns_from_ms(_at(lt.bwd_start_ms, k)), _at(lt.peak_bytes, k),
+                         None if f is None else int(f), None if f is None or fault_ns is None else float(fault_ns)))
         self._con.execute("INSERT INTO profiled_steps VALUES (?,?,?,?,?)", (rec, lt.step, lt.t, first, len(rows)))
-        self._con.executemany("INSERT INTO layer_times_ns VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        self._con.executemany("INSERT INTO layer_times_ns VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
         self._next_rec += 1
         self._next_row += len(rows)
         self.rows_written += len(rows) + 1
