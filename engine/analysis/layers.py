@@ -202,7 +202,7 @@ def run_faults(rows: list[dict], step_ms: float | None) -> dict:
     fwd_share = total / fwd if fwd else None
     advice = None
     if share is not None and share > FAULT_ADVICE_SHARE:
-        advice = FAULT_ADVICE.format(share=fmt_pct(share), fwd=fmt_pct(fwd_share) if fwd_share is not None else "-")
+        advice = FAULT_ADVICE.format(share=fmt_pct(share, sep=""), fwd=fmt_pct(fwd_share, sep="") if fwd_share is not None else "-")
     return {"fault_ms": total, "fault_share": share, "fault_fwd_share": fwd_share, "advice": advice}
 
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sqlite3
 
-from engine.session.schema import ms_from_ns
+from engine.session.schema import change_counter, closed_unchanged, ms_from_ns
 
 # (index name, column): indexes earlier readers built into finished sessions; used when present
 AGGREGATE_INDEXES = (("layer_times_node_fwd", "fwd_ns"), ("layer_times_node_bwd", "bwd_ns"),
@@ -40,16 +39,6 @@ def stored_ranks(n: int, percentiles=STORED_PERCENTILES) -> set[int]:
         k = (n - 1) * q / 100.0
         out.update((math.floor(k), math.ceil(k)))
     return {r for r in out if 0 <= r < n}
-
-
-def change_counter(path) -> int | None:
-    """The SQLite file change counter (header bytes 24..27) of ``path``; None when unreadable."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(28)
-    except OSError:
-        return None
-    return int.from_bytes(head[24:28], "big") if len(head) == 28 else None
 
 
 def steady_row_filter(query) -> tuple[str, list]:
@@ -226,10 +215,7 @@ class SessionAggregates:
         tag = self.meta.get("aggregates")
         if not isinstance(tag, dict) or tag.get("version") != AGGREGATES_VERSION:
             return None
-        wal = f"{self.path}-wal"
-        if os.path.exists(wal) and os.path.getsize(wal) > 0:
-            return None
-        if change_counter(self.path) != tag.get("change_counter"):
+        if not closed_unchanged(self.path, self.meta):
             return None  # written since the writer closed it: the figures may no longer hold
         try:
             rows = self._query("SELECT node, col, n, sum, min, max, at FROM node_stats")
