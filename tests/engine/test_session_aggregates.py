@@ -153,3 +153,27 @@ def test_fault_cost_per_layer_and_the_runs_advice(tmp_path):
     assert small["fault_share"] == pytest.approx(0.005) and small["advice"] is None
     none = summary(recs(faults=False))["run"]  # not counted: absent, not zero
     assert none["fault_ms"] is None and none["fault_share"] is None and none["fault_advice"] is None
+
+
+def test_cli_summary_and_html_show_the_spread_and_the_alloc_flag(tmp_path, capsys):
+    from engine.cli.main import main
+    from engine.export.html import html_report
+
+    path = write(tmp_path / "s.lsession", recs())
+    with open_session(path) as r:
+        rows = {x["id"]: x for x in layer_summary(r)}
+        html = html_report(r)
+    conv1 = rows["conv1"]
+    assert conv1["alloc_bound"] is True and rows["fc1"]["alloc_bound"] is False
+    assert main(["summary", str(path)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("conv1"))
+    assert "fwd p5-p95" in out and f"{conv1['fwd_p5_ms']:.2f}-{conv1['fwd_p95_ms']:.2f}" in line
+    assert "alloc-bound" in line and "alloc-bound" not in next(x for x in out.splitlines() if x.startswith("fc1"))
+    assert "advice: " in out and "minor page faults" in out
+    assert "fwd p5\u2013p95" in html and f"{conv1['fwd_p5_ms']:.2f}\u2013{conv1['fwd_p95_ms']:.2f}" in html
+    assert "alloc-bound</td>" in html and "MALLOC_MMAP_THRESHOLD_" in html
+    plain = write(tmp_path / "p.lsession", recs(faults=False))
+    assert main(["summary", str(plain)]) == 0
+    out = capsys.readouterr().out
+    assert "alloc-bound" not in out and "advice:" not in out and "fwd p5-p95" in out
