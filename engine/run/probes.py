@@ -285,6 +285,9 @@ class Probe:
         self._last_fault_t = -math.inf
         self._counted = False
         self._hooks = [self._make_hook(k) for k in range(n)]
+        self._nones, self._falses = [None] * n, [False] * n  # begin_step's resets, one slice copy each
+        self._unhooked: tuple = ()  # layers with no backward of their own this step (see _attach_backward)
+        self._act_bytes: tuple[int, list] | None = None  # (batch, activation bytes per layer at it)
 
     # ---- feature maps -------------------------------------------------------------------
 
@@ -350,9 +353,9 @@ class Probe:
     def begin_step(self) -> None:
         """Mark the step start (offsets in LayerTimes are from here)."""
         self._order.clear()
-        for k in range(self.n):
-            self._bwd[k] = None
-            self._hooked[k] = False
+        self._bwd[:] = self._nones
+        self._hooked[:] = self._falses
+        self._unhooked = ()
         self._backward_run = False
         if self.mem is not None:
             self._mem_cur[0], _ = self.mem.read()
@@ -447,16 +450,18 @@ class Probe:
     def _attach_backward(self) -> None:
         # after the forward's last timestamp, so registering is not blamed on a layer
         seen = set()
-        gfs, hooks, handles = self._gfs, self._hooks, self._handles
-        for k in range(self.n):
-            gf = gfs[k]
-            gfs[k] = None
+        gfs, hooks, handles, hooked = self._gfs, self._hooks, self._handles, self._hooked
+        unhooked = []
+        for k, gf in enumerate(gfs):
             # a layer that hands back its input's node (identity) has no backward of its own
             if gf is None or id(gf) in seen:
+                unhooked.append(k)
                 continue
             seen.add(id(gf))
             handles.append(gf.register_prehook(hooks[k]))
-            self._hooked[k] = True
+            hooked[k] = True
+        gfs[:] = self._nones
+        self._unhooked = unhooked
         self._backward_run = True
         self.phase = "backward"
         self.current_k = None
@@ -481,8 +486,7 @@ class Probe:
     def detach(self) -> None:
         """Remove every hook still registered (a step that failed between forward and backward)."""
         self._remove_handles()
-        for k in range(self.n):
-            self._gfs[k] = None
+        self._gfs[:] = self._nones
         self._feature = None
 
     def collect(self, step: int, t: float) -> LayerTimes:
@@ -529,14 +533,14 @@ class Probe:
                 bwd_ms[k] = max(0.0, end - stamp) / 1e6
         if self.mem is None and self.act_bytes_per_sample is not None:
             batch = self._batch
-            mem_bytes = [a * batch for a in self.act_bytes_per_sample]
+            if self._act_bytes is None or self._act_bytes[0] != batch:
+                self._act_bytes = (batch, [a * batch for a in self.act_bytes_per_sample])
+            mem_bytes = list(self._act_bytes[1])
         if self._backward_run:
-            fired = set(order)
-            for k in range(n):
-                if not self._hooked[k]:
-                    bwd_ms[k] = 0.0  # no backward work of its own (no grad_fn / identity)
-                elif k not in fired:
-                    bwd_ms[k] = None  # hooked but the gradient never reached it
+            for k in self._unhooked:
+                bwd_ms[k] = 0.0  # no backward work of its own (no grad_fn / identity)
+            # a hooked layer the gradient never reached keeps None (bwd_ms starts as None and
+            # only the hooks that fired, ``order``, were given a time above)
         return LayerTimes(step, t, list(node_ids), fwd_ms, bwd_ms, fwd_start, bwd_start, mem_bytes,
                           peak_bytes, faults, self.fault_ns if faults else None)
 
