@@ -22,11 +22,18 @@ from engine.records import (EvalRecord, FeatureMap, LayerTimes, LogRecord, RunEn
                                 TelemetryBatch, TelemetryStatus)
 from engine.session.aggregates import write_aggregates
 from engine.session.lock import SessionClaim, adopt_claim
-from engine.session.schema import FORMAT_NAME, SCHEMA_SQL, SCHEMA_VERSION, SessionError, ns_from_ms, shape_text
+from engine.session.schema import FORMAT_NAME, SCHEMA_SQL, SCHEMA_VERSION, SessionError, shape_text
 
 
-def _at(seq, i):
-    return seq[i] if i < len(seq) else None
+def _column(values, n: int) -> list:
+    """``values`` as a list of exactly ``n`` (None where the record has fewer)."""
+    values = list(values or ())
+    return values[:n] if len(values) >= n else values + [None] * (n - len(values))
+
+
+def _ns_column(values_ms, n: int) -> list:
+    """``ns_from_ms`` of each of ``_column(values_ms, n)``, in one pass."""
+    return [None if v is None else int(round(v * 1_000_000)) for v in _column(values_ms, n)]
 
 
 _HELD_MAPS = object()  # queue marker: store the feature maps held back by the rate limit
@@ -278,15 +285,17 @@ class SessionWriter:
 
     def _write_layer_times(self, lt: LayerTimes) -> None:
         rec, first = self._next_rec, self._next_row
-        rows = []
-        faults = lt.minor_faults or ()
-        fault_ns = lt.fault_ns if faults else None  # stored with each row of a step whose faults were counted
-        for k, node_id in enumerate(lt.node_ids):
-            f = _at(faults, k)
-            rows.append((first + k, rec, self._node(node_id), ns_from_ms(_at(lt.fwd_ms, k)),
-                         ns_from_ms(_at(lt.bwd_ms, k)), _at(lt.mem_bytes, k), ns_from_ms(_at(lt.fwd_start_ms, k)),
-                         ns_from_ms(_at(lt.bwd_start_ms, k)), _at(lt.peak_bytes, k),
-                         None if f is None else int(f), None if f is None or fault_ns is None else float(fault_ns)))
+        n = len(lt.node_ids)
+        nodes = self._nodes
+        ids = [nodes.get(x) or self._node(x) for x in lt.node_ids]
+        faults = _column(lt.minor_faults, n)
+        # stored with each row of a step whose faults were counted
+        fault_ns = float(lt.fault_ns) if lt.minor_faults and lt.fault_ns is not None else None
+        # column by column (the writer thread shares the GIL with the run: few Python calls a row)
+        rows = list(zip(range(first, first + n), [rec] * n, ids, _ns_column(lt.fwd_ms, n), _ns_column(lt.bwd_ms, n),
+                        _column(lt.mem_bytes, n), _ns_column(lt.fwd_start_ms, n), _ns_column(lt.bwd_start_ms, n),
+                        _column(lt.peak_bytes, n), [None if f is None else int(f) for f in faults],
+                        [None if f is None else fault_ns for f in faults]))
         self._con.execute("INSERT INTO profiled_steps VALUES (?,?,?,?,?)", (rec, lt.step, lt.t, first, len(rows)))
         self._con.executemany("INSERT INTO layer_times_ns VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
         self._next_rec += 1
