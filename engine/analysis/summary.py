@@ -238,6 +238,8 @@ def run_summary(reader_or_records, *, layers: list | None = None, energy: dict |
     ``batch_requested`` the one asked for. ``layers`` (``layer_summary``) and ``energy``
     (``run_energy``): when already computed."""
     src = as_source(reader_or_records)
+    if not isinstance(src, _StepsOnce):  # the steps are read once for every figure below
+        src = _StepsOnce(src)
     info = src.info
     cfg = info.config or {}
     net = cfg.get("net") or {}

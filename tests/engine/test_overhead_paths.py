@@ -44,3 +44,52 @@ def test_live_feed_queues_layer_times_and_folds_them_the_same(n):
             lazy.snapshot()
     assert len(lazy._pending) > 0 or n > 250  # the run's thread only queued them
     _same(eager.snapshot(), lazy.snapshot())
+
+
+class _Net:
+    """Three steps: ``a`` computes, ``same`` hands back a's tensor (no backward of its own), ``side``
+    computes a value the loss never uses (its backward hook never fires)."""
+
+    def __init__(self):
+        import torch
+
+        from engine.net.model import PlanStep
+
+        self.w = torch.ones(4, requires_grad=True)
+        self.plan = (PlanStep("a", ("input",), ()), PlanStep("same", ("a",), ()), PlanStep("side", ("input",), ()))
+        self.failed_node = None
+
+    def forward(self, x, on_output=None):
+        a = x * self.w
+        on_output(0, "a", a)
+        on_output(1, "same", a)
+        side = x * (self.w * 2)
+        on_output(2, "side", side)
+        return a
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_probe_backward_read_out_keeps_zero_and_none_apart(steps):
+    import torch
+
+    from engine.run.probes import Probe
+
+    net = _Net()
+    probe = Probe(net, torch.device("cpu"), count_faults=False)
+    for i in range(steps):  # the per-step resets leave nothing of the step before
+        probe.begin_step()
+        with torch.enable_grad():
+            out = probe.forward(torch.ones(2, 4))
+            out.sum().backward()
+        probe.end_backward()
+        lt = probe.collect(i, 0.0)
+        probe.detach()
+        assert lt.node_ids == ["a", "same", "side"]
+        assert lt.bwd_ms[0] is not None and lt.bwd_ms[0] >= 0.0  # timed
+        assert lt.bwd_ms[1] == 0.0  # no backward of its own
+        assert lt.bwd_ms[2] is None  # hooked, but the gradient never reached it
+    probe.begin_step()  # an inference step after training steps: no backward figures at all
+    with torch.no_grad():
+        probe.forward(torch.ones(2, 4))
+    lt = probe.collect(steps, 0.0)
+    assert lt.bwd_ms == [None, None, None]
