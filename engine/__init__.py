@@ -42,6 +42,7 @@ _LAZY = {
     **{name: "records" for name in ("EvalRecord", "FeatureMap", "LayerRow", "LayerTimes", "LogRecord",
                                         "RunEnded", "StateChanged", "TelemetryBatch", "TelemetrySample",
                                         "TelemetryStatus")},
+    "run_faults": "analysis.layers", "FAULT_ADVICE_SHARE": "analysis.layers",
 }
 _MODULES = {"fmt"}  # names that are submodules themselves, not attributes of one
 
