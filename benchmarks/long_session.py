@@ -6,6 +6,9 @@ the simulated run time), then each measurement runs in a fresh Python process, a
 
     aggregates_s: X.XX               the writer's close storing the per-node aggregates (node_stats)
     summary_s: X.XXX                 a summary (stored aggregates read), best of 3 fresh processes
+                                     (wall time, open and imports included; *_cpu_s: the same
+                                     process's CPU time, startup included: a loaded machine
+                                     stretches wall time, not this)
     summary_from_rows_s: X.XXX       the same summary computed from the rows (a session without
                                      stored aggregates: older, killed or changed since; read-only)
     summary_rss_mb: X.X              that process's peak RSS (VmHWM; imports included)
@@ -44,7 +47,7 @@ NODES = [("conv1", "conv2d", 117_600), ("relu1", "relu", 0), ("pool1", "maxpool2
 
 def synthesise(path: Path, steps: int, warmup: int = 3, seed: int = 0) -> tuple[float, float]:
     """Write a finished lenet5-like training session of ``steps`` measured steps; returns (seconds
-    taken, seconds of those the writer's close took: the stored aggregates)."""
+    taken, seconds of those the writer's close took: the stored aggregates, and its CPU seconds)."""
     rng = random.Random(seed)
     t0 = time.perf_counter()
     layers = [LayerRow(i, nid, nid, kind, (64, 8), 100, flops, 4096) for i, (nid, kind, flops) in enumerate(NODES)]
@@ -82,9 +85,9 @@ def synthesise(path: Path, steps: int, warmup: int = 3, seed: int = 0) -> tuple[
                                   TelemetrySample(t, "rapl:package-0", "energy_j", t * 30.0)]))
                 next_tel = t + 0.1
         w(RunEnded(t, "completed", "", warmup + steps, {}))
-        t_close = time.perf_counter()
+        t_close, c_close = time.perf_counter(), time.process_time()
         w.close()
-    return time.perf_counter() - t0, time.perf_counter() - t_close
+    return time.perf_counter() - t0, time.perf_counter() - t_close, time.process_time() - c_close
 
 
 _MEASURE = r"""
@@ -103,7 +106,7 @@ with open_session(path) as r:
         stored = r.has_aggregates()
 elapsed = time.perf_counter() - t
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({{"s": elapsed, "rss_mb": hwm / 1024}}))
+print(json.dumps({{"s": elapsed, "rss_mb": hwm / 1024, "cpu_s": time.process_time()}}))
 """
 
 
@@ -124,11 +127,12 @@ def trace_export(path: Path, out: Path) -> dict:
             "from engine.export import export_trace; t = time.perf_counter(); r = open_session(%r); "
             "export_trace(r, %r, max_steps=None); "
             "print(time.perf_counter() - t, next(int(l.split()[1]) for l in open('/proc/self/status') "
-            "if l.startswith('VmHWM:')) / 1024)"
+            "if l.startswith('VmHWM:')) / 1024, time.process_time())"
             % (str(ROOT), str(path), str(out)))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     line = res.stdout.strip().splitlines()[-1].split()
-    return {"s": float(line[0]), "rss_mb": float(line[1]), "size_mb": out.stat().st_size / 2**20}
+    return {"s": float(line[0]), "rss_mb": float(line[1]), "cpu_s": float(line[2]),
+            "size_mb": out.stat().st_size / 2**20}
 
 
 def main(argv=None) -> int:
@@ -143,9 +147,9 @@ def main(argv=None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         for n in sizes:
             path = folder / f"long-{n}.lsession"
-            agg_s = None
+            agg_s = agg_cpu = None
             if not path.exists():
-                took, agg_s = synthesise(path, n)
+                took, agg_s, agg_cpu = synthesise(path, n)
                 print(f"\n{n} steps: session written in {took:.1f} s ({path.stat().st_size / 2**20:.1f} MiB)")
             else:
                 print(f"\n{n} steps: reusing {path}")
@@ -156,11 +160,15 @@ def main(argv=None) -> int:
             print(f"steps: {n}")
             if agg_s is not None:
                 print(f"aggregates_s: {agg_s:.2f}")
+                print(f"aggregates_cpu_s: {agg_cpu:.2f}")
             print(f"summary_s: {s['s']:.3f}")
+            print(f"summary_cpu_s: {s['cpu_s']:.3f}")
             print(f"summary_from_rows_s: {rows['s']:.3f}")
+            print(f"summary_from_rows_cpu_s: {rows['cpu_s']:.3f}")
             print(f"summary_rss_mb: {s['rss_mb']:.1f}")
             print(f"baseline_rss_mb: {base['rss_mb']:.1f}")
             print(f"trace_export_s: {tr['s']:.2f}")
+            print(f"trace_export_cpu_s: {tr['cpu_s']:.2f}")
             print(f"trace_export_peak_rss_mb: {tr['rss_mb']:.1f}")
             print(f"trace_size_mb: {tr['size_mb']:.1f}")
             (folder / f"long-{n}.json").unlink(missing_ok=True)
