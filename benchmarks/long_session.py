@@ -4,10 +4,13 @@ A lenet5-shaped training session of N profiled steps is synthesised directly wit
 ``SessionWriter`` (no torch run: layer times are drawn from a seeded RNG, telemetry at 10 Hz of
 the simulated run time), then each measurement runs in a fresh Python process, as the CLI would:
 
-    index_build_s: X.XX              the first summary's building of the aggregate indexes (the
-                                     writer does not build them; the first summary that may write does)
-    first_summary_s: X.XXX           the first summary, index build included
-    summary_s: X.XXX                 a later summary (indexes there), best of 3 fresh processes
+    aggregates_s: X.XX               the writer's close storing the per-node aggregates (node_stats)
+    summary_s: X.XXX                 a summary (stored aggregates read), best of 3 fresh processes
+                                     (wall time, open and imports included; *_cpu_s: the same
+                                     process's CPU time, startup included: a loaded machine
+                                     stretches wall time, not this)
+    summary_from_rows_s: X.XXX       the same summary computed from the rows (a session without
+                                     stored aggregates: older, killed or changed since; read-only)
     summary_rss_mb: X.X              that process's peak RSS (VmHWM; imports included)
     baseline_rss_mb: X.X             a process that only imports and opens the session
     trace_export_peak_rss_mb: X.X    ``engine.export.export_trace`` (every profiled step) peak RSS
@@ -42,15 +45,17 @@ NODES = [("conv1", "conv2d", 117_600), ("relu1", "relu", 0), ("pool1", "maxpool2
          ("fc2", "linear", 10_080), ("relu4", "relu", 0), ("fc3", "linear", 840)]
 
 
-def synthesise(path: Path, steps: int, warmup: int = 3, seed: int = 0) -> float:
-    """Write a finished lenet5-like training session of ``steps`` measured steps; returns seconds taken."""
+def synthesise(path: Path, steps: int, warmup: int = 3, seed: int = 0) -> tuple[float, float]:
+    """Write a finished lenet5-like training session of ``steps`` measured steps; returns (seconds
+    taken, seconds of those the writer's close took: the stored aggregates, and its CPU seconds)."""
     rng = random.Random(seed)
     t0 = time.perf_counter()
     layers = [LayerRow(i, nid, nid, kind, (64, 8), 100, flops, 4096) for i, (nid, kind, flops) in enumerate(NODES)]
     ids = [n[0] for n in NODES]
     cfg = {"net_name": "lenet5", "mode": "train", "device": "cpu", "precision": "fp32", "batch_size": 64,
            "steps": steps, "warmup": warmup, "profile_every": 1}
-    with SessionWriter(path, flush_interval=5.0) as w:
+    w = SessionWriter(path, flush_interval=5.0)
+    if True:  # one block: the close below is timed on its own
         w(RunInfo(config=cfg, device={"id": "cpu", "name": "synthetic"}, versions={}, host="bench",
                   start_time=time.time(), layers=layers))
         t = 0.0
@@ -80,7 +85,9 @@ def synthesise(path: Path, steps: int, warmup: int = 3, seed: int = 0) -> float:
                                   TelemetrySample(t, "rapl:package-0", "energy_j", t * 30.0)]))
                 next_tel = t + 0.1
         w(RunEnded(t, "completed", "", warmup + steps, {}))
-    return time.perf_counter() - t0
+        t_close, c_close = time.perf_counter(), time.process_time()
+        w.close()
+    return time.perf_counter() - t0, time.perf_counter() - t_close, time.process_time() - c_close
 
 
 _MEASURE = r"""
@@ -90,23 +97,22 @@ from engine.session import open_session
 from engine.analysis.summary import summary
 what, path = sys.argv[1], sys.argv[2]
 t = time.perf_counter()
-index_s = None
 with open_session(path) as r:
-    if what == "summary":
-        t_i = time.perf_counter()
-        r.ensure_aggregate_indexes()  # a no-op once built; summary() calls it too
-        index_s = time.perf_counter() - t_i
+    if what == "rows":  # as a session without stored aggregates is read
+        r._stored_aggregates = lambda: None
+    if what in ("summary", "rows"):
         s = summary(r)
         assert s["layers"] and s["run"]["steady_steps"] > 0
+        stored = r.has_aggregates()
 elapsed = time.perf_counter() - t
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({{"s": elapsed, "index_s": index_s, "rss_mb": hwm / 1024}}))
+print(json.dumps({{"s": elapsed, "rss_mb": hwm / 1024, "cpu_s": time.process_time()}}))
 """
 
 
 def measure(what: str, path: Path) -> dict:
-    """Run ``what`` ("open" or "summary") on the session in a fresh Python process; its wall time
-    (open included), index build time and peak RSS (the child's own VmHWM)."""
+    """Run ``what`` ("open", "summary" or "rows": the summary computed from the rows) on the
+    session in a fresh Python process; its wall time (open included) and peak RSS (VmHWM)."""
     import json
 
     out = subprocess.run([sys.executable, "-c", _MEASURE.format(root=str(ROOT)), what, str(path)],
@@ -121,11 +127,12 @@ def trace_export(path: Path, out: Path) -> dict:
             "from engine.export import export_trace; t = time.perf_counter(); r = open_session(%r); "
             "export_trace(r, %r, max_steps=None); "
             "print(time.perf_counter() - t, next(int(l.split()[1]) for l in open('/proc/self/status') "
-            "if l.startswith('VmHWM:')) / 1024)"
+            "if l.startswith('VmHWM:')) / 1024, time.process_time())"
             % (str(ROOT), str(path), str(out)))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     line = res.stdout.strip().splitlines()[-1].split()
-    return {"s": float(line[0]), "rss_mb": float(line[1]), "size_mb": out.stat().st_size / 2**20}
+    return {"s": float(line[0]), "rss_mb": float(line[1]), "cpu_s": float(line[2]),
+            "size_mb": out.stat().st_size / 2**20}
 
 
 def main(argv=None) -> int:
@@ -140,29 +147,28 @@ def main(argv=None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         for n in sizes:
             path = folder / f"long-{n}.lsession"
+            agg_s = agg_cpu = None
             if not path.exists():
-                took = synthesise(path, n)
+                took, agg_s, agg_cpu = synthesise(path, n)
                 print(f"\n{n} steps: session written in {took:.1f} s ({path.stat().st_size / 2**20:.1f} MiB)")
-            else:  # as written: without the aggregate indexes, so the first summary builds them
-                import sqlite3
-
-                from engine.session.aggregates import AGGREGATE_INDEXES
-
-                with sqlite3.connect(path) as con:
-                    for name, _ in AGGREGATE_INDEXES:
-                        con.execute(f"DROP INDEX IF EXISTS {name}")
+            else:
                 print(f"\n{n} steps: reusing {path}")
             base = measure("open", path)
-            first = measure("summary", path)  # builds the indexes when the session lacks them
             s = min((measure("summary", path) for _ in range(3)), key=lambda d: d["s"])
+            rows = measure("rows", path)
             tr = trace_export(path, folder / f"long-{n}.json")
             print(f"steps: {n}")
-            print(f"index_build_s: {first['index_s']:.2f}")
-            print(f"first_summary_s: {first['s']:.3f}")
+            if agg_s is not None:
+                print(f"aggregates_s: {agg_s:.2f}")
+                print(f"aggregates_cpu_s: {agg_cpu:.2f}")
             print(f"summary_s: {s['s']:.3f}")
+            print(f"summary_cpu_s: {s['cpu_s']:.3f}")
+            print(f"summary_from_rows_s: {rows['s']:.3f}")
+            print(f"summary_from_rows_cpu_s: {rows['cpu_s']:.3f}")
             print(f"summary_rss_mb: {s['rss_mb']:.1f}")
             print(f"baseline_rss_mb: {base['rss_mb']:.1f}")
             print(f"trace_export_s: {tr['s']:.2f}")
+            print(f"trace_export_cpu_s: {tr['cpu_s']:.2f}")
             print(f"trace_export_peak_rss_mb: {tr['rss_mb']:.1f}")
             print(f"trace_size_mb: {tr['size_mb']:.1f}")
             (folder / f"long-{n}.json").unlink(missing_ok=True)

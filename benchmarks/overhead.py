@@ -14,9 +14,12 @@ rotates each round), each arm's step time = the gap between consecutive step sta
                    and profiled every step.
 
 Per net it prints a table (median ms/step, IQR as % of the median, ratio to hand, per-round
-ratio range) and the headline lines
+ratio range; for the in-process arms also the run thread's CPU time per step, its ratio and the
+range of the per-round CPU ratios) and the headline lines
 
     <arm>_ratio: X.XXX      median step / the hand loop's median step (one run, same rounds)
+    <arm>_cpu_ratio: X.XXX  median over rounds of (arm's median CPU ms/step / hand's), in-process
+                            arms: on a loaded machine wall time measures the other processes too
 
 Target (issue 9): ls+profile and cli+profile <= 1.03 for lenet5 and alexnet-article. A shared
 machine is noisy: look at the load average printed, the IQRs and the per-round ranges.
@@ -219,8 +222,10 @@ def legacy_main(argv=None) -> int:
 ARMS = ("hand", "hand+profiler", "ls", "ls+profile", "cli", "cli+profile")
 
 
-def hand_loop(spec, args, steps: int, profiler: bool = False) -> list[float]:
-    """Per-step seconds (gap between step starts) of a hand-written training loop."""
+def hand_loop(spec, args, steps: int, profiler: bool = False) -> tuple[list[float], list[float]]:
+    """Per-step seconds (gap between step starts) of a hand-written training loop, as wall time
+    and as this thread's CPU time (``time.thread_time``: what other processes on a shared machine
+    disturb far less)."""
     import torch
 
     torch.manual_seed(0)
@@ -230,7 +235,7 @@ def hand_loop(spec, args, steps: int, profiler: bool = False) -> list[float]:
     labels = torch.randint(0, spec.input.classes, (512,))
     g = torch.Generator().manual_seed(0)
     loss_fn = torch.nn.functional.cross_entropy
-    starts = []
+    starts, cpu = [], []
 
     def step(i):
         idx = torch.randint(0, 512, (args.batch_size,), generator=g)
@@ -250,21 +255,25 @@ def hand_loop(spec, args, steps: int, profiler: bool = False) -> list[float]:
     try:
         for i in range(args.warmup + steps + 1):
             starts.append(time.perf_counter())
+            cpu.append(time.thread_time())
             step(i)
     finally:
         if ctx is not None:
             ctx.__exit__(None, None, None)
-    starts = starts[args.warmup:]
-    return [b - a for a, b in zip(starts, starts[1:])]
+    starts, cpu = starts[args.warmup:], cpu[args.warmup:]
+    return [b - a for a, b in zip(starts, starts[1:])], [b - a for a, b in zip(cpu, cpu[1:])]
 
 
-def ls_loop(spec, args, steps: int, profile_every: int) -> list[float]:
-    """Per-step seconds (gap between StepRecord.t of consecutive steps) of LayerScope in-process."""
-    t = []
+def ls_loop(spec, args, steps: int, profile_every: int) -> tuple[list[float], list[float]]:
+    """Per-step seconds of LayerScope in-process: wall (gap between StepRecord.t of consecutive
+    steps) and the run thread's CPU time between consecutive StepRecords (this sink runs in the
+    run's thread, after the LiveFeed)."""
+    t, cpu = [], []
 
     def sink(rec):
         if isinstance(rec, StepRecord) and not rec.warmup:
             t.append(rec.t)
+            cpu.append(time.thread_time())
 
     cfg = RunConfig(net=spec, mode="train", device="cpu", batch_size=args.batch_size, steps=steps + 1,
                     warmup=args.warmup, profile_every=profile_every, threads=args.threads, telemetry_hz=0,
@@ -272,7 +281,7 @@ def ls_loop(spec, args, steps: int, profile_every: int) -> list[float]:
     res = Run(cfg, [LiveFeed(), sink]).run()
     if res.status != "completed":
         raise SystemExit(f"run failed: {res.message}")
-    return [b - a for a, b in zip(t, t[1:])]
+    return [b - a for a, b in zip(t, t[1:])], [b - a for a, b in zip(cpu, cpu[1:])]
 
 
 def cli_loop(name, args, steps: int, profile_every: int) -> list[float]:
@@ -290,7 +299,7 @@ def cli_loop(name, args, steps: int, profile_every: int) -> list[float]:
             raise SystemExit(f"CLI run failed ({res.returncode}): {res.stderr.strip()[-400:]}")
         with open_session(out) as r:
             t = [s.t for s in r.steps() if not s.warmup and s.phase != "test"]
-    return [b - a for a, b in zip(t, t[1:])]
+    return [b - a for a, b in zip(t, t[1:])], []  # another process: no per-step CPU time here
 
 
 def arm(name, spec, args, which: str, steps: int) -> list[float]:
@@ -327,29 +336,43 @@ def main(argv=None) -> int:
           f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores")
     for name in nets:
         spec = engine.resolve_net(name)
-        probe = hand_loop(spec, args, 3)
+        probe, _ = hand_loop(spec, args, 3)
         steps = int(min(400, max(4, round(args.seconds / med(probe)))))
         print(f"\n{name}: {steps} measured steps per arm per round")
         got = {a: [] for a in arms}
+        cpu = {a: [] for a in arms}
         per_round = {a: [] for a in arms}
+        per_round_cpu = {a: [] for a in arms}
         for r in range(args.rounds):
             order = arms[r % len(arms):] + arms[:r % len(arms)]
-            meds = {}
+            meds, cmeds = {}, {}
             for a in order:
                 torch.set_num_threads(args.threads)
-                xs = arm(name, spec, args, a, steps)
+                xs, cs = arm(name, spec, args, a, steps)
                 got[a] += xs
-                meds[a] = med(xs)
+                cpu[a] += cs
+                meds[a], cmeds[a] = med(xs), med(cs)
             for a in arms:
                 per_round[a].append(meds[a] / meds["hand"])
-        base = med(got["hand"])
-        print(f"  {'arm':14} {'ms/step':>8} {'IQR %':>6} {'ratio':>6} {'per-round ratios':>17}")
+                per_round_cpu[a].append(cmeds[a] / cmeds["hand"])
+        base, cbase = med(got["hand"]), med(cpu["hand"])
+        print(f"  {'arm':14} {'ms/step':>8} {'IQR %':>6} {'ratio':>6} {'per-round ratios':>17}   "
+              f"{'cpu ms':>7} {'cpu ratio':>9} {'per-round cpu ratios':>21}")
         for a in arms:
             m = med(got[a])
-            print(f"  {a:14} {m * 1000:8.3f} {iqr_pct(got[a]):6.1f} {m / base:6.3f} "
-                  f"{min(per_round[a]):8.3f}..{max(per_round[a]):.3f}")
+            line = (f"  {a:14} {m * 1000:8.3f} {iqr_pct(got[a]):6.1f} {m / base:6.3f} "
+                    f"{min(per_round[a]):8.3f}..{max(per_round[a]):.3f}")
+            if cpu[a]:
+                c = med(cpu[a])
+                rs = sorted(per_round_cpu[a])
+                line += f"   {c * 1000:7.3f} {c / cbase:9.3f} {rs[0]:12.3f}..{rs[-1]:.3f}"
+            print(line)
         for a in arms[1:]:
-            print(f"{name.replace('-', '_')}_{a.replace('+', '_').replace('-', '_')}_ratio: {med(got[a]) / base:.3f}")
+            key = f"{name.replace('-', '_')}_{a.replace('+', '_').replace('-', '_')}"
+            print(f"{key}_ratio: {med(got[a]) / base:.3f}")
+            if cpu[a]:
+                # the median of the per-round ratios: each round's arms ran back to back
+                print(f"{key}_cpu_ratio: {med(per_round_cpu[a]):.3f}")
     torch.set_num_threads(prev)
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end (1 min)", file=sys.stderr)
     return 0

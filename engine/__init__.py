@@ -56,6 +56,7 @@ _LAZY = {
     "to_pytorch_source": "net.export_code", "export_net": "net.export_code", "EXPORT_FORMATS": "net.export_code",
     "onnx_available": "net.export_onnx",
     "import_model": "net.imported", "ImportedNet": "net.imported", "is_import_source": "net.imported",
+    "run_faults": "analysis.layers", "FAULT_ADVICE_SHARE": "analysis.layers",
 }
 _MODULES = {"fmt"}  # names that are submodules themselves, not attributes of one
 

@@ -56,10 +56,14 @@ def energy_windows(ts: list[float], energy_j: list[float], steps: list, *, min_w
         spans = [(s.t, s.t + (s.step_ms + (s.data_ms or 0.0)) / 1000.0) for s in steps]
     else:
         spans = [span(s) for s in steps]
-    order = sorted(range(len(steps)), key=lambda i: spans[i][0])  # stable, as sorting the steps was
-    steps = [steps[i] for i in order]
-    starts = [spans[i][0] for i in order]
-    ends = [spans[i][1] for i in order]
+    first = [sp[0] for sp in spans]
+    if all(a <= b for a, b in zip(first, first[1:])):  # recorded in time order: nothing to sort
+        starts, ends = first, [sp[1] for sp in spans]
+    else:
+        order = sorted(range(len(steps)), key=first.__getitem__)  # stable, as sorting the steps was
+        steps = [steps[i] for i in order]
+        starts = [spans[i][0] for i in order]
+        ends = [spans[i][1] for i in order]
     med = sorted(s.step_ms for s in steps)[len(steps) // 2] / 1000.0
     max_gap = max(0.1, 2 * med)
     segments, cur = [], []
@@ -85,9 +89,9 @@ def energy_windows(ts: list[float], energy_j: list[float], steps: list, *, min_w
             e0, e1 = counter_at(ts, energy_j, a), counter_at(ts, energy_j, b)
             if e0 is None or e1 is None or e1 < e0:
                 continue
-            group = [steps[i] for i in idx]
-            samples = sum(step_samples(s) for s in group)
-            windows.append({"start": a, "end": b, "seconds": b - a, "joules": e1 - e0, "steps": len(group),
+            # ``step_samples`` of each step, inlined (the same arithmetic, without 100k calls)
+            samples = sum(s.samples_per_s * (s.step_ms + (s.data_ms or 0.0)) / 1000.0 for s in map(steps.__getitem__, idx))
+            windows.append({"start": a, "end": b, "seconds": b - a, "joules": e1 - e0, "steps": len(idx),
                             "samples": samples, "j_per_sample": (e1 - e0) / samples if samples else None})
     return windows
 

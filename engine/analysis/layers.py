@@ -168,6 +168,44 @@ def allocator_share(faults: float | None, fault_ns: float | None, fwd_median_ms:
     return faults * fault_ns / 1e6 / fwd_median_ms
 
 
+def fault_ms(faults: float | None, fault_ns: float | None) -> float | None:
+    """What a layer's minor page faults cost per step (ms): median faults per step x the
+    machine's cost of one fault (``fault_ns``, measured by the probe: fresh pages touched one by
+    one, time over faults taken); None where faults were not counted."""
+    if faults is None or fault_ns is None:
+        return None
+    return faults * fault_ns / 1e6
+
+
+# a run whose minor page faults take more than this share of its step time gets the advice
+FAULT_ADVICE_SHARE = 0.10
+FAULT_ADVICE = ("{share} of step time ({fwd} of forward time) is minor page faults (freed activations returned "
+                "to the OS and faulted in again): run with MALLOC_MMAP_THRESHOLD_=33554432 "
+                "MALLOC_TRIM_THRESHOLD_=4294967296 or jemalloc/tcmalloc (layerscope sweep --cpu-allocator tuned)")
+
+
+def run_faults(rows: list[dict], step_ms: float | None) -> dict:
+    """A run's page-fault cost from its layer rows (``rows_from_stats``): {"fault_ms": the
+    layers' ``fault_ms`` summed (ms per step), "fault_share": that over ``step_ms`` (the median
+    step time), "fault_fwd_share": over the layers' median forward times summed, "advice": a
+    sentence when fault_share > ``FAULT_ADVICE_SHARE`` (glibc hands freed activations back to the
+    OS and the next step faults them in again), else None}. Every figure None where no fault was
+    counted (GPU runs, other OSes, sessions recorded before faults were)."""
+    from engine.fmt import fmt_pct
+
+    counted = [r["fault_ms"] for r in rows if r.get("fault_ms") is not None]
+    if not counted:
+        return {"fault_ms": None, "fault_share": None, "fault_fwd_share": None, "advice": None}
+    total = sum(counted)
+    fwd = sum(r["fwd_median_ms"] for r in rows if r.get("fwd_median_ms") is not None)
+    share = total / step_ms if step_ms else None
+    fwd_share = total / fwd if fwd else None
+    advice = None
+    if share is not None and share > FAULT_ADVICE_SHARE:
+        advice = FAULT_ADVICE.format(share=fmt_pct(share, sep=""), fwd=fmt_pct(fwd_share, sep="") if fwd_share is not None else "-")
+    return {"fault_ms": total, "fault_share": share, "fault_fwd_share": fwd_share, "advice": advice}
+
+
 def layer_rows(layers: list, samples: LayerSamples, step_ms: float | None, batch: int, mode: str | None,
                j_per_sample: float | None = None, mem_bytes: dict | None = None) -> list[dict]:
     """``rows_from_stats`` of per-node samples (a session's LayerTimes or a live snapshot's)."""
@@ -186,8 +224,10 @@ def rows_from_stats(layers: list, order: list, stats: dict, step_ms: float | Non
     fwd_/bwd_ mean/median/p5/p95 _ms (p5..p95: the spread across steps), share (of ``step_ms``),
     fwd_gflops, total_gflops, mem_bytes (median per step, or ``mem_bytes[node]`` when given),
     peak_bytes, energy_est_j_per_sample (``j_per_sample`` x share: an estimate, split by time),
-    minor_faults (median per step, CPU), alloc_share (``allocator_share``) and alloc_bound (the
-    share >= ``ALLOC_BOUND_SHARE``; None where faults were not counted)."""
+    minor_faults (median per step, CPU), fault_ms (``fault_ms``: what those faults cost, ms),
+    fault_share (the same over the median forward time, ``allocator_share``; alloc_share is its
+    earlier name) and alloc_bound (the share >= ``ALLOC_BOUND_SHARE``; None where faults were not
+    counted)."""
     by_id = {r.node_id: r for r in layers}
     ids = [r.node_id for r in sorted(by_id.values(), key=lambda r: r.idx)]
     ids += [n for n in order if n not in by_id]
@@ -217,7 +257,9 @@ def rows_from_stats(layers: list, order: list, stats: dict, step_ms: float | Non
             "fwd_p5_ms": f["p5"], "bwd_p5_ms": b["p5"],
             "minor_faults": st.get("faults"),
             "alloc_share": allocator_share(st.get("faults"), st.get("fault_ns"), f["median"]),
+            "fault_ms": fault_ms(st.get("faults"), st.get("fault_ns")),
         })
+        rows[-1]["fault_share"] = rows[-1]["alloc_share"]
         rows[-1]["alloc_bound"] = (rows[-1]["alloc_share"] >= ALLOC_BOUND_SHARE
                                    if rows[-1]["alloc_share"] is not None else None)
     return rows

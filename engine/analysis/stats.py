@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-from engine.analysis.energy import step_samples
 
 _INF = math.inf
 
@@ -94,7 +93,8 @@ def samples_per_s(steps: Iterable) -> float | None:
     """Throughput of the steady steps: samples processed over the time spent waiting for data
     and computing (samples/s); None when no time was spent."""
     steady = steady_steps(steps)
-    samples = sum(step_samples(s) for s in steady)
+    # ``step_samples`` of each step, inlined (the same arithmetic, without a call per step)
+    samples = sum(s.samples_per_s * (s.step_ms + (s.data_ms or 0.0)) / 1000.0 for s in steady)
     busy_s = sum(s.step_ms + (s.data_ms or 0.0) for s in steady) / 1000.0
     return samples / busy_s if busy_s else None
 

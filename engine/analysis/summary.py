@@ -14,7 +14,7 @@ from typing import Iterable
 from engine.analysis import layers as _layers
 from engine.analysis.energy import ENERGY_COUNTERS, power_note as _power_note, primary_energy_source, run_energy as _run_energy
 from engine.analysis.layers import TRAIN_FLOP_FACTOR, batch_size  # noqa: F401  (TRAIN_FLOP_FACTOR: public here too)
-from engine.analysis.stats import (batch_requested, main_steps, ms_of_ns, ns_total, percentile,
+from engine.analysis.stats import (NS_PER_MS, batch_requested, main_steps, ms_of_ns, ns_total, percentile,
                                    steady_steps as _steady, step_time_stats)
 from engine.records import LayerTimes, RunEnded, RunInfo, StepRecord, TelemetryBatch, TelemetryStatus, EvalRecord
 
@@ -107,24 +107,59 @@ def _in_sql(src) -> bool:
     return hasattr(src, "node_order_stats")
 
 
+def _sql_ranks(column: str, n: int) -> set[int]:
+    """The ranks of ``n`` sorted values each column's figures read: p5/median/p95 of the layer
+    times, the median of bytes, faults and per-step layer sums, none of the peak."""
+    if column in ("fwd_ns", "bwd_ns"):
+        return _layers.order_ranks(n)
+    if column == "peak_bytes":
+        return set()
+    return _layers.order_ranks(n, (50,))
+
+
+def _median(n: int, at: dict):
+    return _layers.median_from_order(n, at)
+
+
 def _sql_node_stats(reader) -> tuple[list, dict]:
-    """(node order, ``layers.node_stats``) of a session from its SQL aggregates: only the values at
-    the ranks the percentiles read leave SQLite, so memory does not grow with the session."""
-    reader.ensure_aggregate_indexes()
+    """(node order, ``layers.node_stats``) of a session from its SQL aggregates (stored by the
+    writer, or computed from the rows once): only the values at the ranks the percentiles read
+    leave SQLite, so memory does not grow with the session."""
+    fault_ns = reader.aggregates(_sql_ranks)["fault_ns"]  # one pass for every column below
+    median_ranks = lambda n: _layers.order_ranks(n, (50,))  # noqa: E731
     agg = {c: reader.node_order_stats(c, ranks) for c, ranks in
-           (("fwd_ns", _layers.order_ranks), ("bwd_ns", _layers.order_ranks),
-            ("mem_bytes", lambda n: _layers.order_ranks(n, (50,))), ("peak_bytes", lambda n: ()))}
+           (("fwd_ns", _layers.order_ranks), ("bwd_ns", _layers.order_ranks), ("mem_bytes", median_ranks),
+            ("peak_bytes", lambda n: ()), ("minor_faults", median_ranks))}
     order = list(agg["fwd_ns"])
     stats = {}
     for nid in order:
-        f, b, m, p = (agg[c].get(nid) or {"n": 0, "sum": 0, "max": None, "at": {}}
-                      for c in ("fwd_ns", "bwd_ns", "mem_bytes", "peak_bytes"))
-        med = _layers.median_from_order(m["n"], m["at"])
+        f, b, m, p, flt = (agg[c].get(nid) or {"n": 0, "sum": 0, "max": None, "at": {}}
+                           for c in ("fwd_ns", "bwd_ns", "mem_bytes", "peak_bytes", "minor_faults"))
+        med = _median(m["n"], m["at"])
         stats[nid] = {"fwd": _layers.time_stats_from_order(f["n"], f["sum"], f["at"]),
                       "bwd": _layers.time_stats_from_order(b["n"], b["sum"], b["at"]),
-                      "mem": None if med is None else int(round(med)), "peak": p["max"]}
+                      "mem": None if med is None else int(round(med)), "peak": p["max"],
+                      "faults": _median(flt["n"], flt["at"]), "fault_ns": fault_ns}
     return order, stats
 
+
+def _sql_step_sum_medians(reader) -> tuple[float | None, float | None]:
+    """(median forward, median backward ms) of the per-step layer sums, from the SQL aggregates;
+    the backward one None when every step summed to 0 (no backward)."""
+    from engine.session.aggregates import value_at
+
+    out = []
+    for c in ("step_fwd_ns", "step_bwd_ns"):
+        st = reader.aggregates(_sql_ranks)["steps"][c]
+        n = st["n"]
+        at = {r: value_at(st, r) for r in _sql_ranks(c, n)} if n else {}
+        med = None
+        if n:  # as ``percentile`` of the sums in ms: the two neighbours in ms, then interpolated
+            lo, hi, w = _layers.percentile_ranks(n, 50)
+            med = _layers.interpolate(at[lo] / NS_PER_MS, at[hi] / NS_PER_MS, w)
+        out.append((med, bool(n and (st["max"] or st["min"]))))
+    (fwd, _), (bwd, any_bwd) = out
+    return fwd, (bwd if any_bwd else None)
 
 
 def steady_steps(src) -> list[StepRecord]:
@@ -190,19 +225,28 @@ def power_note(src, energy: dict | None = None) -> str | None:
     return note
 
 
-def run_summary(reader_or_records) -> dict:
-    """Run totals: identity, status, step time, throughput, loss/accuracy, memory, energy.
+def _device(info) -> str | None:
+    return (info.device or {}).get("id") or (info.config or {}).get("device")
+
+
+def run_summary(reader_or_records, *, layers: list | None = None, energy: dict | None = None) -> dict:
+    """Run totals: identity, status, step time, throughput, loss/accuracy, memory, energy, and
+    the page-fault cost (``layers.run_faults``: fault_ms, fault_share of the median step time,
+    fault_fwd_share, fault_advice when it is large).
 
     ``batch_size`` is the batch the run really used (capped to a smaller train split);
-    ``batch_requested`` the one asked for."""
+    ``batch_requested`` the one asked for. ``layers`` (``layer_summary``) and ``energy``
+    (``run_energy``): when already computed."""
     src = as_source(reader_or_records)
+    if not isinstance(src, _StepsOnce):  # the steps are read once for every figure below
+        src = _StepsOnce(src)
     info = src.info
     cfg = info.config or {}
     net = cfg.get("net") or {}
     all_steps = src.steps()
     main = main_steps(all_steps)
     steps = _steady(all_steps)
-    energy = run_energy(src)
+    energy = run_energy(src) if energy is None else energy
     ended = src.ended()
     evals = src.evals()
     test_acc = (ended.extra or {}).get("test_accuracy") if ended else None
@@ -217,13 +261,15 @@ def run_summary(reader_or_records) -> dict:
         if metric == "mem_used_bytes":
             gpu_mem += src.series(source, metric)[1]
     if _in_sql(src):
-        fwd_ns, bwd_ns = src.step_layer_sums()
-        fwd_sum, bwd_sum = [ms_of_ns(v) for v in fwd_ns], [ms_of_ns(v) for v in bwd_ns]
+        fwd_median, bwd_median = _sql_step_sum_medians(src)
     else:  # exact sums in whole ns, as SQL gives them
         lts = steady_layer_times(src)
         fwd_sum = [ms_of_ns(ns_total(lt.fwd_ms)) for lt in lts]
         bwd_sum = [ms_of_ns(ns_total(lt.bwd_ms)) for lt in lts]
-    primary = primary_energy_source(energy, (info.device or {}).get("id") or cfg.get("device"))
+        fwd_median, bwd_median = percentile(fwd_sum, 50), (percentile(bwd_sum, 50) if any(bwd_sum) else None)
+    primary = primary_energy_source(energy, _device(info))
+    time_stats = step_time_stats(all_steps)
+    faults = _layers.run_faults(layer_summary(src) if layers is None else layers, time_stats["step_ms_median"])
     return {
         "net": net.get("name") or cfg.get("net_name"),
         "status": src.status,
@@ -235,9 +281,9 @@ def run_summary(reader_or_records) -> dict:
         "steps": len(main), "steady_steps": len(steps), "warmup_steps": len([s for s in main if s.warmup]),
         "profiled_steps": len(src.layer_times()) if not hasattr(src, "profiled_step_count")
         else src.profiled_step_count(),
-        **step_time_stats(all_steps),
-        "layers_fwd_ms_median": percentile(fwd_sum, 50),
-        "layers_bwd_ms_median": percentile(bwd_sum, 50) if any(bwd_sum) else None,
+        **time_stats,
+        "layers_fwd_ms_median": fwd_median,
+        "layers_bwd_ms_median": bwd_median,
         "loss": last_loss, "accuracy": last_acc, "test_accuracy": test_acc,
         "peak_mem_bytes": max(peaks) if peaks else None,
         "rss_max_bytes": max(rss) if rss else None,
@@ -250,13 +296,16 @@ def run_summary(reader_or_records) -> dict:
         "j_per_sample": energy[primary]["j_per_sample"] if primary else None,
         "power_note": power_note(src, energy),
         "elapsed_s": (ended.t if ended else (max((s.t for s in main), default=None))),
+        "fault_ms": faults["fault_ms"], "fault_share": faults["fault_share"],
+        "fault_fwd_share": faults["fault_fwd_share"], "fault_advice": faults["advice"],
     }
 
 
 def summary(reader_or_records) -> dict:
     """Run totals and per-layer rows together (the JSON export and ``layerscope summary``)."""
     src = _StepsOnce(as_source(reader_or_records))
-    run = run_summary(src)
-    energy = run["energy"].get(run["energy_source"]) if run["energy_source"] else None
-    return {"run": run, "layers": layer_summary(src, energy=energy)}
+    energy = run_energy(src)
+    primary = primary_energy_source(energy, _device(src.info))
+    layers = layer_summary(src, energy=energy.get(primary) if primary else None)
+    return {"run": run_summary(src, layers=layers, energy=energy), "layers": layers}
 

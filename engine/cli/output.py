@@ -11,13 +11,14 @@ from engine import fmt
 from engine.records import EvalRecord, LogRecord, RunEnded, StateChanged, StepRecord
 
 __all__ = ["fmt_int", "fmt_flops", "fmt_num", "fmt_duration", "fmt_bytes", "print_table", "Progress",
-           "DownloadProgress"]
+           "DownloadProgress", "fmt_pct"]
 
 # The terminal spells "not measured" as "-" (the app and the HTML report use an en dash); the
 # formatting itself is engine.fmt's.
 fmt_int, fmt_flops, fmt_duration = fmt.fmt_int, fmt.fmt_flops, fmt.fmt_duration
 fmt_num = partial(fmt.fmt_num, missing="-")
 fmt_bytes = partial(fmt.fmt_bytes, missing="-")
+fmt_pct = partial(fmt.fmt_pct, missing="-")
 
 
 def print_table(rows: list[list[str]], header: list[str], out=None, right: set[int] | None = None) -> None:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from engine.cli.common import EXIT_OK, nonneg_int
-from engine.cli.output import fmt_bytes, fmt_num, print_table
+from engine.cli.output import fmt_bytes, fmt_num, fmt_pct, print_table
 from engine.errors import LayerScopeError
 from engine.export import EXPORTERS
 
@@ -158,22 +158,31 @@ def _capped(run: dict) -> str:
     return f" (capped: {req} asked for, the train split holds only {run['batch_size']})"
 
 
+def _spread(p5, p95) -> str:
+    """A layer's spread across steps, "p5-p95" in ms ("-" when not measured)."""
+    return "-" if p5 is None and p95 is None else f"{fmt_num(p5)}-{fmt_num(p95)}"
+
+
 def _print_summary(s: dict, info) -> None:
     run, rows = s["run"], s["layers"]
     train = any(x["bwd_median_ms"] for x in rows)
-    head = ["node", "kind", "output", "params", "MFLOPs", "fwd ms", "fwd p95"]
+    faults = any(x.get("fault_share") is not None for x in rows)
+    head = ["node", "kind", "output", "params", "MFLOPs", "fwd ms", "fwd p5-p95"]
     if train:
-        head += ["bwd ms", "bwd p95"]
+        head += ["bwd ms", "bwd p5-p95"]
     head += ["share", "GFLOP/s", "act"]
+    if faults:
+        head += ["faults"]
     table = []
     for x in rows:
         r = [x["id"], x["kind"] or "", "x".join(map(str, x["out_shape"] or [])), fmt_num(x["params"]),
              fmt_num(x["flops"] / 1e6 if x["flops"] is not None else None), fmt_num(x["fwd_median_ms"]),
-             fmt_num(x["fwd_p95_ms"])]
+             _spread(x["fwd_p5_ms"], x["fwd_p95_ms"])]
         if train:
-            r += [fmt_num(x["bwd_median_ms"]), fmt_num(x["bwd_p95_ms"])]
-        r += [f"{x['share'] * 100:.1f}%" if x["share"] is not None else "-", fmt_num(x["total_gflops"]),
-              fmt_bytes(x["act_bytes"])]
+            r += [fmt_num(x["bwd_median_ms"]), _spread(x["bwd_p5_ms"], x["bwd_p95_ms"])]
+        r += [fmt_pct(x["share"], sep=""), fmt_num(x["total_gflops"]), fmt_bytes(x["act_bytes"])]
+        if faults:  # the share of the layer's median forward time its minor page faults cost
+            r += [fmt_pct(x.get("fault_share"), sep="") + (" alloc-bound" if x.get("alloc_bound") else "")]
         table.append(r)
     dev = info.device or {}
     print(f"{run['net'] or 'net'}: {run['mode']} on {dev.get('name') or run['device']} ({run['device']}), "
@@ -191,6 +200,13 @@ def _print_summary(s: dict, info) -> None:
           f"layers: forward {fmt_num(run['layers_fwd_ms_median'])} ms"
           + (f", backward {fmt_num(run['layers_bwd_ms_median'])} ms" if run["layers_bwd_ms_median"] else ""))
     print(f"throughput: {fmt_num(run['samples_per_s'])} samples/s")
+    if run.get("fault_ms") is not None:
+        print(f"page faults: {fmt_num(run['fault_ms'])} ms per step ({fmt_pct(run['fault_share'], sep='')} of step "
+              f"time); fwd p5-p95 is the spread across steps, faults the share of a layer's median forward time"
+              + ("; alloc-bound: mostly page faults (allocator cost), not compute" if any(x.get("alloc_bound") for x in rows)
+                 else ""))
+        if run.get("fault_advice"):
+            print(f"advice: {run['fault_advice']}")
     if run["j_per_sample"] is not None:
         e = run["energy"][run["energy_source"]]
         summed = run.get("energy_domains") or []

@@ -34,6 +34,11 @@ def _kv_table(pairs) -> str:
     return "<table>" + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in pairs) + "</table>"
 
 
+def _spread(p5, p95) -> str:
+    """A layer's spread across steps, "p5–p95" in ms (a dash when not measured)."""
+    return _fmt(None) if p5 is None and p95 is None else f"{_fmt(p5)}–{_fmt(p95)}"
+
+
 def html_report(reader) -> str:
     """The HTML report as a string (see ``export_html``)."""
     src = as_source(reader)
@@ -108,25 +113,40 @@ def html_report(reader) -> str:
     if steps:
         parts.append(svg_lines([("step ms", [x.step for x in steps], [x.step_ms for x in steps])], "step", "ms", height=180))
     parts.append("<h2>Per-layer summary</h2><p class='sub'>Warm-up steps excluded. Share: layer forward+backward time "
-                 "over the step time. GFLOP/s at the median time (training: 3x forward FLOPs)."
+                 "over the step time. GFLOP/s at the median time (training: forward + backward FLOPs as counted)."
                  + (" Energy per layer is an estimate: the measured energy per sample split by time share." if run["j_per_sample"] else "")
                  + "</p>")
+    faults = any(r.get("fault_share") is not None for r in rows)
+    if faults:
+        parts.append("<p class='sub'>p5–p95: the spread of the layer's time across steps. Faults: the share of the "
+                     "layer's median forward time its minor page faults cost (fresh memory touched for the first "
+                     "time); <b>alloc-bound</b>: mostly that, not compute, so its time moves with the allocation "
+                     f"pattern. Page faults: {_esc(_fmt(run['fault_ms']))} ms per step, "
+                     f"{_esc(_fmt_pct(run['fault_share'], sep=''))} of the step time.</p>")
+    else:
+        parts.append("<p class='sub'>p5–p95: the spread of the layer's time across steps.</p>")
+    if run.get("fault_advice"):
+        parts.append(f"<p class='note'>{_esc(run['fault_advice'])}</p>")
     heads = [("node", ""), ("kind", ""), ("output", ""), ("params", "n"), ("MFLOPs", "n"), ("fwd mean", "n"),
-             ("fwd med", "n"), ("fwd p95", "n")]
+             ("fwd med", "n"), ("fwd p5–p95", "n")]
     if train:
-        heads += [("bwd mean", "n"), ("bwd med", "n"), ("bwd p95", "n")]
+        heads += [("bwd mean", "n"), ("bwd med", "n"), ("bwd p5–p95", "n")]
     heads += [("share", "n"), ("GFLOP/s", "n"), ("act", "n")]
+    if faults:
+        heads += [("faults", "n")]
     if run["j_per_sample"]:
         heads += [("mJ/sample (est.)", "n")]
     t = ["<table><tr>" + "".join(f"<th class='{c}'>{_esc(h)}</th>" for h, c in heads) + "</tr>"]
     for r in rows:
         cells = [r["id"], r["kind"] or "", "x".join(map(str, r["out_shape"] or [])), _fmt(r["params"]),
                  _fmt(r["flops"] / 1e6 if r["flops"] is not None else None), _fmt(r["fwd_mean_ms"]),
-                 _fmt(r["fwd_median_ms"]), _fmt(r["fwd_p95_ms"])]
+                 _fmt(r["fwd_median_ms"]), _spread(r["fwd_p5_ms"], r["fwd_p95_ms"])]
         if train:
-            cells += [_fmt(r["bwd_mean_ms"]), _fmt(r["bwd_median_ms"]), _fmt(r["bwd_p95_ms"])]
+            cells += [_fmt(r["bwd_mean_ms"]), _fmt(r["bwd_median_ms"]), _spread(r["bwd_p5_ms"], r["bwd_p95_ms"])]
         cells += [_fmt_pct(r["share"], sep=""), _fmt(r["total_gflops"]),
                   _fmt_bytes(r["act_bytes"])]
+        if faults:
+            cells.append(_fmt_pct(r.get("fault_share"), sep="") + (" alloc-bound" if r.get("alloc_bound") else ""))
         if run["j_per_sample"]:
             e = r["energy_est_j_per_sample"]
             cells.append(_fmt(e * 1000 if e is not None else None))

@@ -6,6 +6,7 @@ chunks, so the export's memory does not grow with the session's length."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Iterator
 
@@ -54,17 +55,21 @@ def iter_trace_events(reader, step_from: int | None = None, step_to: int | None 
     kinds = {r.node_id: r.kind for r in src.layers()}
     for lt in lts:
         base = lt.t * 1e6
+        # a session's layer times are finite (the reader refuses others), so with a finite step
+        # start every slice is JSON-safe as made: the walk of ``jsonable`` is only for the rest
+        safe = (lambda e: e) if isinstance(base, (int, float)) and math.isfinite(base) and \
+            hasattr(reader, "iter_layer_times") else _jsonable
         for k, nid in enumerate(lt.node_ids):
             args = {"step": lt.step, "kind": kinds.get(nid)}
             f, fs = lt.fwd_ms[k], lt.fwd_start_ms[k] if k < len(lt.fwd_start_ms) else None
             if f is not None and fs is not None:
-                yield _jsonable({"ph": "X", "pid": pid, "tid": _TID_FWD, "name": nid, "cat": "forward",
-                                 "ts": round(base + fs * 1000, 3), "dur": round(f * 1000, 3), "args": args})
+                yield safe({"ph": "X", "pid": pid, "tid": _TID_FWD, "name": nid, "cat": "forward",
+                            "ts": round(base + fs * 1000, 3), "dur": round(f * 1000, 3), "args": args})
             b = lt.bwd_ms[k] if k < len(lt.bwd_ms) else None
             bs = lt.bwd_start_ms[k] if k < len(lt.bwd_start_ms) else None
             if b is not None and bs is not None:
-                yield _jsonable({"ph": "X", "pid": pid, "tid": _TID_BWD, "name": nid, "cat": "backward",
-                                 "ts": round(base + bs * 1000, 3), "dur": round(b * 1000, 3), "args": args})
+                yield safe({"ph": "X", "pid": pid, "tid": _TID_BWD, "name": nid, "cat": "backward",
+                            "ts": round(base + bs * 1000, 3), "dur": round(b * 1000, 3), "args": args})
     limited = step_from is not None or step_to is not None or n < total
     steps = src.iter_steps() if hasattr(src, "iter_steps") else src.steps()
     for s in steps:
@@ -110,15 +115,14 @@ def write_trace(reader, path, step_from: int | None = None, step_to: int | None 
     dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
     with open(p, "w", encoding="utf-8") as f:
         f.write('{"traceEvents":[')
-        buf, size = [], 0
-        for i, e in enumerate(iter_trace_events(reader, step_from, step_to, max_steps, meta)):
-            s = dumps(e)
-            buf.append("," + s if i else s)
-            size += len(s)
-            if size > 1 << 16:  # write in ~64 KiB pieces: the file, not memory, grows
-                f.write("".join(buf))
-                buf, size = [], 0
-        f.write("".join(buf))
+        buf, first = [], True
+        for e in iter_trace_events(reader, step_from, step_to, max_steps, meta):
+            buf.append(e)
+            if len(buf) == 1024:  # encoded and written 1024 events at a time: the file, not memory, grows
+                f.write(("" if first else ",") + dumps(buf)[1:-1])
+                buf, first = [], False
+        if buf:
+            f.write(("" if first else ",") + dumps(buf)[1:-1])
         f.write('],"displayTimeUnit":"ms","otherData":' + dumps(_jsonable(meta)) + "}")
     return meta
 

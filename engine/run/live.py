@@ -128,6 +128,8 @@ class LiveFeed:
         self._node_ids: list[str] = []
         self._index: dict[str, int] = {}
         self._lt: deque = deque(maxlen=self.window)
+        self._pending: list[LayerTimes] = []  # taken in, not yet in the arrays (see ``_fold``)
+        self._pending_max = max(self.window, self.heat_len)
         self._last_lt: LayerTimes | None = None
         self._last_mem_lt: LayerTimes | None = None
         self._heat_steps = _Ring(self.heat_len, 1)
@@ -169,7 +171,14 @@ class LiveFeed:
                                       rec.samples_per_s, _f(rec.data_ms), _f(rec.peak_mem_bytes),
                                       float(rec.warmup), _f(rec.epoch)))
             elif isinstance(rec, LayerTimes):
-                self._take_layer_times(rec)
+                # folded into the arrays when a snapshot is taken (the views poll at their frame
+                # rate; a run profiles every step): the run's thread only queues it
+                self._pending.append(rec)
+                self._last_lt = rec
+                if rec.saved_bytes or rec.memory_events:
+                    self._last_mem_lt = rec
+                if len(self._pending) > self._pending_max:
+                    self._fold()
             elif isinstance(rec, TelemetryBatch):
                 for s in rec.samples:
                     ring = self._telemetry.get((s.source, s.metric))
@@ -203,6 +212,12 @@ class LiveFeed:
                 return
             self._version += 1
 
+    def _fold(self) -> None:
+        """Take the queued LayerTimes into the arrays, in arrival order (under the lock)."""
+        pending, self._pending = self._pending, []
+        for rec in pending:
+            self._take_layer_times(rec)
+
     def _take_layer_times(self, rec: LayerTimes) -> None:
         if rec.node_ids != self._node_ids:
             if set(rec.node_ids) - set(self._node_ids) or not self._node_ids:
@@ -223,9 +238,6 @@ class LiveFeed:
         self._heat_steps.append((rec.step,))
         self._heat_fwd.append(fwd)
         self._heat_bwd.append(bwd)
-        self._last_lt = rec
-        if rec.saved_bytes or rec.memory_events:
-            self._last_mem_lt = rec
 
     def snapshot(self, since_version: int | None = None) -> LiveSnapshot | None:
         """An immutable copy of the state; None when nothing changed since ``since_version``."""
@@ -234,6 +246,7 @@ class LiveFeed:
                 return None
             if self._cache is not None and self._cache.version == self._version:
                 return self._cache
+            self._fold()
             n = len(self._node_ids)
             if self._lt:
                 f = np.stack([a for a, _ in self._lt])

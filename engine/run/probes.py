@@ -291,6 +291,9 @@ class Probe:
         # saved-for-backward bytes per layer on sampled steps, and one step's CUDA allocator trace
         self.memory = MemorySampler(model, n)
         self.cuda_history = CudaHistory(device) if self.cuda else None
+        self._nones, self._falses = [None] * n, [False] * n  # begin_step's resets, one slice copy each
+        self._unhooked: tuple = ()  # layers with no backward of their own this step (see _attach_backward)
+        self._act_bytes: tuple[int, list] | None = None  # (batch, activation bytes per layer at it)
 
     # ---- feature maps -------------------------------------------------------------------
 
@@ -356,9 +359,9 @@ class Probe:
     def begin_step(self) -> None:
         """Mark the step start (offsets in LayerTimes are from here)."""
         self._order.clear()
-        for k in range(self.n):
-            self._bwd[k] = None
-            self._hooked[k] = False
+        self._bwd[:] = self._nones
+        self._hooked[:] = self._falses
+        self._unhooked = ()
         self._backward_run = False
         if self.mem is not None:
             self._mem_cur[0], _ = self.mem.read()
@@ -475,16 +478,18 @@ class Probe:
     def _attach_backward(self) -> None:
         # after the forward's last timestamp, so registering is not blamed on a layer
         seen = set()
-        gfs, hooks, handles = self._gfs, self._hooks, self._handles
-        for k in range(self.n):
-            gf = gfs[k]
-            gfs[k] = None
+        gfs, hooks, handles, hooked = self._gfs, self._hooks, self._handles, self._hooked
+        unhooked = []
+        for k, gf in enumerate(gfs):
             # a layer that hands back its input's node (identity) has no backward of its own
             if gf is None or id(gf) in seen:
+                unhooked.append(k)
                 continue
             seen.add(id(gf))
             handles.append(gf.register_prehook(hooks[k]))
-            self._hooked[k] = True
+            hooked[k] = True
+        gfs[:] = self._nones
+        self._unhooked = unhooked
         self._backward_run = True
         self.phase = "backward"
         self.current_k = None
@@ -523,8 +528,7 @@ class Probe:
         if getattr(self, "_history_on", False):  # a warm-up or failed step: its trace is not kept
             self._history_on = False
             self.cuda_history.cancel()
-        for k in range(self.n):
-            self._gfs[k] = None
+        self._gfs[:] = self._nones
         self._feature = None
 
     def collect(self, step: int, t: float) -> LayerTimes:
@@ -571,14 +575,14 @@ class Probe:
                 bwd_ms[k] = max(0.0, end - stamp) / 1e6
         if self.mem is None and self.act_bytes_per_sample is not None:
             batch = self._batch
-            mem_bytes = [a * batch for a in self.act_bytes_per_sample]
+            if self._act_bytes is None or self._act_bytes[0] != batch:
+                self._act_bytes = (batch, [a * batch for a in self.act_bytes_per_sample])
+            mem_bytes = list(self._act_bytes[1])
         if self._backward_run:
-            fired = set(order)
-            for k in range(n):
-                if not self._hooked[k]:
-                    bwd_ms[k] = 0.0  # no backward work of its own (no grad_fn / identity)
-                elif k not in fired:
-                    bwd_ms[k] = None  # hooked but the gradient never reached it
+            for k in self._unhooked:
+                bwd_ms[k] = 0.0  # no backward work of its own (no grad_fn / identity)
+            # a hooked layer the gradient never reached keeps None (bwd_ms starts as None and
+            # only the hooks that fired, ``order``, were given a time above)
         saved, out_bytes, events, source = self._memory_collect(fwd_ms)
         return LayerTimes(step, t, list(node_ids), fwd_ms, bwd_ms, fwd_start, bwd_start, mem_bytes,
                           peak_bytes, faults, self.fault_ns if faults else None,

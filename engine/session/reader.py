@@ -30,8 +30,8 @@ def open_session(path) -> "SessionReader":
 
 class SessionReader(SessionAggregates):
     """Reads a session back as the records the live run produced (``records()`` replays them);
-    the SQL aggregates (``node_order_stats``, ``step_layer_sums``, ``ensure_aggregate_indexes``)
-    come from ``engine.session.aggregates``."""
+    the SQL aggregates (``aggregates``, ``node_order_stats``, ``step_layer_sums``,
+    ``has_aggregates``) come from ``engine.session.aggregates``. Reading never writes into the file."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -41,6 +41,10 @@ class SessionReader(SessionAggregates):
         self._index: tuple[list[int], list[float]] | None = None
         self._has_events: bool | None = None
         self._node_names = dict(self._query("SELECT id, node_id FROM nodes"))
+        # page-fault columns: absent in sessions written before they were recorded
+        lt_cols = {r[1] for r in self._query('PRAGMA table_info("layer_times_ns")')}
+        self._fault_cols = ("minor_faults, fault_ns" if {"minor_faults", "fault_ns"} <= lt_cols
+                            else "NULL, NULL")
 
     def _query(self, sql: str, args=()) -> list:
         with self._lock:
@@ -183,8 +187,8 @@ class SessionReader(SessionAggregates):
         range read of ``layer_times_ns``."""
         lo, hi = recs[0][3], recs[-1][3] + recs[-1][4] - 1
         rows = self._query("SELECT row, node, fwd_ns, bwd_ns, mem_bytes, fwd_start_ns, bwd_start_ns, "
-                           f"peak_bytes, {self._memory_cols} FROM layer_times_ns WHERE row BETWEEN ? AND ? "
-                           "ORDER BY row", (lo, hi))
+                           f"peak_bytes, {self._fault_cols}, {self._memory_cols} FROM layer_times_ns "
+                           "WHERE row BETWEEN ? AND ? ORDER BY row", (lo, hi))
         events = self._events_of(recs[0][0], recs[-1][0])
         names = self._node_names
         if any(r[1] not in names for r in rows):  # nodes added since we opened (live file)
@@ -199,12 +203,15 @@ class SessionReader(SessionAggregates):
             got, k = rows[k:j], j
             cols = list(zip(*got)) if got else [()] * 10
             peaks = list(cols[7])
-            saved, outs = list(cols[8]), list(cols[9])
+            faults = list(cols[8]) if any(v is not None for v in cols[8]) else []
+            fault_ns = next((v for v in cols[9] if v is not None), None) if faults else None
+            saved, outs = list(cols[10]), list(cols[11])
             yield LayerTimes(step=step, t=t, node_ids=[names.get(x, str(x)) for x in cols[1]],
                              fwd_ms=[ms_from_ns(v) for v in cols[2]], bwd_ms=[ms_from_ns(v) for v in cols[3]],
                              fwd_start_ms=[ms_from_ns(v) for v in cols[5]],
                              bwd_start_ms=[ms_from_ns(v) for v in cols[6]], mem_bytes=list(cols[4]),
                              peak_bytes=peaks if any(v is not None for v in peaks) else [],
+                             minor_faults=faults, fault_ns=fault_ns,
                              saved_bytes=saved if any(v is not None for v in saved) else [],
                              out_bytes=outs if any(v is not None for v in outs) else [],
                              memory_events=events.get(rec, (None, []))[1],

@@ -42,12 +42,14 @@ CREATE TABLE profiled_steps(rec INTEGER PRIMARY KEY, step INTEGER, t REAL, first
                             n INTEGER);
 CREATE TABLE layer_times_ns(row INTEGER PRIMARY KEY, rec INTEGER, node INTEGER, fwd_ns INTEGER,
                             bwd_ns INTEGER, mem_bytes INTEGER, fwd_start_ns INTEGER,
-                            bwd_start_ns INTEGER, peak_bytes INTEGER, saved_bytes INTEGER,
-                            out_bytes INTEGER);
+                            bwd_start_ns INTEGER, peak_bytes INTEGER, minor_faults INTEGER,
+                            fault_ns REAL, saved_bytes INTEGER, out_bytes INTEGER);
 CREATE VIEW layer_times AS
     SELECT p.step AS step, n.node_id AS node_id, l.fwd_ns / 1e6 AS fwd_ms, l.bwd_ns / 1e6 AS bwd_ms,
            l.mem_bytes AS mem_bytes, l.fwd_start_ns / 1e6 AS fwd_start_ms,
-           l.bwd_start_ns / 1e6 AS bwd_start_ms, l.peak_bytes AS peak_bytes, p.t AS t
+           l.bwd_start_ns / 1e6 AS bwd_start_ms, l.peak_bytes AS peak_bytes, p.t AS t,
+           l.minor_faults AS minor_faults, l.fault_ns AS fault_ns, l.saved_bytes AS saved_bytes,
+           l.out_bytes AS out_bytes
     FROM layer_times_ns l JOIN profiled_steps p ON p.rec = l.rec JOIN nodes n ON n.id = l.node;
 CREATE TABLE telemetry_series(id INTEGER PRIMARY KEY, source TEXT NOT NULL, metric TEXT NOT NULL,
                               UNIQUE(source, metric));
@@ -64,6 +66,8 @@ CREATE TABLE memory_events(rec INTEGER, step INTEGER, source TEXT, t_ns INTEGER,
                            phase TEXT, owner TEXT, delta_bytes INTEGER);
 CREATE TABLE layer_energy(node_id TEXT NOT NULL, pass TEXT NOT NULL, window INTEGER, seconds REAL,
                           joules REAL, reps REAL, updates INTEGER, rep_ms REAL, edge_s REAL);
+CREATE TABLE node_stats(node INTEGER, col TEXT, n INTEGER, sum INTEGER, min INTEGER, max INTEGER, at TEXT,
+                        PRIMARY KEY(node, col));
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
@@ -197,8 +201,9 @@ def _try(uri: str) -> tuple[_Connection | None, sqlite3.Error | None]:
 def _connect(p: Path) -> sqlite3.Connection:
     """A connection that sees everything committed, WAL included.
 
-    Read-write first, so a WAL left by a killed writer is folded in; then read-only (works when
-    the ``-shm`` file exists or can be made). A session in a read-only folder whose ``-wal`` lies
+    Read-only first (works when the ``-shm`` file exists or can be made), so that reading never
+    writes into a session: a WAL left by a killed writer is read, not folded into the file;
+    then read-write (SQLite needs it to rebuild a WAL index it cannot keep otherwise). A session in a read-only folder whose ``-wal`` lies
     beside it without a ``-shm`` opens neither way, and ``immutable=1`` would ignore the WAL: then
     the file and its WAL are copied into a private temporary folder, read there and removed when
     the connection closes. ``mode=rw``/``ro`` never create a file. A file SQLite rejects the same
@@ -206,7 +211,7 @@ def _connect(p: Path) -> sqlite3.Connection:
     """
     uri = _uri(p)
     err = None
-    for mode in ("?mode=rw", "?mode=ro"):
+    for mode in ("?mode=ro", "?mode=rw"):
         con, err = _try(uri + mode)
         if con is not None:
             return con
@@ -328,6 +333,30 @@ def _value_problem(con: sqlite3.Connection) -> str | None:
     return None
 
 
+def change_counter(path) -> int | None:
+    """The SQLite file change counter (header bytes 24..27) of ``path``; None when unreadable.
+    In rollback-journal mode (a closed session's) every committed write moves it by one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(28)
+    except OSError:
+        return None
+    return int.from_bytes(head[24:28], "big") if len(head) == 28 else None
+
+
+def closed_unchanged(p, meta: dict) -> bool:
+    """Whether ``p`` is a session its writer closed (meta ``aggregates``, stored in its last
+    transaction, names the change counter the file had then) and nothing has written to since:
+    the same counter now and no ``-wal`` beside it."""
+    tag = meta.get("aggregates")
+    if not isinstance(tag, dict) or not isinstance(tag.get("change_counter"), int):
+        return False
+    wal = Path(f"{p}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        return False
+    return change_counter(p) == tag["change_counter"]
+
+
 def check_is_session(p: Path) -> tuple[sqlite3.Connection, dict]:
     """Open ``p`` and prove it is a readable session of a version we know; SessionError if not."""
     if not p.exists():
@@ -353,7 +382,9 @@ def check_is_session(p: Path) -> tuple[sqlite3.Connection, dict]:
                                f"version reads up to v{SCHEMA_VERSION}); update LayerScope to open it")
         if version < 1:
             raise SessionError(f"{p} is an incomplete LayerScope session (no schema version)")
-        check = con.execute("PRAGMA quick_check(1)").fetchone()[0]
+        # a full read of the file: skipped for a session its writer closed and nothing wrote
+        # since (a damaged page there is still refused, in one line, when a reader reaches it)
+        check = "ok" if closed_unchanged(p, meta) else con.execute("PRAGMA quick_check(1)").fetchone()[0]
         if check != "ok":
             raise SessionError(f"{p} is damaged ({check.splitlines()[0]}); the session cannot be read")
         problem = meta_problem(meta) or _value_problem(con)

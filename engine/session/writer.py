@@ -20,12 +20,21 @@ from pathlib import Path
 
 from engine.records import (CommTimes, EvalRecord, FeatureMap, LayerEnergy, LayerTimes, LogRecord, RunEnded, RunInfo,
                             StepRecord, TelemetryBatch, TelemetryStatus)
+from engine.session.aggregates import write_aggregates
 from engine.session.lock import SessionClaim, adopt_claim
-from engine.session.schema import COMM_TABLE_SQL, FORMAT_NAME, SCHEMA_SQL, SCHEMA_VERSION, SessionError, ns_from_ms, shape_text
+from engine.session.schema import (COMM_TABLE_SQL, FORMAT_NAME, SCHEMA_SQL, SCHEMA_VERSION, SessionError, ns_from_ms,
+                                   shape_text)
 
 
-def _at(seq, i):
-    return seq[i] if i < len(seq) else None
+def _column(values, n: int) -> list:
+    """``values`` as a list of exactly ``n`` (None where the record has fewer)."""
+    values = list(values or ())
+    return values[:n] if len(values) >= n else values + [None] * (n - len(values))
+
+
+def _ns_column(values_ms, n: int) -> list:
+    """``ns_from_ms`` of each of ``_column(values_ms, n)``, in one pass."""
+    return [None if v is None else int(round(v * 1_000_000)) for v in _column(values_ms, n)]
 
 
 _HELD_MAPS = object()  # queue marker: store the feature maps held back by the rate limit
@@ -50,7 +59,9 @@ class SessionWriter:
     with ``claim_session`` (the CLI does, to refuse before the run) is adopted. When a write fails
     (disk full, I/O error) ``error`` says so and which steps the file holds, and the next
     ``writer(record)`` raises ``SessionWriteError``. Every ``checkpoint_interval_s`` seconds the
-    WAL is checkpointed into the main file.
+    WAL is checkpointed into the main file. ``close()`` stores the per-node and per-step
+    aggregates a summary reads (``engine.session.aggregates.write_aggregates``; a few SQL passes,
+    ~4 s per million layer rows; ``aggregates=False`` leaves them out, and readers compute them).
 
     A ``TelemetryStatus`` record (the run's own sampler status, probed once: which sources and
     metrics were read and why the others were absent) is stored as meta ``telemetry``; the last
@@ -58,8 +69,9 @@ class SessionWriter:
     """
 
     def __init__(self, path, *, flush_interval: float = 0.5, feature_interval_s: float = 1.0,
-                 force: bool = False, checkpoint_interval_s: float = 5.0):
+                 force: bool = False, checkpoint_interval_s: float = 5.0, aggregates: bool = True):
         self.path = Path(path)
+        self.aggregates = aggregates  # store the per-node aggregates at close (engine.session.aggregates)
         self.flush_interval = float(flush_interval)
         self.checkpoint_interval_s = float(checkpoint_interval_s)
         self._last_checkpoint = time.monotonic()
@@ -193,6 +205,10 @@ class SessionWriter:
                 con.execute("PRAGMA journal_mode=DELETE")
             except sqlite3.Error:
                 pass  # a reader still has it open: the WAL is folded in by the last one to close
+            if self.aggregates and not self.error:
+                # the per-node figures a summary reads, once (not stored when the file is still in
+                # WAL mode: readers then compute them from the rows)
+                write_aggregates(con, self.path)
             con.close()
             self._claim.release()
 
@@ -284,15 +300,22 @@ class SessionWriter:
 
     def _write_layer_times(self, lt: LayerTimes) -> None:
         rec, first = self._next_rec, self._next_row
-        rows = []
-        for k, node_id in enumerate(lt.node_ids):
-            rows.append((first + k, rec, self._node(node_id), ns_from_ms(_at(lt.fwd_ms, k)),
-                         ns_from_ms(_at(lt.bwd_ms, k)), _at(lt.mem_bytes, k), ns_from_ms(_at(lt.fwd_start_ms, k)),
-                         ns_from_ms(_at(lt.bwd_start_ms, k)), _at(lt.peak_bytes, k),
-                         _at(lt.saved_bytes, k), _at(lt.out_bytes, k)))
+        n = len(lt.node_ids)
+        nodes = self._nodes
+        ids = [nodes.get(x) or self._node(x) for x in lt.node_ids]
+        faults = _column(lt.minor_faults, n)
+        # stored with each row of a step whose faults were counted
+        fault_ns = float(lt.fault_ns) if lt.minor_faults and lt.fault_ns is not None else None
+        # column by column (the writer thread shares the GIL with the run: few Python calls a row)
+        rows = list(zip(range(first, first + n), [rec] * n, ids, _ns_column(lt.fwd_ms, n), _ns_column(lt.bwd_ms, n),
+                        _column(lt.mem_bytes, n), _ns_column(lt.fwd_start_ms, n), _ns_column(lt.bwd_start_ms, n),
+                        _column(lt.peak_bytes, n), [None if f is None else int(f) for f in faults],
+                        [None if f is None else fault_ns for f in faults], _column(lt.saved_bytes, n),
+                        _column(lt.out_bytes, n)))
         self._con.execute("INSERT INTO profiled_steps VALUES (?,?,?,?,?)", (rec, lt.step, lt.t, first, len(rows)))
         self._con.executemany("INSERT INTO layer_times_ns (row, rec, node, fwd_ns, bwd_ns, mem_bytes, fwd_start_ns, "
-                              "bwd_start_ns, peak_bytes, saved_bytes, out_bytes) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                              "bwd_start_ns, peak_bytes, minor_faults, fault_ns, saved_bytes, out_bytes) "
+                              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
         if lt.memory_events:
             self._write_memory_events(rec, lt)
         self._next_rec += 1

@@ -15,7 +15,6 @@ from engine.analysis.summary import layer_summary, summary
 from engine.export import CSV_COLUMNS, export_csv, export_trace, trace_events
 from engine.records import LayerRow, LayerTimes, RunEnded, RunInfo, StepRecord
 from engine.session import SessionWriter, open_session
-from engine.session.aggregates import AGGREGATE_INDEXES
 
 IDS = ["conv1", "relu1", "pool1", "fc1", "extra"]
 ROWS = [LayerRow(i, n, n, k, (4, 4), 10, f, 64) for i, (n, k, f) in
@@ -45,8 +44,8 @@ def records(steps: int, warmup: int = 3, profiled_warmup: bool = True, seed: int
     return out
 
 
-def write(path, recs):
-    with SessionWriter(path) as w:
+def write(path, recs, **kw):
+    with SessionWriter(path, **kw) as w:
         for r in recs:
             w(r)
     return path
@@ -56,13 +55,17 @@ def write(path, recs):
 def test_sql_aggregates_equal_the_record_path_exactly(tmp_path, steps, profiled_warmup):
     recs = records(steps, profiled_warmup=profiled_warmup)
     path = write(tmp_path / "s.lsession", recs)
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
     with open_session(path) as r:
+        assert r.has_aggregates()  # the writer stored them at close
         from_sql = summary(r)
         replayed = summary(list(r.records()))
     assert from_sql == replayed  # every figure, bit for bit: one percentile method, exact ns means
-    with sqlite3.connect(path) as con:  # the finished session got its aggregate indexes
-        names = {n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {n for n, _ in AGGREGATE_INDEXES} <= names
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before  # reading never writes
+    slow = write(tmp_path / "slow.lsession", recs, aggregates=False)  # the same run, no stored figures
+    with open_session(slow) as r:
+        assert not r.has_aggregates()
+        assert summary(r) == from_sql
 
 
 def test_sql_aggregates_of_a_session_still_being_written(tmp_path):
@@ -133,7 +136,7 @@ def test_trace_export_and_summary_memory_do_not_grow_with_the_session(tmp_path):
     peaks = {}
     for name, path in (("short", short), ("long", long)):
         with open_session(path) as r:
-            r.ensure_aggregate_indexes()
+            assert r.has_aggregates()
             peaks[name] = (_peak_kib(lambda: export_trace(r, tmp_path / f"{name}.json", max_steps=None)),
                            _peak_kib(lambda: _sql_node_stats(r)))
     # ~7x the steps: the trace export's peak stays within its fixed buffers
@@ -152,7 +155,7 @@ def test_odd_layer_time_refused_with_and_without_indexes(tmp_path, column, value
     with sqlite3.connect(path) as con:
         con.execute(f"UPDATE layer_times_ns SET {column} = {value} WHERE row = 7")
     with open_session(path) as r:
-        assert r.ensure_aggregate_indexes() is indexed
+        assert not r.has_aggregates()  # changed since the writer stored them (or never stored)
         with pytest.raises(SessionError):
             summary(r)
 
