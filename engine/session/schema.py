@@ -48,8 +48,7 @@ CREATE VIEW layer_times AS
     SELECT p.step AS step, n.node_id AS node_id, l.fwd_ns / 1e6 AS fwd_ms, l.bwd_ns / 1e6 AS bwd_ms,
            l.mem_bytes AS mem_bytes, l.fwd_start_ns / 1e6 AS fwd_start_ms,
            l.bwd_start_ns / 1e6 AS bwd_start_ms, l.peak_bytes AS peak_bytes, p.t AS t,
-           l.minor_faults AS minor_faults, l.fault_ns AS fault_ns, l.saved_bytes AS saved_bytes,
-           l.out_bytes AS out_bytes
+           l.minor_faults AS minor_faults, l.fault_ns AS fault_ns
     FROM layer_times_ns l JOIN profiled_steps p ON p.rec = l.rec JOIN nodes n ON n.id = l.node;
 CREATE TABLE telemetry_series(id INTEGER PRIMARY KEY, source TEXT NOT NULL, metric TEXT NOT NULL,
                               UNIQUE(source, metric));
