@@ -56,12 +56,12 @@ def _compare_job(sources: list[str], baseline: str | None) -> dict:
 
 def _session_job(path: str) -> dict:
     """Worker thread: a recorded run's page-fault advice (``engine.run_summary``'s ``fault_share``
-    and ``advice``, absent when the summary gives none) and its roofline (``engine.roofline``; a
+    and ``fault_advice``, absent when the summary gives none) and its roofline (``engine.roofline``; a
     reason instead when it cannot be drawn)."""
     out: dict = {"advice": None, "fault_share": None, "roofline": None, "roofline_error": None}
     with engine.open_session(path) as reader:
         summary = engine.run_summary(reader)
-    out["advice"], out["fault_share"] = summary.get("advice"), summary.get("fault_share")
+    out["advice"], out["fault_share"] = summary.get("fault_advice"), summary.get("fault_share")
     try:
         out["roofline"] = engine.roofline(path)
     except (engine.LayerScopeError, AttributeError) as e:  # AttributeError: an engine without rooflines

@@ -187,7 +187,7 @@ def _run_entry(src, path: str) -> tuple[dict, list[dict]]:
            "energy_source": rs["energy_source"], "power_note": rs["power_note"],
            "peak_mem_bytes": rs["peak_mem_bytes"], "gpu_mem_max_bytes": rs["gpu_mem_max_bytes"],
            "rss_max_bytes": rs["rss_max_bytes"],
-           "fault_share": rs.get("fault_share"), "advice": rs.get("advice"),
+           "fault_share": rs.get("fault_share"), "advice": rs.get("fault_advice"),
            "status": rs["status"], "steady_steps": rs["steady_steps"], "profiled_steps": rs["profiled_steps"]}
     return run, rows
 

@@ -179,9 +179,15 @@ def fault_ms(faults: float | None, fault_ns: float | None) -> float | None:
 
 # a run whose minor page faults take more than this share of its step time gets the advice
 FAULT_ADVICE_SHARE = 0.10
+def _tuned_env_text() -> str:
+    from engine.run.allocator import TUNED_ENV
+
+    return " ".join(f"{k}={v}" for k, v in TUNED_ENV.items())
+
+
 FAULT_ADVICE = ("{share} of step time ({fwd} of forward time) is minor page faults (freed activations returned "
-                "to the OS and faulted in again): run with MALLOC_MMAP_THRESHOLD_=33554432 "
-                "MALLOC_TRIM_THRESHOLD_=4294967296 or jemalloc/tcmalloc (layerscope sweep --cpu-allocator tuned)")
+                "to the OS and faulted in again): run with " + _tuned_env_text() + " or jemalloc/tcmalloc "
+                "(compare them: layerscope sweep --cpu-allocator default,tuned)")
 
 
 def run_faults(rows: list[dict], step_ms: float | None) -> dict:

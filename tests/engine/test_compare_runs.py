@@ -2,6 +2,7 @@
 --json, its table, a study folder, the HTML and CSV exports. The done-when test recomputes every
 per-layer per-sample figure with its own SQL over the session files."""
 import csv
+from pathlib import Path
 import json
 import os
 import sqlite3
@@ -238,3 +239,24 @@ def test_the_html_comparison_renders_in_headless_chromium(sessions, tmp_path):
     assert im.size == (1200, 1600)
     colours = {im.getpixel((x, y)) for x in range(0, 1200, 7) for y in range(0, 1600, 7)}
     assert len(colours) > 20  # text, bars and the heat map drawn, not a blank page
+
+
+def test_page_fault_advice_reaches_the_comparison(sessions, tmp_path):
+    """Issue 11: the comparison says when a run spends a large share of its time in page faults,
+    with the advice. The counts are set in a copy of a recorded session (the probe's counting is
+    tested in test_fidelity); the path file -> run_summary -> compare_runs is what is checked."""
+    import shutil
+    import sqlite3
+
+    src = Path(sessions[0])
+    faulty = tmp_path / "faulty.lsession"
+    shutil.copy(src, faulty)
+    con = sqlite3.connect(faulty)
+    # 2,000 faults of 2 us per layer and step: 4 ms per layer, far over 10 % of any lenet5 step
+    con.execute("UPDATE layer_times_ns SET minor_faults = 2000, fault_ns = 2000.0")
+    con.commit()
+    con.close()
+    c = compare_runs([src, faulty])
+    clean, hit = c["runs"]
+    assert clean["advice"] is None and (clean["fault_share"] is None or clean["fault_share"] < 0.1)
+    assert hit["fault_share"] > 0.1 and "page faults" in hit["advice"] and "--cpu-allocator default,tuned" in hit["advice"]
