@@ -224,7 +224,7 @@ class Probe:
 
     def __init__(self, model, device, *, act_bytes_per_sample: list[int] | None = None,
                  feature_node: str | None = None, feature_hz: float = 4.0, clock=time.perf_counter,
-                 count_faults: bool = True, fault_interval_s: float = 0.1):
+                 count_faults: bool = True, fault_interval_s: float = 0.1, mem_interval_s: float = 1.0):
         self.model = model
         self.runner = model.forward  # what forward calls with (x, on_output); a DDP wrapper in a data-parallel run
         self.device = device
@@ -266,6 +266,13 @@ class Probe:
         self._mem_peak = [0] * (n + 1)
         if self.cuda:
             self.mem = CudaMemory(device)
+        # CUDA: the allocator's allocated/peak bytes around each layer cost a host call of ~21 us
+        # (torch._C._cuda_memoryStats; measured on an H200, docs/measurements/), which made a
+        # resnet18 step host-bound (1.43x); so they are read per layer on at most one profiled
+        # step per ``mem_interval_s`` (the first included), and absent (None) on the others
+        self.mem_interval_s = mem_interval_s
+        self._last_mem_t = -math.inf
+        self._mem_layers = False  # this profiled step reads the allocator per layer
         if self.events:
             ev = functools.partial(event_cls, enable_timing=True)
             self._ev_start = ev()
@@ -364,7 +371,11 @@ class Probe:
         self._unhooked = ()
         self._backward_run = False
         if self.mem is not None:
-            self._mem_cur[0], _ = self.mem.read()
+            self._mem_cur[0], _ = self.mem.read()  # also resets the peak: step_peak_bytes is this step's
+            now = self.clock()
+            self._mem_layers = now - self._last_mem_t >= self.mem_interval_s
+            if self._mem_layers:
+                self._last_mem_t = now
         if self.events:
             self._ev_start.record()
         self._start = time.perf_counter_ns()
@@ -386,7 +397,8 @@ class Probe:
                 if k == feat_k:
                     feat_out = out
         elif self.events:
-            fev, cur, peak, mem, gfs = self._fev, self._mem_cur, self._mem_peak, self.mem, self._gfs
+            fev, cur, peak, gfs = self._fev, self._mem_cur, self._mem_peak, self._gfs
+            mem = self.mem if self._mem_layers else None
 
             def seen(k, nid, out):
                 nonlocal feat_out
@@ -548,7 +560,7 @@ class Probe:
             s, fev = self._ev_start, self._fev
             fwd_start = [s.elapsed_time(e) for e in fev[:n]]
             fwd_ms = [a.elapsed_time(b) for a, b in zip(fev, fev[1:])]
-            if self.mem is not None:
+            if self.mem is not None and self._mem_layers:
                 cur = self._mem_cur
                 mem_bytes = [b - a for a, b in zip(cur, cur[1:])]
                 peak_bytes = list(self._mem_peak[1:])
@@ -608,7 +620,7 @@ class Probe:
         if self.mem is None:
             return None
         _, now_peak = self.mem.read()
-        return max([now_peak, *self._mem_peak[1:]])
+        return max([now_peak, *self._mem_peak[1:]]) if self._mem_layers else now_peak
 
     def current_node(self) -> str | None:
         """The node being run when a step failed (None when outside any layer)."""
