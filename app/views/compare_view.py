@@ -34,6 +34,7 @@ BAR_SPAN = 0.8  # of a layer's row, shared by the bars of the configurations oth
 DATA_COLOR = "#64748B"
 OPTIMIZER_COLOR = "#E11D48"
 OTHER_COLOR = "#A3A3A3"
+ALLREDUCE_COLOR = "#22D3EE"  # a data-parallel rank's exposed gradient all-reduce
 SLOWER, NEUTRAL, FASTER = (240, 89, 94), (42, 46, 53), (52, 211, 153)
 TOTAL_COLUMNS = (  # key in a compare_runs "runs" entry, title, formatter
     ("label", "Configuration", str),
@@ -332,7 +333,10 @@ class CompareView(QWidget):
         order = list(FAMILY_COLORS)
         fams.sort(key=lambda x: order.index(x) if x in order else len(order))
         segs = [(f, FAMILY_TITLES.get(f, f), FAMILY_COLORS.get(f, "#94A3B8")) for f in fams]
-        segs += [("data", "Data loading", DATA_COLOR), ("optimizer", "Optimizer", OPTIMIZER_COLOR)]
+        segs += [("data", "Data loading", DATA_COLOR)]
+        if any(f.get("allreduce_ms_per_sample") for f in (self.data or {}).get("families") or []):
+            segs.append(("allreduce", "All-reduce (exposed)", ALLREDUCE_COLOR))
+        segs.append(("optimizer", "Optimizer", OPTIMIZER_COLOR))
         if any(f.get("other_ms_per_sample") for f in (self.data or {}).get("families") or []):
             segs.append(("other", "Other (between layers)", OTHER_COLOR))
         return segs
@@ -347,6 +351,8 @@ class CompareView(QWidget):
                 f = fam_rows.get(lb) or {}
                 if key == "data":
                     vals.append(f.get("data_ms_per_sample"))
+                elif key == "allreduce":
+                    vals.append(f.get("allreduce_ms_per_sample"))
                 elif key == "optimizer":
                     vals.append(f.get("optimizer_ms_per_sample"))
                 elif key == "other":

@@ -176,6 +176,12 @@ def _run_entry(src, path: str) -> tuple[dict, list[dict]]:
     data_ms = percentile([s.data_ms for s in steady], 50)
     energy = rs["energy"].get(rs["energy_source"]) if rs["energy_source"] else None
     measured = _measured_layer_energy(src)
+    comm = getattr(src, "comm_times", None)
+    exposed = None
+    if comm is not None:  # a data-parallel rank: the all-reduce the step waited for is no layer's
+        from engine.run.distributed import overlap
+
+        exposed = percentile([overlap(ct)[1] for ct in comm()], 50)
     rows = [dict(r, j_per_sample_measured=measured.get(r["id"])) for r in layer_summary(src, energy=energy)]
     run = {"session": path, "label": None, "net": rs["net"], "device": rs["device"],
            "device_name": rs["device_name"], "precision": rs["precision"], "batch": batch,
@@ -183,6 +189,7 @@ def _run_entry(src, path: str) -> tuple[dict, list[dict]]:
            "channels_last": cfg.get("channels_last"), "allocator": _allocator(cfg, meta),
            "step_ms": rs["step_ms_median"], "step_ms_per_sample": _per(rs["step_ms_median"], batch),
            "data_ms_per_sample": _per(data_ms, batch),
+           "allreduce_ms_per_sample": _per(exposed, batch),
            "samples_per_s": rs["samples_per_s"], "j_per_sample": rs["j_per_sample"],
            "energy_source": rs["energy_source"], "power_note": rs["power_note"],
            "peak_mem_bytes": rs["peak_mem_bytes"], "gpu_mem_max_bytes": rs["gpu_mem_max_bytes"],
@@ -212,7 +219,9 @@ def _layer_entry(row: dict | None, base: dict | None, batch: int | None) -> dict
 
 def _families(run: dict, rows: list[dict]) -> dict:
     """Where one run's time went, ms per sample: per layer family (the sum of its layers' median
-    forward + backward), data loading (median wait for a batch) and the rest of the step."""
+    forward + backward), data loading (median wait for a batch), in a data-parallel rank the
+    exposed all-reduce (median per step of the all-reduce time after the backward compute ended,
+    ``engine.run.distributed.overlap``) and the rest of the step."""
     batch = run["batch"] or None
     by_family: dict[str, float] = {}
     layer_sum = 0.0
@@ -224,10 +233,12 @@ def _families(run: dict, rows: list[dict]) -> dict:
         by_family[fam] = by_family.get(fam, 0.0) + _per(t, batch)
         layer_sum += t
     rest = None
+    allreduce = run.get("allreduce_ms_per_sample")
     if run["step_ms"] is not None and rows and batch:
-        rest = max(0.0, run["step_ms"] - layer_sum) / batch
+        rest = max(0.0, run["step_ms"] - layer_sum - (allreduce or 0.0) * batch) / batch
     train = run["mode"] == "train"
     return {"label": run["label"], "by_family": by_family, "data_ms_per_sample": run["data_ms_per_sample"],
+            "allreduce_ms_per_sample": allreduce,
             "optimizer_ms_per_sample": rest if train else None,
             "other_ms_per_sample": None if train else rest,
             "step_ms_per_sample": run["step_ms_per_sample"]}

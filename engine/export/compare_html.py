@@ -119,6 +119,8 @@ def time_bars(c: dict) -> str:
         fams += [f for f in x["by_family"] if f not in fams]
     series = [(f, [x["by_family"].get(f) for x in c["families"]]) for f in fams]
     series.append(("data loading", [x["data_ms_per_sample"] for x in c["families"]]))
+    if any(x.get("allreduce_ms_per_sample") for x in c["families"]):
+        series.append(("all-reduce (exposed)", [x.get("allreduce_ms_per_sample") for x in c["families"]]))
     series.append(("optimizer / rest of step", [x["optimizer_ms_per_sample"] if x["optimizer_ms_per_sample"]
                                                 is not None else x["other_ms_per_sample"] for x in c["families"]]))
     return svg_hbars([x["label"] for x in c["families"]], series, "ms/sample", width=900)

@@ -96,3 +96,16 @@ def test_the_same_run_under_torchrun(tmp_path):
     for rank in (0, 1):
         with engine.open_session(out / f"rank{rank}.lsession") as s:
             assert s.meta["config"]["rank"] == rank and len(s.comm_times()) == 2
+
+
+def test_the_comparison_takes_the_ranks_as_configurations(study):
+    """`compare DIR` of a data-parallel study: one configuration per rank, and the exposed
+    all-reduce is its own share of "where the time went" (not the optimizer's)."""
+    c = engine.compare_runs(engine.read_study(study).sessions())
+    assert len(c["runs"]) == 2 and all(r["mode"] == "train" for r in c["runs"])
+    for f, rank in zip(c["families"], (0, 1)):
+        with engine.open_session(study / f"rank{rank}.lsession") as s:
+            batch = s.meta["config"]["batch_size"]
+            exposed = sorted(overlap(ct)[1] for ct in s.comm_times())
+        mid = exposed[len(exposed) // 2] if len(exposed) % 2 else (exposed[len(exposed) // 2 - 1] + exposed[len(exposed) // 2]) / 2
+        assert f["allreduce_ms_per_sample"] == pytest.approx(mid / batch)
