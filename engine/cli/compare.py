@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from engine.cli.common import EXIT_OK
@@ -26,6 +27,11 @@ def _sources(args) -> tuple[list, list | None]:
         p = Path(args.sessions[0])
         if not p.is_dir():
             raise LayerScopeError("compare needs two or more sessions, or one study folder")
+        from engine.sweep.study import read_study
+
+        left = [c for c in read_study(p).configs if c.status != "done"]
+        for c in left:  # said once, before the table: the comparison is of the finished ones only
+            print(f"note: {c.label} is left out ({c.status}{': ' + c.reason if c.reason else ''})", file=sys.stderr)
         return study_runs(p)
     for s in args.sessions:
         if Path(s).is_dir():
@@ -54,9 +60,10 @@ def print_comparison(c: dict) -> None:
           "speed-up = baseline / run, above 1 means faster than the baseline\n")
     rows = [[r["label"], r["session"], f"{r['device_name'] or r['device']}", r["precision"] or "", str(r["batch"]),
              r["mode"] or "", fmt_num(r["step_ms_per_sample"]), fmt_num(r["samples_per_s"]),
-             fmt_num(r["j_per_sample"]), fmt_bytes(r["peak_mem_bytes"]), r["status"]] for r in runs]
+             fmt_num(r["j_per_sample"]), fmt_bytes(r["peak_mem_bytes"]), fmt_bytes(r.get("rss_max_bytes")),
+             r["status"]] for r in runs]
     print_table(rows, ["run", "session", "device", "precision", "batch", "mode", "step ms/sample", "samples/s",
-                       "J/sample", "peak mem", "status"], right={4, 6, 7, 8, 9})
+                       "J/sample", "device peak", "process RSS", "status"], right={4, 6, 7, 8, 9, 10})
     print()
     header = ["node", "kind"]
     for r in runs:

@@ -42,7 +42,9 @@ class Progress:
     warnings/errors and evaluations are printed as they come.
 
     Progress comes from the records alone: the planned total from ``StateChanged``, the steps
-    done from each ``StepRecord`` and, at the end, ``RunEnded.steps``.
+    done from each ``StepRecord`` and, at the end, ``RunEnded.steps``; steps/s and the ETA from
+    the steps' own start times (``StepRecord.t``, the run's clock), so a viewer receiving a served
+    run in bursts (``layerscope watch``) shows the run's speed, not its own.
     """
 
     def __init__(self, out=None, tty: bool | None = None, every_s: float = 5.0, quiet: bool = False):
@@ -93,8 +95,8 @@ class Progress:
         with self._lock:
             self._last = rec
             self._done = rec.step
-            if self._first is None:
-                self._first = (now, self._done)
+            if self._first is None:  # the run's own clock (StepRecord.t), not this process's: a
+                self._first = (rec.t, self._done)  # viewer catching up on a served run must not time itself
             if self.quiet:
                 return
             if now - self._last_draw >= (0.125 if self.tty else self.every_s):
@@ -105,7 +107,7 @@ class Progress:
         done, total = max(self._done, 1), self._total
         rate = None
         if self._first is not None:
-            dt = time.monotonic() - self._first[0]
+            dt = rec.t - self._first[0]
             if dt >= 0.5 and done > self._first[1]:  # a rate from a blink of time is noise
                 rate = (done - self._first[1]) / dt
         eta = (total - done) / rate if rate and total else None

@@ -165,6 +165,8 @@ def net_from_args(args):
 
 def cmd_profile(args) -> int:
     """Run the net, printing progress; exit 0 completed, 1 failed or stopped, 130 interrupted."""
+    if args.allow_control and not args.serve:
+        raise LayerScopeError("--allow-control is for a served run: give --serve HOST:PORT too")
     if args.serve:
         from engine.remote.wire import parse_address
 
@@ -312,6 +314,13 @@ def _profile_ranks(cfg, args, dev: str, ranks) -> int:
     if out.exists() and not out.is_dir():
         raise LayerScopeError(f"--out {out}: a data-parallel run writes a folder (one session per rank); "
                               "this is a file")
+    if out.suffix == ".lsession":
+        raise LayerScopeError(f"--out {out}: a data-parallel run writes a folder (one session per rank and "
+                              "study.json): give a folder name, not a .lsession file")
+    cores = os.cpu_count() or 1
+    if ranks is None and nproc > cores:
+        print(f"warning: {nproc} ranks on {cores} cores: the ranks share cores (1 thread each), so the "
+              "times measure the contention too", file=sys.stderr)
     held = sorted(p.name for p in out.glob("rank*.lsession")) + (["study.json"] if (out / "study.json").exists() else [])
     if held and not args.force and (ranks is None or ranks[0] == 0):
         raise LayerScopeError(f"--out {out} already holds {', '.join(held[:3])}; give --force to replace them")
@@ -340,8 +349,14 @@ def _start_server(args):
 
     server = start_server(args.serve, allow_control=args.allow_control)  # LayerScopeError -> exit 2
     how = "viewers may pause and stop it" if args.allow_control else "view only"
+    local = server.host in ("127.0.0.1", "::1", "localhost")
+    if not local:
+        print(f"warning: serving on {server.host} exposes the run to every network that reaches this machine, "
+              "and the token and records travel unencrypted: prefer 127.0.0.1 and an SSH tunnel "
+              "(docs/user-guide.md, Watching a run on another machine)", file=sys.stderr)
+    connect = f"127.0.0.1:{server.port}" if server.host in ("0.0.0.0", "::", "") else server.address
     print(f"serving the run on {server.address} ({how}); token {server.token}\n"
-          f"  watch it: layerscope watch {server.address} --token {server.token}   "
+          f"  watch it: layerscope watch {connect} --token {server.token}   "
           "(or File > Connect to run... in the app)", file=sys.stderr, flush=True)
     return server
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from engine.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from engine.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from engine.cli.output import Progress
 from engine.errors import LayerScopeError
 
@@ -47,6 +47,14 @@ def cmd_watch(args) -> int:
         print(f"copy: {args.out}")
     if result.status == "completed":
         return EXIT_OK
+    connection = (result.extra or {}).get("connection")
+    if connection in ("refused", "unreachable", "protocol"):  # the viewer's input was wrong, not the run
+        print(result.message, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if connection == "lost":
+        print(f"watch ended: {result.message}; the run may go on on the server (its session file has it)",
+              file=sys.stderr)
+        return EXIT_FAILED
     print(f"run {result.status}: {result.message}", file=sys.stderr)
     return EXIT_FAILED
 

@@ -26,7 +26,11 @@ from engine.remote.wire import (MAX_SERVER_FRAME, PROTOCOL_VERSION, Closed, Remo
 
 
 class RemoteRun:
-    """A served run seen from a viewer; ``run()`` feeds ``sinks`` until the run ends."""
+    """A served run seen from a viewer; ``run()`` feeds ``sinks`` until the run ends.
+
+    A ``failed`` result that is the viewer's, not the run's, says so in ``extra["connection"]``:
+    "refused" (wrong token, too many viewers), "unreachable" (never connected), "lost" (the
+    connection dropped for longer than ``reconnect_s``) or "protocol" (not a LayerScope server)."""
 
     def __init__(self, address: str, token: str, sinks=(), *, reconnect_s: float = 30.0,
                  connect_timeout: float = 5.0):
@@ -141,10 +145,10 @@ class RemoteRun:
                     note = f" ({self.missed} records missed)" if self.missed else ""
                     return RunResult(e.status, e.message + note, None, e.steps, dict(e.extra))
             except _Refused as e:
-                return RunResult("failed", str(e))
+                return RunResult("failed", str(e), extra={"connection": "refused"})
             except RemoteError as e:
                 if not isinstance(e, Closed):
-                    return RunResult("failed", str(e))
+                    return RunResult("failed", str(e), extra={"connection": "protocol"})
                 message = f"lost the connection to {self.address}"
             except OSError as e:
                 message = f"cannot reach {self.address}: {e.strerror or e}"
@@ -157,7 +161,9 @@ class RemoteRun:
             now = time.monotonic()
             lost_since = lost_since or now
             if now - lost_since > self.reconnect_s:
-                return RunResult("failed", f"{message} (gave up after {self.reconnect_s:g} s)")
+                # never connected: the address is wrong (bad input); connected once: the link was lost
+                how = "lost" if self.received else "unreachable"
+                return RunResult("failed", f"{message} (gave up after {self.reconnect_s:g} s)", extra={"connection": how})
             self.reconnects += 1
             self._leave.wait(0.5)
         return RunResult("stopped", f"disconnected from {self.address}; the run goes on there")

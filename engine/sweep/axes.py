@@ -19,7 +19,9 @@ from engine.run.config import BOOL, FLOAT, INT, RunConfig, _check
 AXES = ("device", "precision", "batch_size", "channels_last", "threads", "cpu_allocator")
 # settings a sweep cannot vary or fix: each configuration has its own session file, and one
 # checkpoint folder shared by all would mix their weights
-NOT_SWEPT = frozenset({"out", "save_checkpoint", "checkpoint_every"})
+# settings a sweep does not take: each configuration writes its own session, and a data-parallel
+# run is N processes writing a folder of its own (profile --nproc), not one configuration's session
+NOT_SWEPT = frozenset({"out", "save_checkpoint", "checkpoint_every", "nproc", "rank", "bucket_cap_mb", "model"})
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _OFF_ON = {"off": False, "on": True, "false": False, "true": True, "0": False, "1": True,
            "no": False, "yes": True}
@@ -39,6 +41,9 @@ def value_problem(axis: str, value) -> str | None:
         if value not in CPU_ALLOCATORS:
             return f"cpu_allocator must be one of {', '.join(CPU_ALLOCATORS)}, not {value!r}"
         return None
+    if axis in ("nproc", "rank", "bucket_cap_mb"):
+        return (f"{axis} cannot be set in a sweep: a data-parallel run is its own study of ranks "
+                "(layerscope profile NET --nproc N --out DIR; compare DIR)")
     if axis in NOT_SWEPT:
         return f"{axis} cannot be set in a sweep (each configuration writes its own session)"
     try:

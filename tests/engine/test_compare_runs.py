@@ -178,8 +178,11 @@ def test_study_folder_uses_its_finished_configs_and_labels(sessions, tmp_path, c
     assert labels == ["batch 2", "batch 4", "batch 8"] and [p.name for p in paths] == [p.name for p in sessions]
     capsys.readouterr()
     assert main(["compare", str(study), "--json", "--baseline", "batch 8"]) == 0
-    c = json.loads(capsys.readouterr().out)
+    got = capsys.readouterr()
+    c = json.loads(got.out)
     assert c["baseline"] == "batch 8" and [r["label"] for r in c["runs"]] == labels
+    # the configuration that failed is said to be left out, with its reason (not silently dropped)
+    assert "left out (failed: out of memory)" in got.err
     (study / "study.json").write_text("{not json")
     assert main(["compare", str(study)]) == 2
 

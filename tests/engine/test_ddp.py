@@ -68,8 +68,11 @@ def test_bad_data_parallel_input_is_one_line_exit_2(tmp_path, capsys):
     assert main(["profile", "lenet5", "--nproc", "2", "--out", str(f)]) == 2
     assert main(["profile", "lenet5", "--nproc", "2", "--mode", "infer", "--out", str(tmp_path / "d")]) == 2
     assert main(["profile", "lenet5", "--nproc", "0"]) == 2
+    assert main(["profile", "lenet5", "--nproc", "2", "--out", str(tmp_path / "run.lsession")]) == 2
+    assert main(["sweep", "lenet5", "--nproc", "2", "--batch-size", "4,8", "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and not any("Traceback" in e for e in err)
+    assert len(err) == 5 and not any("Traceback" in e for e in err)
+    assert not (tmp_path / "run.lsession").exists() and not (tmp_path / "s").exists()
     assert f.read_text() == "x"
 
 

@@ -85,7 +85,7 @@ def test_a_served_profile_reaches_a_viewer_in_order(tmp_path):
     assert result.status == "completed" and remote.missed == 0
     assert isinstance(got[0], RunInfo) and isinstance(got[-1], RunEnded)
     steps = [r.step for r in got if isinstance(r, StepRecord) and r.phase == "train"]
-    assert steps == list(range(1, 14)) or steps == sorted(steps) and len(steps) == 13
+    assert steps == list(range(1, 14))
     import engine
 
     with engine.open_session(out) as r:
@@ -215,11 +215,17 @@ def test_commands_need_allow_control():
 def test_cli_bad_input_is_one_line_exit_2(capsys):
     assert main(["watch", "nohost:notaport", "--token", "x"]) == 2
     assert main(["profile", "lenet5", "--serve", "127.0.0.1:99999"]) == 2
+    assert main(["profile", "lenet5", "--allow-control"]) == 2  # control of a run nobody serves
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all("Traceback" not in e for e in err)
+    assert len(err) == 3 and all("Traceback" not in e for e in err) and "--serve" in err[2]
     # nothing listens there: the viewer gives up with one line, exit 1
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    assert main(["watch", f"127.0.0.1:{port}", "--token", "x", "--reconnect", "0.5"]) == 1
-    assert "cannot reach" in capsys.readouterr().err
+    assert main(["watch", f"127.0.0.1:{port}", "--token", "x", "--reconnect", "0.5"]) == 2  # a wrong address
+    err = capsys.readouterr().err
+    assert "cannot reach" in err and "run failed" not in err
+    with RecordServer(token="right") as srv:  # a wrong token is bad input too, not a failed run
+        srv(_info())
+        assert main(["watch", f"127.0.0.1:{srv.port}", "--token", "wrong", "-q"]) == 2
+        assert "wrong token" in capsys.readouterr().err
