@@ -84,8 +84,13 @@ class Study:
     def same_plan(self, other: "Study") -> bool:
         """Whether two studies ask for the same runs (kind, net, axes, fixed settings): the test
         for resuming a study rather than refusing a folder that holds a different one."""
-        return (self.kind, self.net, _canon(self.axes), _canon(self.fixed)) == \
-               (other.kind, other.net, _canon(other.axes), _canon(other.fixed))
+        return (self.kind, self.net, _canon(_as_sets(self.axes)), _canon(self.fixed)) == \
+               (other.kind, other.net, _canon(_as_sets(other.axes)), _canon(other.fixed))
+
+
+def _as_sets(axes: dict) -> dict:
+    """Axes with their values in a fixed order: ``--batch-size 16,8`` asks for the runs ``8,16`` does."""
+    return {k: sorted(v, key=lambda x: json.dumps(x)) if isinstance(v, list) else v for k, v in axes.items()}
 
 
 def _canon(d: dict) -> str:

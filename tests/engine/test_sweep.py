@@ -282,3 +282,10 @@ def test_a_sweep_of_an_imported_model(tmp_path, capsys):
     assert "skipped" in capsys.readouterr().out
     # a preset does not take an imported model's input flags
     assert main(["sweep", "lenet5", "--input-shape", "3,8,8", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_the_same_axes_in_another_order_are_the_same_plan(tmp_path):
+    a = plan_study("lenet5", {"batch_size": [8, 16]}, {"steps": 2}, tmp_path)
+    b = plan_study("lenet5", {"batch_size": [16, 8]}, {"steps": 2}, tmp_path)
+    c = plan_study("lenet5", {"batch_size": [16, 32]}, {"steps": 2}, tmp_path)
+    assert a.same_plan(b) and not a.same_plan(c)
