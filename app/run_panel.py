@@ -289,8 +289,9 @@ class RunPanel(QWidget):
         free = getattr(dev, "memory_free", None)
         if dev is None or free is None:
             return None
+        # the device's own autocast rules (a CUDA run casts other layers than a CPU one)
         est = engine.memory_estimate(self._model.validation().info, self.batch.value(), mode=self.mode_key(),
-                                     precision=self.precision_key())
+                                     precision=self.precision_key(), device_type=getattr(dev, "kind", "cpu") or "cpu")
         where = "system memory" if getattr(dev, "kind", "") == "cpu" else f"{dev.id} memory"
         return engine.fit_problem(est, free, where)
 
