@@ -478,20 +478,28 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", help="label of the baseline run")
     ap.add_argument("--screenshot", metavar="PNG")
     args = ap.parse_args(argv)
+    sources, labels = args.sessions, None
+    try:
+        if len(sources) == 1 and os.path.isdir(sources[0]):
+            sources, labels = engine.study_runs(sources[0])
+        comparison = engine.compare_runs(sources, baseline=args.baseline, labels=labels)
+    except engine.LayerScopeError as e:  # bad input: one line, exit 2, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     app = QApplication.instance() or QApplication(sys.argv[:1])
     style.apply(app)
     style.configure_pyqtgraph()
     view = CompareView()
-    sources, labels = args.sessions, None
-    if len(sources) == 1 and os.path.isdir(sources[0]):
-        sources, labels = engine.study_runs(sources[0])
-    view.set_comparison(engine.compare_runs(sources, baseline=args.baseline, labels=labels))
+    view.set_comparison(comparison)
     view.resize(1200, 560)
     view.show()
     if args.screenshot:
         for _ in range(3):
             app.processEvents()
-        return 0 if view.grab().save(args.screenshot) else 1
+        if not view.grab().save(args.screenshot):
+            print(f"error: cannot write {args.screenshot}", file=sys.stderr)
+            return 2
+        return 0
     return app.exec()
 
 
