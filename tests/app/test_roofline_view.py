@@ -136,3 +136,18 @@ def test_legend_is_rich_text_whatever_its_first_entry(qtbot, session):
         doc = QTextDocument()
         doc.setHtml(view.legend.text())
         assert "&nbsp;" not in doc.toPlainText() and ("forward" in doc.toPlainText()) == bool(view.points)
+
+
+@pytest.mark.parametrize("module, args", [
+    ("app.views.roofline_view", ["SESSION"]),
+    ("app.views.log_view", []),
+    ("app.editor.canvas", ["lenet5"]),
+])
+def test_view_entry_points_refuse_an_unwritable_screenshot_in_one_line(tmp_path, capsys, session, module, args):
+    import importlib
+
+    shot = tmp_path / "no" / "such" / "folder" / "x.png"
+    argv = [session if a == "SESSION" else a for a in args] + ["--screenshot", str(shot)]
+    assert importlib.import_module(module).main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: cannot write {shot}"
