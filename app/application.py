@@ -22,7 +22,9 @@ import time
 NO_DISPLAY = "no display: run under a desktop session, Xvfb, or set QT_QPA_PLATFORM=offscreen"
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The desktop app's own parser (``layerscope [FILE] [options]``); ``layerscope --help`` prints
+    its options after the CLI's commands (app/launcher.py)."""
     ap = argparse.ArgumentParser(prog="layerscope", description="LayerScope desktop app "
                                  "(sub-commands such as 'profile' run headless; see 'layerscope --help')")
     ap.add_argument("file", nargs="?", help="a net file (.json) or a session file (.lsession) to open")
@@ -42,6 +44,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="compare two or more sessions (.lsession), or one study folder, in the comparison view")
     ap.add_argument("--size", metavar="WxH", help="window size in pixels, e.g. 1280x800")
     ap.add_argument("--screenshot", metavar="PATH", help="save a PNG of the window after the run (or when ready) and exit")
+    return ap
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = build_parser()
     args = ap.parse_args(argv)
     if args.run is not None and args.run < 1:
         ap.error("--run needs a number of steps >= 1")

@@ -3,8 +3,9 @@
 The app takes one file to open (a net ``.json`` or a ``.lsession``) and its own ``--options``; with
 no argument it opens too. Every other first word - a command, or a mistyped one such as
 ``sumary`` - goes to the CLI, which runs the command or answers "unknown command 'sumary' (did
-you mean summary?)" with exit 2, so a typo never opens the window. ``-h``/``--help`` and
-``--version`` are the CLI's.
+you mean summary?)" with exit 2, so a typo never opens the window. ``--version`` is the CLI's;
+``-h``/``--help`` prints the CLI's help (the commands) followed by the desktop app's own options
+(``--preset``, ``--run``, ``--session``, ... from ``app.application.build_parser``).
 """
 from __future__ import annotations
 
@@ -34,12 +35,24 @@ def is_headless(argv: list[str]) -> bool:
     return not looks_like_file
 
 
+def app_help() -> str:
+    """The desktop app's options, as its own parser words them, under a heading that says how to
+    open the app (printed after the CLI's help by ``layerscope --help`` / ``python main.py --help``)."""
+    from app.application import build_parser
+
+    return "desktop app (no command; python main.py or layerscope):\n" + build_parser().format_help().rstrip()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if is_headless(argv):
         from engine.cli.main import main as cli_main
 
-        return cli_main(argv)
+        code = cli_main(argv)
+        if argv[0] in ("-h", "--help"):
+            print()
+            print(app_help())
+        return code
     from app.application import run
 
     return run(argv)

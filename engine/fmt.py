@@ -110,3 +110,11 @@ def fmt_rate(v, unit: str = "samples/s", missing: str = DASH) -> str:
     if _absent(v):
         return missing
     return f"{fmt_num(float(v))} {unit}"
+
+
+def fmt_bandwidth(bytes_per_s, missing: str = DASH) -> str:
+    """A memory bandwidth in bytes per second as decimal GB/s (1 GB = 1e9 bytes), digits as
+    ``fmt_num`` ("91.8 GB/s"): the one unit of the CLI, the HTML export and the app's roofline."""
+    if _absent(bytes_per_s):
+        return missing
+    return fmt_rate(float(bytes_per_s) / 1e9, "GB/s")

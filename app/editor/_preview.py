@@ -40,6 +40,8 @@ def preview(make, argv=None, size=(900, 700), select: str | None = None) -> int:
         if hasattr(widget, "fit_view"):
             widget.fit_view()
         app.processEvents()
-        widget.grab().save(args.screenshot)
+        if not widget.grab().save(args.screenshot):
+            print(f"error: cannot write {args.screenshot}", file=sys.stderr)
+            return 2
         return 0
     return app.exec()

@@ -109,7 +109,9 @@ class CanvasView(QGraphicsView):
         """Show measured costs: ``{node_id: {"time_ms", "mem_bytes", "gflops"}}`` (any subset).
 
         Nodes show the time (or the colour-by metric when no time is given); with
-        ``color_by`` in {"time", "memory", "flops"} they are filled on a scale with a legend.
+        ``color_by`` in {"time", "memory", "flops"} they are filled on a scale from 0 to the
+        largest value with a legend; with "speedup" (x against a baseline, from a comparison) on a
+        diverging log2 scale centred at 1x: slower red, faster green, as the comparison heat map.
         """
         self._metrics = {k: dict(v) for k, v in metrics.items()}
         self._color_by = color_by if color_by in METRIC_KEYS else None
@@ -282,15 +284,22 @@ class CanvasView(QGraphicsView):
         key = METRIC_KEYS.get(self._color_by) if self._color_by else None
         values = [m.get(key) for m in self._metrics.values() if key and m.get(key) is not None]
         hi = max(values) if values else 0.0
+        # a speed-up diverges around 1x on a log scale (red slower, green faster); costs run 0 -> max
+        span = theme.speedup_span(values) if key == "speedup" else 0.0
         for nid, item in self._nodes.items():
             m = self._metrics.get(nid, {})
             shown = "time_ms" if m.get("time_ms") is not None else key
             text = metric_text(shown, m.get(shown)) if shown else ""
             fill = None
-            if key and m.get(key) is not None and hi > 0:
+            if key == "speedup" and m.get(key) is not None and m[key] > 0:
+                fill = theme.speedup_color(m[key], span)
+            elif key and key != "speedup" and m.get(key) is not None and hi > 0:
                 fill = theme.cost_color(m[key] / hi)
             item.set_metric(text, fill)
-        if values:
+        if values and key == "speedup":
+            self._legend.set_scale(METRIC_TITLES[self._color_by], metric_text(key, 2.0 ** -span),
+                                   metric_text(key, 2.0 ** span), diverging=True)
+        elif values:
             # colours run from zero to the largest value, so the scale starts at 0
             self._legend.set_scale(METRIC_TITLES[self._color_by], "0", metric_text(key, hi))
         self._legend.setVisible(bool(values))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QFont, QLinearGradient, QPainter, QPen
+from PySide6.QtCore import QPointF, QRect, QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QLinearGradient, QPainter, QPen
 from PySide6.QtWidgets import QLabel, QWidget
 
 from engine import INPUT_ID, fmt
@@ -31,18 +31,37 @@ def metric_text(key: str, value) -> str:
 
 
 class MetricLegend(QWidget):
-    """Colour scale for node metrics, pinned to the view's bottom-left corner."""
+    """Colour scale for node metrics, pinned to the view's bottom-left corner: the title (wrapped
+    onto as many lines as it needs), the gradient, its end values; a diverging scale (a speed-up)
+    also has 1x in the middle and a "slower <- 1x -> faster" line."""
+
+    PAD = 10
 
     def __init__(self, parent: QWidget):
         super().__init__(parent)
         self.setAttribute(Qt.WA_TransparentForMouseEvents)
         self.title = ""
         self.lo = self.hi = ""
+        self.diverging = False
         self.resize(230, 46)
         self.hide()
 
-    def set_scale(self, title: str, lo: str, hi: str) -> None:
-        self.title, self.lo, self.hi = title, lo, hi
+    def _font(self, size: float) -> QFont:
+        f = QFont(self.font())
+        f.setPointSizeF(size)
+        return f
+
+    def title_height(self) -> int:
+        """Pixels the title needs, wrapped to the legend's width."""
+        fm = QFontMetrics(self._font(8))
+        r = fm.boundingRect(QRect(0, 0, max(20, self.width() - 2 * self.PAD), 1000),
+                            int(Qt.AlignLeft | Qt.TextWordWrap), self.title)
+        return max(16, r.height())
+
+    def set_scale(self, title: str, lo: str, hi: str, diverging: bool = False) -> None:
+        self.title, self.lo, self.hi, self.diverging = title, lo, hi, diverging
+        rows = 14 * (2 if diverging else 1)
+        self.resize(self.width(), 3 + self.title_height() + 2 + 8 + rows + 4)
         self.update()
 
     def paintEvent(self, event) -> None:
@@ -55,22 +74,28 @@ class MetricLegend(QWidget):
         p.setBrush(bg)
         p.drawRoundedRect(QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5), 6, 6)
         p.setPen(pal.color(pal.ColorRole.Text))
-        f = QFont(self.font())
-        f.setPointSizeF(8)
-        p.setFont(f)
-        p.drawText(QRectF(10, 3, self.width() - 20, 16), Qt.AlignLeft | Qt.AlignVCenter, self.title)
-        bar = QRectF(10, 21, self.width() - 20, 8)
+        p.setFont(self._font(8))
+        w = self.width() - 2 * self.PAD
+        th = self.title_height()
+        p.drawText(QRectF(self.PAD, 3, w, th), Qt.AlignLeft | Qt.AlignVCenter | Qt.TextWordWrap, self.title)
+        bar = QRectF(self.PAD, 3 + th + 2, w, 8)
         grad = QLinearGradient(bar.topLeft(), bar.topRight())
         for t in (0.0, 0.25, 0.5, 0.75, 1.0):
-            grad.setColorAt(t, theme.cost_color(t))
+            grad.setColorAt(t, theme.speedup_color(2.0 ** (2 * t - 1)) if self.diverging else theme.cost_color(t))
         p.setPen(Qt.NoPen)
         p.setBrush(grad)
         p.drawRoundedRect(bar, 3, 3)
         p.setPen(pal.color(pal.ColorRole.Text))
-        f.setPointSizeF(7.5)
-        p.setFont(f)
-        p.drawText(QRectF(10, 30, 100, 14), Qt.AlignLeft | Qt.AlignVCenter, self.lo)
-        p.drawText(QRectF(self.width() - 110, 30, 100, 14), Qt.AlignRight | Qt.AlignVCenter, self.hi)
+        p.setFont(self._font(7.5))
+        y = bar.bottom() + 1
+        p.drawText(QRectF(self.PAD, y, w / 2, 14), Qt.AlignLeft | Qt.AlignVCenter, self.lo)
+        p.drawText(QRectF(self.PAD + w / 2, y, w / 2, 14), Qt.AlignRight | Qt.AlignVCenter, self.hi)
+        if self.diverging:
+            p.drawText(QRectF(self.PAD, y, w, 14), Qt.AlignHCenter | Qt.AlignVCenter, "1×")
+            p.drawText(QRectF(self.PAD, y + 14, w, 14), Qt.AlignHCenter | Qt.AlignVCenter, SPEEDUP_LEGEND)
+
+
+SPEEDUP_LEGEND = "slower ← 1× → faster"
 
 
 class DropHint(QLabel):

@@ -5,6 +5,8 @@ theme the main window uses; each layer family has one accent colour everywhere.
 """
 from __future__ import annotations
 
+import math
+
 from functools import lru_cache
 
 from PySide6.QtGui import QColor, QIcon, QPalette
@@ -39,6 +41,30 @@ ERROR_COLOR = "#E5484D"
 
 # OrRd, a sequential scale that reads as "more costly" on light and dark backgrounds
 _COST_STOPS = ((0.0, (254, 240, 217)), (0.5, (252, 141, 89)), (1.0, (179, 0, 0)))
+
+
+# a speed-up against a baseline, diverging around 1x on a log scale: red slower, green faster (the
+# comparison's heat map and the canvas coloured by speed-up use these same three stops)
+SPEEDUP_SLOWER, SPEEDUP_NEUTRAL, SPEEDUP_FASTER = (240, 89, 94), (42, 46, 53), (52, 211, 153)
+
+
+def speedup_span(speedups) -> float:
+    """The half-width in log2 units of a diverging speed-up scale holding ``speedups`` (x, > 0):
+    the largest |log2 x|, at least 1 (a scale from 0.5x to 2x)."""
+    logs = [abs(math.log2(v)) for v in speedups if v is not None and v > 0 and math.isfinite(v)]
+    return max([1.0] + logs)
+
+
+def speedup_color(speedup: float, span: float = 1.0) -> QColor:
+    """Colour of a speed-up ``speedup`` (x against the baseline) on a log2 scale of half-width
+    ``span``: 1x the neutral grey, slower towards red, faster towards green (clipped at 2**±span)."""
+    t = 0.5 + max(-1.0, min(1.0, math.log2(speedup) / span)) / 2 if speedup > 0 else 0.0
+    stops = ((0.0, SPEEDUP_SLOWER), (0.5, SPEEDUP_NEUTRAL), (1.0, SPEEDUP_FASTER))
+    for (a, ca), (b, cb) in zip(stops, stops[1:]):
+        if t <= b:
+            f = (t - a) / (b - a)
+            return QColor(*(round(x + (y - x) * f) for x, y in zip(ca, cb)))
+    return QColor(*SPEEDUP_FASTER)
 
 
 def family_color(family: str) -> QColor:

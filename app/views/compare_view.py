@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeade
                                QTableWidget, QTableWidgetItem, QToolTip, QVBoxLayout, QWidget)
 
 from app import style
-from app.editor.theme import FAMILY_COLORS, FAMILY_TITLES
+from app.editor.theme import FAMILY_COLORS, FAMILY_TITLES, SPEEDUP_FASTER, SPEEDUP_NEUTRAL, SPEEDUP_SLOWER
 from app.views.base import ElidedLabel, notice_label
 from engine import fmt
 
@@ -35,7 +35,7 @@ DATA_COLOR = "#64748B"
 OPTIMIZER_COLOR = "#E11D48"
 OTHER_COLOR = "#A3A3A3"
 ALLREDUCE_COLOR = "#22D3EE"  # a data-parallel rank's exposed gradient all-reduce
-SLOWER, NEUTRAL, FASTER = (240, 89, 94), (42, 46, 53), (52, 211, 153)
+SLOWER, NEUTRAL, FASTER = SPEEDUP_SLOWER, SPEEDUP_NEUTRAL, SPEEDUP_FASTER  # the canvas uses the same
 TOTAL_COLUMNS = (  # key in a compare_runs "runs" entry, title, formatter
     ("label", "Configuration", str),
     ("device", "Device", str),
@@ -49,6 +49,10 @@ TOTAL_COLUMNS = (  # key in a compare_runs "runs" entry, title, formatter
     ("fault_share", "Page faults", fmt.fmt_pct),
     ("advice", "Advice", lambda v: v or ""),
 )
+
+
+NO_COMMON_LAYERS = ("These runs have no layer in common (no two share a layer id): there are no per-layer "
+                    "speed-ups to draw; the totals and the time by family compare them.")
 
 
 def speedup_text(v) -> str:
@@ -67,6 +71,9 @@ class CompareView(QWidget):
     layer_clicked = Signal(str)       # a layer's node id: select it everywhere
     config_chosen = Signal(str)       # a configuration's label: colour the canvas by its speed-ups
     baseline_requested = Signal(str)  # a configuration's label: compare again against it
+
+    EMPTY_NOTICE = ("No comparison yet: select two or more runs in the session browser, "
+                    "File ▸ Compare…, or drop session files on the window.")
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -95,8 +102,7 @@ class CompareView(QWidget):
         self.summary.setObjectName("summary")
         top.addWidget(self.summary, 1)
 
-        self.notice = notice_label("No comparison yet: select two or more runs in the session browser, "
-                                   "File ▸ Compare…, or drop session files on the window.")
+        self.notice = notice_label(self.EMPTY_NOTICE)
         self.totals = QTableWidget(0, len(TOTAL_COLUMNS))
         self.totals.setHorizontalHeaderLabels([t for _k, t, _f in TOTAL_COLUMNS])
         self.totals.verticalHeader().setVisible(False)
@@ -180,7 +186,10 @@ class CompareView(QWidget):
         self.summary.setText("")
         self.family_legend.setText("")
         self.notice.setVisible(True)
+        self.notice.setText(self.EMPTY_NOTICE)
         self.select_band.setVisible(False)
+        for plot in (self.bars_plot, self.heat_plot):
+            plot.setVisible(True)
 
     def set_comparison(self, data: dict) -> None:
         """Draw an ``engine.compare_runs`` dict (see that function for the fields)."""
@@ -191,11 +200,16 @@ class CompareView(QWidget):
         base = data.get("baseline")
         self.others = [lb for lb in self.labels if lb != base]
         self.layer_ids = [ly["id"] for ly in data.get("layers") or []]
-        self.notice.setVisible(False)
+        self.notice.setVisible(not self.layer_ids)
+        if not self.layer_ids:  # nothing per layer to draw: say so instead of two empty plots
+            self.notice.setText(NO_COMMON_LAYERS)
+        for plot in (self.bars_plot, self.heat_plot):
+            plot.setVisible(bool(self.layer_ids))
         self._fill_combos()
         self._fill_totals(runs)
-        self._draw_speedups()
-        self._draw_heat()
+        if self.layer_ids:
+            self._draw_speedups()
+            self._draw_heat()
         self._draw_families()
         only = {k: v for k, v in (data.get("only_in") or {}).items() if v}
         text = f"{len(runs)} configurations, {len(self.layer_ids)} common layers; per sample, against {base}"
@@ -478,20 +492,28 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", help="label of the baseline run")
     ap.add_argument("--screenshot", metavar="PNG")
     args = ap.parse_args(argv)
+    sources, labels = args.sessions, None
+    try:
+        if len(sources) == 1 and os.path.isdir(sources[0]):
+            sources, labels = engine.study_runs(sources[0])
+        comparison = engine.compare_runs(sources, baseline=args.baseline, labels=labels)
+    except engine.LayerScopeError as e:  # bad input: one line, exit 2, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     app = QApplication.instance() or QApplication(sys.argv[:1])
     style.apply(app)
     style.configure_pyqtgraph()
     view = CompareView()
-    sources, labels = args.sessions, None
-    if len(sources) == 1 and os.path.isdir(sources[0]):
-        sources, labels = engine.study_runs(sources[0])
-    view.set_comparison(engine.compare_runs(sources, baseline=args.baseline, labels=labels))
+    view.set_comparison(comparison)
     view.resize(1200, 560)
     view.show()
     if args.screenshot:
         for _ in range(3):
             app.processEvents()
-        return 0 if view.grab().save(args.screenshot) else 1
+        if not view.grab().save(args.screenshot):
+            print(f"error: cannot write {args.screenshot}", file=sys.stderr)
+            return 2
+        return 0
     return app.exec()
 
 

@@ -65,6 +65,7 @@ class RooflineView(QWidget):
         self.head.setObjectName("summary")
         self.notice = notice_label("No roofline yet: open a session or finish a run with per-layer times.")
         self.legend = QLabel("")
+        self.legend.setTextFormat(Qt.RichText)  # "&nbsp;" and the colour spans, even with no family entry first
         self.legend.setWordWrap(True)
         self.legend.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.legend.setContentsMargins(6, 0, 6, 2)
@@ -133,12 +134,13 @@ class RooflineView(QWidget):
         what = " ".join(str(data[k]) for k in ("device", "precision") if data.get(k))
         self.head.setText((title + ": " if title else "") + (f"{what}, " if what else "")
                           + f"{len(self.points)} points; compute roof {fmt.fmt_rate(peak / 1e9 if peak else None, 'GFLOP/s')}, "
-                          + f"memory {fmt.fmt_bytes(bw)}/s"
+                          + f"memory {fmt.fmt_bandwidth(bw)}"
                           + (f" ({data['ceilings_source']})" if data.get("ceilings_source") else ""))
         fams = [f for f in FAMILY_COLORS if any(p["family"] == f for p in self.points)]
-        self.legend.setText(" &nbsp; ".join(f"<span style='color:{FAMILY_COLORS[f]}'>&#9632;</span> "
-                                            f"{FAMILY_TITLES.get(f, f)}" for f in fams)
-                            + " &nbsp; ● forward &nbsp; ▲ backward")
+        entries = [f"<span style='color:{FAMILY_COLORS[f]}'>&#9632;</span> {FAMILY_TITLES.get(f, f)}" for f in fams]
+        if self.points:
+            entries += ["● forward", "▲ backward"]
+        self.legend.setText(" &nbsp; ".join(entries))
         if self.selected:
             self.select_layer(self.selected, emit=False)
 
@@ -151,7 +153,7 @@ class RooflineView(QWidget):
             lo, hi = min(lo, ridge / 8), max(hi, ridge * 8)
             self.memory_line.setData([lo, ridge], [bw * lo / GIGA, peak / GIGA])
             self.compute_line.setData([ridge, hi], [peak / GIGA, peak / GIGA])
-            self.roof_labels[0].setText(f"memory {fmt.fmt_bytes(bw)}/s")
+            self.roof_labels[0].setText(f"memory {fmt.fmt_bandwidth(bw)}")
             self.roof_labels[0].setPos(math.log10(lo), math.log10(bw * lo / GIGA))
             self.roof_labels[1].setText(f"compute {fmt.fmt_rate(peak / 1e9, 'GFLOP/s')}")
             self.roof_labels[1].setPos(math.log10(hi), math.log10(peak / GIGA))
@@ -219,17 +221,25 @@ def main(argv=None) -> int:
     ap.add_argument("session")
     ap.add_argument("--screenshot", metavar="PNG")
     args = ap.parse_args(argv)
+    try:
+        data = engine.roofline(args.session)
+    except engine.LayerScopeError as e:  # bad input: one line, exit 2, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     app = QApplication.instance() or QApplication(sys.argv[:1])
     style.apply(app)
     style.configure_pyqtgraph()
     view = RooflineView()
-    view.set_roofline(engine.roofline(args.session), title=args.session)
+    view.set_roofline(data, title=args.session)
     view.resize(900, 560)
     view.show()
     if args.screenshot:
         for _ in range(3):
             app.processEvents()
-        return 0 if view.grab().save(args.screenshot) else 1
+        if not view.grab().save(args.screenshot):
+            print(f"error: cannot write {args.screenshot}", file=sys.stderr)
+            return 2
+        return 0
     return app.exec()
 
 

@@ -113,6 +113,8 @@ def preview(make, argv=None, size=(900, 560)) -> int:
     view.push(sample_snapshot(gpu=args.gpu), force=True)
     if args.screenshot:
         app.processEvents()
-        view.grab().save(args.screenshot)
+        if not view.grab().save(args.screenshot):
+            print(f"error: cannot write {args.screenshot}", file=sys.stderr)
+            return 2
         return 0
     return app.exec()

@@ -135,8 +135,8 @@ def print_roofline(r: dict) -> None:
     print(f"{r['session']}: {r['device_name'] or r['device']}, {r['precision']}, batch {r['batch']}, {r['mode']}")
     if r["peak_flop_s"]:
         print(f"ceilings ({r['ceilings_source']}): peak {_rate(r['peak_flop_s'])} GFLOP/s, bandwidth "
-              f"{_rate(r['bandwidth_bytes_s'])} GB/s (best copy, cache included; main memory "
-              f"{_rate(r['dram_bandwidth_bytes_s'])} GB/s), ridge at {fmt_num(r['ridge_intensity'])} FLOP/byte")
+              f"{fmt.fmt_bandwidth(r['bandwidth_bytes_s'], '-')} (best copy, cache included; main memory "
+              f"{fmt.fmt_bandwidth(r['dram_bandwidth_bytes_s'], '-')}), ridge at {fmt_num(r['ridge_intensity'])} FLOP/byte")
     else:
         print(f"ceilings: {r['ceilings_source']}")
     rows = []

@@ -19,7 +19,7 @@ from pathlib import Path
 from engine.errors import LayerScopeError
 from engine.net.spec import INPUT_ID, NetSpec
 
-__all__ = ["to_pytorch_source", "export_net", "class_name_for", "CODE_KINDS", "FORMATS"]
+__all__ = ["to_pytorch_source", "export_net", "format_for", "class_name_for", "CODE_KINDS", "FORMATS"]
 
 
 def _pair(v):
@@ -115,8 +115,9 @@ def to_pytorch_source(spec: NetSpec, class_name: str | None = None, *, weights_n
     (N, C, H, W) of the net's input shape and returns the last node's output, running the built nodes
     in ``LayerNet.plan`` order (nodes that do not feed the output are not built, as in LayerNet).
     The source imports only ``torch``. Raises ``SpecError`` for an invalid net and
-    ``LayerScopeError`` for a kind that has no code form. ``weights_name`` (a checkpoint file name)
-    is the file the docstring's loading lines name.
+    ``LayerScopeError`` for a kind that has no code form. ``weights_name`` (a checkpoint file path;
+    ``export_net`` passes the absolute path of the resolved checkpoint) is the file the docstring's
+    loading lines name, and the docstring says where that path came from.
     """
     from engine.net.analyze import analyze
 
@@ -173,6 +174,11 @@ def to_pytorch_source(spec: NetSpec, class_name: str | None = None, *, weights_n
         *([*textwrap.wrap(_doc_text(spec.description), 96), ""] if spec.description else [""]),
         "This file needs only PyTorch. Submodules are named by the net's node ids, so the",
         "state_dict keys are those of a LayerScope checkpoint. To load trained weights:",
+        *(textwrap.wrap(_doc_text(
+            f"(the checkpoint given to export-net --weights, resolved to its file - a folder means its "
+            f"latest checkpoint - and written as an absolute path, so the lines below work from any "
+            f"folder: {weights_name})"), 96) if weights_name else [
+            "(ckpt-....: a checkpoint file of this net; export-net --weights CHECKPOINT writes its path here)"]),
         "",
         "    model = " + cls + "()",
         "    # a LayerScope checkpoint (.safetensors, plain tensors; needs the safetensors package):",
@@ -218,15 +224,39 @@ EXPORT_FORMATS = FORMATS  # the facade's name
 SUFFIX = {"pytorch": ".py", "onnx": ".onnx"}
 
 
-def export_net(spec, fmt: str, out, *, weights=None, force: bool = False) -> Path:
-    """Write ``spec`` as ``fmt`` ("pytorch" or "onnx") to ``out`` and return the path.
+def format_for(out, fmt: str | None = None) -> str:
+    """The export format for the file ``out``: ``fmt`` when given, else the one its suffix names
+    (``.py`` -> "pytorch", ``.onnx`` -> "onnx", case-insensitive).
+
+    Raises ``LayerScopeError`` (one line) for an unknown ``fmt``, for a suffix that names the
+    other format (``--format onnx --out x.py`` would write ONNX bytes into a .py file), and, with no
+    ``fmt``, for a suffix that names none. Another suffix with an explicit ``fmt`` is the user's choice.
+    """
+    if fmt is not None and fmt not in FORMATS:
+        raise LayerScopeError(f"unknown format '{fmt}'; use {' or '.join(FORMATS)}")
+    suffix = Path(out).suffix.lower()
+    named = next((f for f, suf in SUFFIX.items() if suf == suffix), None)
+    if fmt is None:
+        if named is None:
+            raise LayerScopeError(f"{out}: cannot tell the format from '{suffix or 'no suffix'}'; end the name in "
+                                  f"{' or '.join(SUFFIX.values())} or give --format {' or '.join(FORMATS)}")
+        return named
+    if named is not None and named != fmt:
+        raise LayerScopeError(f"{out}: a {suffix} file is {named}, not {fmt}; name it {Path(out).stem}{SUFFIX[fmt]} "
+                              f"or use --format {named}")
+    return fmt
+
+
+def export_net(spec, fmt: str | None, out, *, weights=None, force: bool = False) -> Path:
+    """Write ``spec`` as ``fmt`` ("pytorch" or "onnx"; None: the one ``out``'s suffix names, see
+    ``format_for``) to ``out`` and return the path.
 
     Never replaces an existing file unless ``force``; ``weights`` (a LayerScope checkpoint, file or
-    folder) must fit the net: ONNX bakes them in, the PyTorch file names them in its loading lines.
-    Raises ``LayerScopeError`` with one line for any bad input.
+    folder) must fit the net: ONNX bakes them in, the PyTorch file names them in its loading lines by
+    the checkpoint file's absolute path. Raises ``LayerScopeError`` with one line for any bad input,
+    including an ``out`` whose suffix contradicts ``fmt``.
     """
-    if fmt not in FORMATS:
-        raise LayerScopeError(f"unknown format '{fmt}'; use {' or '.join(FORMATS)}")
+    fmt = format_for(out, fmt)
     out = Path(out).expanduser()
     if out.is_dir():
         raise LayerScopeError(f"{out} is a folder; give a file name for --out")
@@ -243,7 +273,7 @@ def export_net(spec, fmt: str, out, *, weights=None, force: bool = False) -> Pat
         from engine.net.checkpoint import load_checkpoint, resolve
 
         load_checkpoint(weights, spec=spec)  # CheckpointError listing each node that does not fit
-        name = resolve(weights).name
+        name = str(resolve(weights).resolve())  # absolute: the loading line works from any folder
     text = to_pytorch_source(spec, weights_name=name)
     tmp = out.with_name(f".{out.name}.part")
     try:

@@ -73,12 +73,17 @@ class MemoryEstimate:
         return max(0, (free - self.fixed - self.intercept) // self.per_sample)
 
     def what(self) -> str:
-        """What the estimate counts, for the message ("weights, gradients, ... and activations")."""
+        """Every part ``total`` adds up, for the message ("weights, gradients, optimizer state,
+        saved activations (measured), the largest transient and the input batch"); a part of 0
+        bytes is left out, so the sentence names exactly what the figure holds."""
         act = "saved activations (measured)" if self.measured and self.mode == "train" else \
             "activations (measured)" if self.measured else "activations"
-        if self.mode == "train":
-            return f"weights, gradients, optimizer state and {act}"
-        return f"weights and {act}"
+        parts = ["weights"] + (["gradients", "optimizer state"] if self.mode == "train" else []) + [act]
+        if self.transient:
+            parts.append("the largest transient")
+        if self.inputs:
+            parts.append("the input batch")
+        return ", ".join(parts[:-1]) + " and " + parts[-1]
 
     def breakdown(self) -> list[tuple[str, int]]:
         """[(part, bytes)] in the order a person reads them (the dry run's table)."""
@@ -261,8 +266,9 @@ def fit_problem(est: MemoryEstimate, free: int | None, where: str = "memory",
     With ``net_info`` the largest batch is checked by a fake pass (``largest_batch_measured``,
     ``measure_kw``: optimizer, momentum, device_type).
 
-    "needs ≈ 38.2 GiB for weights, gradients, optimizer state and activations at batch 4096;
-    21.3 GiB free (system memory); largest batch that fits ≈ 2280"
+    "needs ≈ 38.2 GiB for weights, gradients, optimizer state, saved activations (measured), the
+    largest transient and the input batch at batch 4096; 21.3 GiB free (system memory); largest
+    batch that fits ≈ 2280" (``est.what()``: every part of ``est.total``)
     """
     if free is None or est.total <= free:
         return None

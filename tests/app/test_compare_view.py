@@ -217,3 +217,52 @@ def test_file_compare_dialog_opens_the_chosen_sessions(qtbot, window, two_sessio
     action.trigger()
     view = wait_compared(qtbot, window)
     assert [r["session"] for r in view.data["runs"]] == list(two_sessions)
+
+
+def test_canvas_colours_speedups_diverging_at_1x_as_the_heat_map(qtbot, view):
+    from app.editor.canvas import CanvasView
+    from app.editor.model import EditorModel
+    from app.editor.overlays import SPEEDUP_LEGEND
+
+    model = EditorModel(engine.resolve_net("lenet5"))
+    canvas = CanvasView(model)
+    qtbot.addWidget(canvas)
+    canvas.resize(900, 600)
+    canvas.show()
+    sp = {"conv1": 1.55, "conv2": 1.2, "fc1": 1.0, "fc2": 0.8, "fc3": 0.621}
+    canvas.set_node_metrics({k: {"speedup": v} for k, v in sp.items()}, color_by="speedup")
+    fill = {k: canvas.node_item(k).fill for k in sp}
+    # faster is green, slower red, 1x neutral: never the fastest layer as the darkest red
+    assert fill["conv1"].green() > fill["conv1"].red() and fill["conv2"].green() > fill["conv2"].red()
+    assert fill["fc2"].red() > fill["fc2"].green() and fill["fc3"].red() > fill["fc3"].green()
+    assert fill["conv1"].green() > fill["conv2"].green() and fill["fc3"].red() > fill["fc2"].red()
+    # the heat map's own colours: its 1x cell and the canvas's 1x node are the same neutral
+    from app.views.compare_view import FASTER, NEUTRAL, SLOWER
+    assert fill["fc1"].getRgb()[:3] == NEUTRAL
+    # a log scale: 2x faster and 2x slower sit at the same distance from 1x (span 1 = 0.5x..2x)
+    from app.editor import theme
+    assert theme.speedup_color(2.0).getRgb()[:3] == FASTER and theme.speedup_color(0.5).getRgb()[:3] == SLOWER
+    # the legend says which way is which, and its title fits (wrapped, nothing cut off)
+    legend = canvas._legend
+    assert legend.isVisible() and legend.diverging and SPEEDUP_LEGEND == "slower ← 1× → faster"
+    # the scale's ends: 2**-span .. 2**span, span the largest |log2| and at least 1 (0.5x .. 2x here)
+    assert legend.lo == f"{engine.fmt.fmt_num(0.5)}×" and legend.hi == f"{engine.fmt.fmt_num(2.0)}×"
+    fm = legend.fontMetrics()
+    assert legend.title == "speed-up against the baseline"
+    assert legend.height() >= legend.title_height() + 2 * 14 + 8
+    wide = fm.horizontalAdvance(legend.title) > legend.width() - 2 * legend.PAD
+    assert legend.title_height() > fm.height() * 1.5 or not wide
+
+
+def test_no_common_layer_is_a_notice_not_two_empty_plots(view, two_sessions):
+    from app.views.compare_view import NO_COMMON_LAYERS
+
+    data = engine.compare_runs(list(two_sessions))
+    view.set_comparison(dict(data, layers=[]))
+    assert view.notice.isVisible() and view.notice.text() == NO_COMMON_LAYERS
+    assert not view.bars_plot.isVisible() and not view.heat_plot.isVisible()
+    assert view.totals.rowCount() == 2 and "0 common layers" in view.summary.text()
+    # the next comparison with common layers draws its plots again, without the notice
+    view.set_comparison(data)
+    assert not view.notice.isVisible() and view.bars_plot.isVisible() and view.heat_plot.isVisible()
+    assert view.heat_grid.shape == (len(data["layers"]), 2)

@@ -86,3 +86,68 @@ def test_the_layer_table_shows_each_layers_roofline_class_and_share_of_roof(qtbo
     conv = next(i for i in range(model.rowCount()) if model.row(i)["id"] == "conv1")
     text = model.data(model.index(conv, col["roof_fwd"]))
     assert "of roof" in text and text.split(" · ")[0] in ("compute-bound", "memory-bound", "overhead-bound")
+
+
+@pytest.mark.parametrize("module, bad", [
+    ("app.views.roofline_view", ["nope.lsession"]),
+    ("app.views.roofline_view", ["NOT_A_SESSION"]),
+    ("app.views.compare_view", ["nope.lsession", "nope2.lsession"]),
+    ("app.views.compare_view", ["SESSION"]),
+    ("app.views.compare_view", ["SESSION", "NOT_A_SESSION"]),
+    ("app.editor.canvas", ["no-such-preset"]),
+])
+def test_view_entry_points_answer_bad_input_in_one_line_with_exit_2(tmp_path, capsys, session, module, bad):
+    import importlib
+
+    junk = tmp_path / "g.lsession"
+    junk.write_text("not a session")
+    argv = [{"SESSION": session, "NOT_A_SESSION": str(junk)}.get(a, str(tmp_path / a) if a.endswith(".lsession")
+            else a) for a in bad] + ["--screenshot", str(tmp_path / "x.png")]
+    assert importlib.import_module(module).main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_header_and_roof_give_the_bandwidth_in_the_clis_decimal_gb_per_s(qtbot, session):
+    from app.views.roofline_view import RooflineView
+
+    data = engine.roofline(session)
+    view = RooflineView()
+    qtbot.addWidget(view)
+    view.set_roofline(data, "lenet5")
+    want = engine.fmt.fmt_bandwidth(data["bandwidth_bytes_s"])
+    assert want.endswith(" GB/s") and want == f"{engine.fmt.fmt_num(data['bandwidth_bytes_s'] / 1e9)} GB/s"
+    assert f"memory {want}" in view.head.text() and view.roof_labels[0].toPlainText() == f"memory {want}"
+    assert "GiB" not in view.head.text()
+
+
+def test_legend_is_rich_text_whatever_its_first_entry(qtbot, session):
+    from PySide6.QtGui import QTextDocument
+
+    from app.views.roofline_view import RooflineView
+
+    data = engine.roofline(session)
+    view = RooflineView()
+    qtbot.addWidget(view)
+    for layers in (data["layers"], []):  # with family entries first, and with none
+        view.set_roofline(dict(data, layers=layers), "lenet5")
+        assert view.legend.textFormat() == Qt.RichText
+        doc = QTextDocument()
+        doc.setHtml(view.legend.text())
+        assert "&nbsp;" not in doc.toPlainText() and ("forward" in doc.toPlainText()) == bool(view.points)
+
+
+@pytest.mark.parametrize("module, args", [
+    ("app.views.roofline_view", ["SESSION"]),
+    ("app.views.log_view", []),
+    ("app.editor.canvas", ["lenet5"]),
+])
+def test_view_entry_points_refuse_an_unwritable_screenshot_in_one_line(tmp_path, capsys, session, module, args):
+    import importlib
+
+    shot = tmp_path / "no" / "such" / "folder" / "x.png"
+    argv = [session if a == "SESSION" else a for a in args] + ["--screenshot", str(shot)]
+    assert importlib.import_module(module).main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: cannot write {shot}"

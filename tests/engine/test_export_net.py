@@ -234,3 +234,50 @@ def test_onnx_without_the_onnx_package_is_one_line(tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err.strip()
     assert err == export_onnx.NEEDS_ONNX and "pip install" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv,out_name,words", [
+    (["--format", "onnx"], "x.py", "a .py file is pytorch, not onnx"),
+    (["--format", "pytorch"], "x.onnx", "a .onnx file is onnx, not pytorch"),
+    (["--format", "pytorch"], "X.ONNX", "a .onnx file is onnx, not pytorch"),
+    ([], "x.txt", "cannot tell the format"),
+    ([], "model", "cannot tell the format"),
+])
+def test_cli_out_suffix_that_contradicts_the_format_is_refused(tmp_path, capsys, argv, out_name, words):
+    out = tmp_path / out_name
+    assert cli(["export-net", "lenet5", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_cli_format_follows_the_out_suffix_when_not_given(tmp_path, capsys):
+    from engine.net.export_code import format_for
+
+    out = tmp_path / "lenet.py"
+    assert cli(["export-net", "lenet5", "--out", str(out)]) == 0
+    assert "class Lenet5(nn.Module)" in out.read_text()
+    assert format_for("a/b.onnx") == "onnx" and format_for("b.PY") == "pytorch"
+    assert format_for("b.bin", "onnx") == "onnx"  # another suffix with an explicit --format: the user's choice
+
+
+def test_cli_weights_loading_line_works_from_another_folder(tmp_path, capsys, monkeypatch):
+    import runpy
+
+    spec = engine.load_preset("lenet5")
+    model = engine.build_model(spec)
+    ckpt = save_checkpoint(model, spec, tmp_path / "run" / "ck")
+    monkeypatch.chdir(tmp_path / "run")
+    assert cli(["export-net", "lenet5", "--out", "lenet.py", "--weights", "ck"]) == 0  # a folder: its latest
+    text = (tmp_path / "run" / "lenet.py").read_text()
+    line = next(ln.strip() for ln in text.splitlines() if "load_file(" in ln and "import" not in ln)
+    assert repr(str(ckpt.resolve())) in line  # the resolved file, absolute
+    assert "export-net --weights" in text and "absolute path" in text  # the header says where it came from
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    ns = runpy.run_path(str(tmp_path / "run" / "lenet.py"))
+    loaded = ns["Lenet5"]()
+    exec(line, {"model": loaded, "load_file": load_file})  # the docstring's own loading line
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)

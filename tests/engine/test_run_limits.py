@@ -262,3 +262,21 @@ def test_summary_accepts_several_sessions_in_order(batch_sessions, capsys, tmp_p
     assert main(["summary", a, str(tmp_path / "missing.lsession")]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
+
+
+def test_fit_sentence_names_every_part_the_total_adds_up():
+    from engine.run.limits import MemoryEstimate, fit_problem, gib
+
+    g = 2**30
+    est = MemoryEstimate(batch=4096, mode="train", weights=g // 2, grads=g // 2, optimizer_state=g // 2,
+                         activations=23 * g, inputs=g // 4, per_sample=9 * 2**20, transient=12 * g, measured=True)
+    msg = fit_problem(est, 20 * g, "system memory")
+    assert msg.startswith(f"needs ≈ {gib(est.total)} for ")
+    for part in ("weights", "gradients", "optimizer state", "saved activations", "largest transient", "input batch"):
+        assert part in msg, part
+    # every part of the breakdown that holds bytes is named; a part of 0 bytes is not
+    named = est.what()
+    assert all(name.split()[-1] in named for name, b in est.breakdown() if b and name != "total")
+    bare = MemoryEstimate(batch=1, mode="infer", weights=g, grads=0, optimizer_state=0, activations=g, inputs=0,
+                          per_sample=g)
+    assert bare.what() == "weights and activations"
