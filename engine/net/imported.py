@@ -2,7 +2,8 @@
 
 The model is captured with ``torch.fx.symbolic_trace``. Every ``call_module`` leaf, every
 ``call_function`` / ``call_method`` that returns a tensor and every ``get_attr`` tensor becomes a
-node of a ``NetSpec`` whose id is the fx node name (the qualified module name with ``.`` as
+node (a call whose result is never read stays one when it may act: every module call, every
+in-place op such as ``relu_``, ``add_`` or ``inplace=True``; only pure dead code is left out) of a ``NetSpec`` whose id is the fx node name (the qualified module name with ``.`` as
 ``_``: ``layer1.0.conv1`` -> ``layer1_0_conv1``; ``add_1``, ``cat``). Values that are not tensors
 (``x.size(0)``, a tuple an op returns and ``getitem`` picks from) are not nodes: each is computed
 inside the node that uses it. A node's kind is a registry kind where one matches exactly (the

@@ -99,6 +99,26 @@ class Shared(nn.Module):
 
 def shared():
     return Shared()
+
+
+class Effects(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 4, 3)
+        self.r = nn.ReLU(inplace=True)
+        self.q = nn.ReLU()
+        self.f = nn.Linear(4 * 10 * 10, 10)
+
+    def forward(self, x):
+        y = self.c(x)
+        self.r(y)                  # in place, result unused: y is now relu(c(x))
+        self.q(y)                  # no effect on the values, but it is called (hooks, timing)
+        y.sub_(0.5)
+        return self.f(y.flatten(1))
+
+
+def effects():
+    return Effects()
 '''
 
 
@@ -164,6 +184,26 @@ def test_imported_model_computes_what_the_users_module_computes(user_file):
         assert torch.equal(out, module(x)) and torch.equal(model(x), out)
     assert seen == [s.node_id for s in model.plan] == [n.id for n in imported.spec.nodes]
     assert imported.module_params == sum(p.numel() for p in module.parameters()) == analyze(imported.spec).params
+
+
+def test_calls_whose_result_is_unused_stay_nodes_and_run_every_step(user_file):
+    torch.manual_seed(3)
+    module = load_module(f"{user_file}:effects").eval()
+    torch.manual_seed(3)
+    imported = import_model(f"{user_file}:effects", (1, 12, 12))
+    model = imported.model.eval()
+    ids = [n.id for n in imported.spec.nodes]
+    assert {"r", "q", "sub_"} <= set(ids) and ids.index("r") < ids.index("sub_") < ids.index("flatten")
+    calls = {"r": 0, "q": 0}
+    for name in calls:
+        getattr(model, name).register_forward_hook(lambda m, a, o, name=name: calls.__setitem__(name, calls[name] + 1))
+    x = torch.randn(5, 1, 12, 12)
+    seen = []
+    with torch.no_grad():
+        out = model(x, lambda k, nid, o: seen.append(nid))
+        assert calls == {"r": 1, "q": 1}
+        assert torch.equal(out, module(x)) and torch.equal(model(x), out)
+    assert calls == {"r": 2, "q": 2} and seen == [s.node_id for s in model.plan] == ids
 
 
 def test_shared_weights_count_once_and_the_second_use_is_opaque(user_file):
