@@ -223,7 +223,8 @@ def import_model(source: str, input_shape, classes: int | None = None) -> Import
 
     LayerScopeError (one line) for every failure: the source (see ``load_module``), a forward
     that needs more than one input, a model that fails on the input shape, an output that is not
-    one vector of class scores per sample, or one whose size is not ``classes``."""
+    one vector of class scores per sample, one that is not floating point (``.long()``), or one
+    whose size is not ``classes``."""
     shape, classes = _check_input(input_shape, classes)
     module = load_module(source, classes)
     concrete = _forward_args(module)

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from engine.errors import LayerScopeError
 from engine.net.analyze import analyze
-from engine.net.imported_parts import (BATCH, AttrHolder, ImportedNet, first_line, check_params, input_spec, map_call,
+from engine.net.imported_parts import (BATCH, AttrHolder, ImportedNet, first_line, check_output_dtype, check_params, input_spec, map_call,
                                  map_module, measure_node, node_id, op_name, output_classes)
 from engine.net.layers import shapes_text
 from engine.net.model import LayerNet
@@ -208,6 +208,7 @@ def build_traced(source: str, module: nn.Module, gm: fx.GraphModule, shape, clas
         raise LayerScopeError(f"{source} returns its input unchanged; there is nothing to profile")
     out_shape = tuple(int(d) for d in values[ret.name].shape[1:])
     classes = output_classes(source, out_shape, classes)
+    check_output_dtype(source, values[ret.name])
 
     def is_tensor(n: fx.Node) -> bool:
         return n.op in ("call_module", "call_function", "call_method", "get_attr") and \

@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from engine.errors import LayerScopeError
 from engine.net.analyze import analyze
-from engine.net.imported_parts import (BATCH, ImportedNet, first_line, first_tensor, check_params, input_spec,
+from engine.net.imported_parts import (BATCH, ImportedNet, first_line, first_tensor, check_output_dtype, check_params, input_spec,
                                  measure_node, node_id, output_classes)
 from engine.net.model import LayerNet
 from engine.net.spec import INPUT_ID, NetSpec, Node
@@ -158,6 +158,7 @@ def import_hooked(source: str, module: nn.Module, shape, classes, reason: str) -
         handles.clear()
         out_shape = tuple(int(d) for d in out.shape[1:])
         classes = output_classes(source, out_shape, classes)
+        check_output_dtype(source, out)
         # each call's backward, alone on the inputs it received
         bwd = []
         for c in calls:

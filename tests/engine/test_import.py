@@ -119,6 +119,24 @@ class Effects(nn.Module):
 
 def effects():
     return Effects()
+
+
+def integer():
+    return nn.Sequential(nn.Flatten(), nn.Linear(144, 10), Long())
+
+
+class Long(nn.Module):
+    def forward(self, x):
+        return x.argmax(1, keepdim=True).expand(-1, 10)
+
+
+class BranchyLong(Branchy):
+    def forward(self, x):
+        return super().forward(x).long()
+
+
+def integer_branchy():
+    return BranchyLong()
 '''
 
 
@@ -301,13 +319,16 @@ def test_imported_session_reopens_summarises_and_exports_html(residual_session, 
     (["{f}:make", "--input-shape", "1,12,12", "--classes", "7"], "outputs 10 class scores per sample but --classes is 7"),
     (["{f}:make", "--input-shape", "1,12"], "expected C,H,W"),
     (["lenet5", "--input-shape", "1,28,28"], "--input-shape and --classes are for a model to import"),
+    (["{f}:integer", "--input-shape", "1,12,12"],
+     "the model's output is int64: a classifier must return floating-point logits (N, classes)"),
+    (["{f}:integer_branchy", "--input-shape", "1,10,10"], "the model's output is int64"),
 ])
 def test_import_errors_exit_2_in_one_line(argv, words, user_file, tmp_path, capsys):
     argv = [a.format(f=user_file, d=tmp_path) for a in argv]
     assert main(["profile", *argv, *QUICK, "--out", str(tmp_path / "x.lsession")]) == 2
     err = capsys.readouterr().err
     assert words in err and len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and not (tmp_path / "x.lsession").exists()
 
 
 def test_a_file_that_raises_names_its_line(tmp_path):
