@@ -331,6 +331,44 @@ def test_import_errors_exit_2_in_one_line(argv, words, user_file, tmp_path, caps
     assert "Traceback" not in err and not (tmp_path / "x.lsession").exists()
 
 
+@pytest.mark.parametrize("argv", [
+    ["validate", "{py}"], ["validate", "{py}", "--input-shape", "3,32,32"], ["export-net", "{py}", "--format", "pytorch",
+    "--out", "{d}/o.py"], ["profile", "{py}", *QUICK, "--out", "{d}/x.lsession"],
+    ["validate", "{s}"], ["export-net", "{s}", "--format", "pytorch", "--out", "{d}/o.py"],
+    ["profile", "{s}", *QUICK, "--out", "{d}/x.lsession"], ["sweep", "{py}", "--batch-size", "2,4", "--out", "{d}/sw"],
+])
+def test_a_python_file_or_a_session_given_as_a_net_says_what_to_give(argv, user_file, residual_session, tmp_path,
+                                                                   capsys):
+    argv = [a.format(py=user_file, s=residual_session, d=tmp_path) for a in argv]
+    assert main(argv) == 2
+    got = capsys.readouterr()
+    err = (got.err + got.out).strip()  # validate prints a net's problems on stdout
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    if argv[1].endswith(".py"):
+        assert f"mymodel.py is Python: give the factory too, {user_file}:FACTORY (a function returning the nn.Module)" in err
+    else:
+        assert "imported.lsession is a session, not a net: open it with summary/export, or use its net" in err
+    assert not (tmp_path / "x.lsession").exists() and not (tmp_path / "o.py").exists()
+
+
+def test_a_net_json_with_opaque_nodes_is_refused_before_a_session(user_file, tmp_path, capsys):
+    from engine.net.presets import resolve_net
+    from engine.net.spec import save
+
+    net = tmp_path / "res.json"
+    save(import_model(f"{user_file}:make", (1, 12, 12)).spec, net)
+    assert main(["validate", str(net)]) == 0  # analysed from its stored figures
+    capsys.readouterr()
+    assert main(["profile", str(net), *QUICK, "--out", str(tmp_path / "x.lsession")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and not (tmp_path / "x.lsession").exists(), err
+    assert f"res.json holds opaque nodes of an imported model (" in err
+    assert f"profile it from its source: layerscope profile {user_file}:make" in err
+    with pytest.raises(SpecError, match="holds opaque nodes of an imported model"):
+        resolve_net(str(net), buildable=True)
+    assert resolve_net(str(net)).nodes  # validate and summary still read it
+
+
 def test_a_file_that_raises_names_its_line(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("import torch\n\nx = 1 / 0\n")
