@@ -121,6 +121,28 @@ def effects():
     return Effects()
 
 
+class Either(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 4, 3, padding=1)
+        self.a = nn.Conv2d(4, 2, 3, padding=1)
+        self.b = nn.Conv2d(4, 2, 3, padding=1)
+        self.p = nn.AdaptiveAvgPool2d(4)
+        self.fc = nn.Linear(2 * 4 * 4, 10)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        x = F.relu(self.c(x))
+        limit = 1e30 if self.calls <= 2 else -1e30  # fx's try and the import's run take a, later steps b
+        y = self.b(x) if x.sum() > limit else self.a(x)  # data-dependent: fx cannot trace it
+        return self.fc(torch.flatten(self.p(y), 1))
+
+
+def either():
+    return Either()
+
+
 def integer():
     return nn.Sequential(nn.Flatten(), nn.Linear(144, 10), Long())
 
@@ -277,12 +299,12 @@ def test_untraceable_model_falls_back_to_hooks_with_the_notice(user_file, tmp_pa
     r = open_session(out)
     assert any("fx could not trace" in log.message and log.level == "warning" for log in r.logs())
     ids = [row.node_id for row in r.layers()]
-    assert ids == ["a", "b", "fc", "tail"]
+    assert ids == ["a", "b_in", "b", "fc_in", "fc", "tail"]  # the functional ops feeding b and fc: nodes
     module = load_module(f"{user_file}:branchy")
     assert sum(row.params for row in r.layers()) == sum(p.numel() for p in module.parameters())
     for lt in r.layer_times():
         assert lt.node_ids == ids and all(v is not None for v in lt.fwd_ms + lt.bwd_ms)
-        assert lt.bwd_ms[0] > 0 and lt.bwd_ms[2] > 0
+        assert lt.bwd_ms[ids.index("a")] > 0 and lt.bwd_ms[ids.index("fc")] > 0
 
 
 def test_fallback_reports_a_skipped_branch_with_no_backward(user_file):
@@ -295,8 +317,36 @@ def test_fallback_reports_a_skipped_branch_with_no_backward(user_file):
     seen = []
     out = model(torch.randn(2, 1, 10, 10), lambda k, nid, o: seen.append((k, nid, o.grad_fn is None)))
     assert out.shape == (2, 10)
-    assert [s[:2] for s in seen] == [(0, "a"), (1, "b"), (2, "fc"), (3, "tail")]
-    assert seen[1][2]  # b did not run: reported with no gradient function (no backward of its own)
+    assert [s[:2] for s in seen] == [(0, "a"), (1, "b_in"), (2, "b"), (3, "fc_in"), (4, "fc"), (5, "tail")]
+    assert seen[1][2] and seen[2][2]  # b did not run: reported with no gradient function (no backward of its own)
+    assert not seen[3][2] and not seen[4][2]
+
+
+def test_fallback_keeps_every_leaf_module_with_its_own_parameters_inputs_and_kind(user_file, tmp_path):
+    imported = import_model(f"{user_file}:either", (1, 12, 12))
+    spec, info = imported.spec, analyze(imported.spec)
+    assert not imported.traced
+    assert [n.id for n in spec.nodes] == ["c", "a_in", "a", "b", "p", "fc_in", "fc", "tail"]  # b: not run, after a
+    module = load_module(f"{user_file}:either")
+    b = spec.node("b")
+    assert b.kind == "opaque" and b.params["params"] == sum(p.numel() for p in module.b.parameters()) == 74
+    assert spec.node("tail").params["params"] == 0 and info.params == imported.module_params
+    assert any("b did not run when the model was imported" in note for note in imported.notes)
+    # kinds as the traced path maps them; every node's inputs are the shapes its module received
+    assert [spec.node(i).kind for i in ("c", "a", "p", "fc")] == ["conv2d", "conv2d", "adaptive_avgpool2d", "linear"]
+    assert info.layer("fc").in_shapes == [(32,)] and info.layer("a").in_shapes == [(4, 12, 12)]
+    assert info.layer("fc_in").in_shapes == [(2, 4, 4)] and spec.node("fc_in").params["in_shapes"] == "2x4x4"
+    # a later step takes the other branch: b runs and is reported as itself, a ~0 with no backward
+    seen = []
+    imported.model(torch.randn(2, 1, 12, 12), lambda k, nid, o: seen.append((nid, o.grad_fn is not None)))
+    assert [nid for nid, _ in seen] == [n.id for n in spec.nodes]
+    assert dict(seen)["b"] and not dict(seen)["a"] and dict(seen)["fc"]
+    out = tmp_path / "either.lsession"
+    assert main(["profile", f"{user_file}:either", "--input-shape", "1,12,12", "--mode", "train", "--steps", "2",
+                 *QUICK, "--out", str(out)]) == 0
+    for lt in open_session(out).layer_times():
+        bwd = dict(zip(lt.node_ids, lt.bwd_ms))
+        assert bwd["b"] > 0 and not bwd["a"]  # b's backward is b's own; a did not run
 
 
 def test_imported_session_reopens_summarises_and_exports_html(residual_session, tmp_path, capsys):
@@ -439,7 +489,7 @@ def test_validate_prints_the_traced_graph(user_file, capsys):
 
     got = json.loads(capsys.readouterr().out)
     assert got["traced"] is False and got["notice"].startswith("fx could not trace the model")
-    assert [row["id"] for row in got["layers"]] == ["a", "b", "fc", "tail"]
+    assert [row["id"] for row in got["layers"]] == ["a", "b_in", "b", "fc_in", "fc", "tail"]
     assert main(["validate", f"{user_file}:nope", "--input-shape", "1,10,10"]) == 2
 
 
