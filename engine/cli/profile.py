@@ -150,17 +150,22 @@ def import_from_args(args):
     return import_model(args.net, args.input_shape, args.classes)
 
 
-def net_from_args(args):
-    """(spec, imported or None) for the net argument: a preset, a net file or a model to import."""
+def net_from_args(args, buildable: bool = False):
+    """(spec, imported or None) for the net argument: a preset, a net file or a model to import.
+    ``buildable``: a net file holding an imported model's opaque nodes is bad input too (profile
+    builds the net; validate only analyses it)."""
     if _is_import_source(args.net):
         imported = import_from_args(args)
         return imported.spec, imported
+    from engine.net.presets import not_a_net, resolve_net
+
+    why = not_a_net(args.net)  # res.py without :FACTORY, a session: said before the flags' checks
+    if why:
+        raise LayerScopeError(why)
     if args.input_shape is not None or args.classes is not None:
         raise LayerScopeError("--input-shape and --classes are for a model to import (FILE.py:FACTORY or "
                               "torchvision:NAME); a net file or preset declares its input")
-    from engine.net.presets import resolve_net
-
-    return resolve_net(args.net), None  # LayerScopeError -> exit 2
+    return resolve_net(args.net, buildable=buildable), None  # LayerScopeError -> exit 2
 
 
 def cmd_profile(args) -> int:
@@ -173,7 +178,7 @@ def cmd_profile(args) -> int:
         parse_address(args.serve)  # a malformed address is bad input, before anything is claimed
         if not args.serve_linger >= 0:
             raise LayerScopeError(f"--serve-linger must be 0 or more seconds, not {args.serve_linger}")
-    spec, imported = net_from_args(args)
+    spec, imported = net_from_args(args, buildable=True)
     from engine.net.model import analyze
 
     analyze(spec)  # every problem of the net, before torch spends time on it

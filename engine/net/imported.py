@@ -2,7 +2,8 @@
 
 The model is captured with ``torch.fx.symbolic_trace``. Every ``call_module`` leaf, every
 ``call_function`` / ``call_method`` that returns a tensor and every ``get_attr`` tensor becomes a
-node of a ``NetSpec`` whose id is the fx node name (the qualified module name with ``.`` as
+node (a call whose result is never read stays one when it may act: every module call, every
+in-place op such as ``relu_``, ``add_`` or ``inplace=True``; only pure dead code is left out) of a ``NetSpec`` whose id is the fx node name (the qualified module name with ``.`` as
 ``_``: ``layer1.0.conv1`` -> ``layer1_0_conv1``; ``add_1``, ``cat``). Values that are not tensors
 (``x.size(0)``, a tuple an op returns and ``getitem`` picks from) are not nodes: each is computed
 inside the node that uses it. A node's kind is a registry kind where one matches exactly (the
@@ -222,7 +223,8 @@ def import_model(source: str, input_shape, classes: int | None = None) -> Import
 
     LayerScopeError (one line) for every failure: the source (see ``load_module``), a forward
     that needs more than one input, a model that fails on the input shape, an output that is not
-    one vector of class scores per sample, or one whose size is not ``classes``."""
+    one vector of class scores per sample, one that is not floating point (``.long()``), or one
+    whose size is not ``classes``."""
     shape, classes = _check_input(input_shape, classes)
     module = load_module(source, classes)
     concrete = _forward_args(module)

@@ -1,13 +1,17 @@
 """The traced path of ``engine.net.imported``: an fx graph -> a NetSpec and the LayerNet running it.
 
 Which fx nodes become spec nodes: those whose value is a tensor (``call_module``,
-``call_function``, ``call_method``, ``get_attr``) and that feed the model's output. Every other
+``call_function``, ``call_method``, ``get_attr``) and that feed the model's output, after ``keep_side_effects``
+made every call that acts without its result being read feed it (an in-place call is what later
+readers of its tensor read; another unread module call feeds ``after_effects`` on the output), so
+every call the user's forward makes runs, in its order. Every other
 node (a size, a shape, a tuple and the ``getitem`` picking from it) is computed inside each node
 that uses it: the node's module is then a small ``GraphModule`` holding it and the op.
 """
 from __future__ import annotations
 
 import copy
+import operator
 
 import torch
 import torch.fx as fx
@@ -15,7 +19,7 @@ import torch.nn as nn
 
 from engine.errors import LayerScopeError
 from engine.net.analyze import analyze
-from engine.net.imported_parts import (BATCH, AttrHolder, ImportedNet, first_line, check_params, input_spec, map_call,
+from engine.net.imported_parts import (BATCH, AttrHolder, ImportedNet, first_line, check_output_dtype, check_params, input_spec, map_call,
                                  map_module, measure_node, node_id, op_name, output_classes)
 from engine.net.layers import shapes_text
 from engine.net.model import LayerNet
@@ -104,6 +108,62 @@ def _subgraph(root: nn.Module, node: fx.Node, inner: list, inputs: list, order: 
     return fx.GraphModule(root, g, class_name=f"Op_{node.name}")
 
 
+def after_effects(value, *effects):
+    """``value`` itself: the node that keeps calls whose result nothing reads (an ``nn.ReLU``
+    called for its side effect, a module updating a buffer) in the graph, so they run in order."""
+    return value
+
+
+_INPLACE_OPS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
+                operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor, operator.ilshift,
+                operator.irshift, operator.imatmul}
+
+
+def _mutates(n: fx.Node, gm: nn.Module) -> bool:
+    """Whether a call writes into its first argument: a module with ``inplace=True``, a tensor
+    method or function named with a trailing ``_`` (``relu_``, ``add_``), ``inplace=True``, ``+=``."""
+    if n.op == "call_module":
+        return getattr(gm.get_submodule(n.target), "inplace", False) is True
+    if n.op not in ("call_function", "call_method"):
+        return False
+    if n.kwargs.get("inplace") is True or n.target in _INPLACE_OPS:
+        return True
+    name = n.target if n.op == "call_method" else getattr(n.target, "__name__", "")
+    return isinstance(name, str) and name.endswith("_") and not name.endswith("__")
+
+
+def keep_side_effects(gm: fx.GraphModule) -> list[str]:
+    """Keep every call that may act without its result being read (fx keeps them; the spec keeps
+    only what feeds the output): a call writing into a tensor (``s.r(y)`` with ``inplace=True``,
+    ``y.relu_()``) becomes what later readers of that tensor read (it is the same tensor), and
+    any other ``call_module`` or in-place call still unread feeds an ``after_effects`` node on the
+    output. Rewrites ``gm`` in place; returns the names of the calls routed through that node."""
+    graph = gm.graph
+    order = {n: k for k, n in enumerate(graph.nodes)}
+    for s in list(graph.nodes):
+        if s.users or not _mutates(s, gm) or not s.args or not isinstance(s.args[0], fx.Node):
+            continue
+        target = s.args[0]
+        for u in list(target.users):
+            if u is not s and order[u] > order[s] and u.op != "output":
+                u.replace_input_with(target, s)
+        out = next(n for n in graph.nodes if n.op == "output")
+        if target in out.all_input_nodes and order[out] > order[s]:
+            out.replace_input_with(target, s)
+    loose = [n for n in graph.nodes if not n.users and (n.op == "call_module" or _mutates(n, gm))]
+    if loose:
+        out = next(n for n in graph.nodes if n.op == "output")
+        ret = out.args[0]
+        if isinstance(ret, fx.Node):
+            with graph.inserting_before(out):
+                kept = graph.call_function(after_effects, (ret, *loose))
+            out.replace_input_with(ret, kept)
+            gm.recompile()
+            return [n.name for n in loose]
+    gm.recompile()
+    return []
+
+
 def _wrappers(gm: nn.Module, nodes: list, plan: dict, order: dict) -> dict:
     """Node name -> the module that computes it with ``gm``'s modules (the model's module itself, a
     registry module for a mapped functional op, an AttrHolder or a sub-GraphModule); ``nodes``
@@ -133,6 +193,7 @@ def _attr(gm, target: str):
 
 def build_traced(source: str, module: nn.Module, gm: fx.GraphModule, shape, classes) -> ImportedNet:
     """The ImportedNet of a traced model (see the module docstring of ``engine.net.imported``)."""
+    keep_side_effects(gm)
     graph = gm.graph
     values, twin, device = _values(gm, shape)
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
@@ -147,6 +208,7 @@ def build_traced(source: str, module: nn.Module, gm: fx.GraphModule, shape, clas
         raise LayerScopeError(f"{source} returns its input unchanged; there is nothing to profile")
     out_shape = tuple(int(d) for d in values[ret.name].shape[1:])
     classes = output_classes(source, out_shape, classes)
+    check_output_dtype(source, values[ret.name])
 
     def is_tensor(n: fx.Node) -> bool:
         return n.op in ("call_module", "call_function", "call_method", "get_attr") and \

@@ -307,6 +307,15 @@ def input_spec(shape, classes: int) -> InputSpec:
     return InputSpec(c, h, w, classes)
 
 
+def check_output_dtype(source: str, out: torch.Tensor) -> None:
+    """LayerScopeError when the model's output is not floating point (``.long()``, ``argmax``): the
+    loss needs logits with a gradient."""
+    if not out.is_floating_point():
+        name = str(out.dtype).replace("torch.", "")
+        raise LayerScopeError(f"{source}: the model's output is {name}: a classifier must return floating-point "
+                              f"logits (N, classes)")
+
+
 def output_classes(source: str, out_shape: tuple, classes: int | None) -> int:
     """The class count from the model's per-sample output shape; LayerScopeError when it is not a
     vector or differs from ``classes``."""

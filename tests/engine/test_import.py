@@ -99,6 +99,66 @@ class Shared(nn.Module):
 
 def shared():
     return Shared()
+
+
+class Effects(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 4, 3)
+        self.r = nn.ReLU(inplace=True)
+        self.q = nn.ReLU()
+        self.f = nn.Linear(4 * 10 * 10, 10)
+
+    def forward(self, x):
+        y = self.c(x)
+        self.r(y)                  # in place, result unused: y is now relu(c(x))
+        self.q(y)                  # no effect on the values, but it is called (hooks, timing)
+        y.sub_(0.5)
+        return self.f(y.flatten(1))
+
+
+def effects():
+    return Effects()
+
+
+class Either(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 4, 3, padding=1)
+        self.a = nn.Conv2d(4, 2, 3, padding=1)
+        self.b = nn.Conv2d(4, 2, 3, padding=1)
+        self.p = nn.AdaptiveAvgPool2d(4)
+        self.fc = nn.Linear(2 * 4 * 4, 10)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        x = F.relu(self.c(x))
+        limit = 1e30 if self.calls <= 2 else -1e30  # fx's try and the import's run take a, later steps b
+        y = self.b(x) if x.sum() > limit else self.a(x)  # data-dependent: fx cannot trace it
+        return self.fc(torch.flatten(self.p(y), 1))
+
+
+def either():
+    return Either()
+
+
+def integer():
+    return nn.Sequential(nn.Flatten(), nn.Linear(144, 10), Long())
+
+
+class Long(nn.Module):
+    def forward(self, x):
+        return x.argmax(1, keepdim=True).expand(-1, 10)
+
+
+class BranchyLong(Branchy):
+    def forward(self, x):
+        return super().forward(x).long()
+
+
+def integer_branchy():
+    return BranchyLong()
 '''
 
 
@@ -166,6 +226,26 @@ def test_imported_model_computes_what_the_users_module_computes(user_file):
     assert imported.module_params == sum(p.numel() for p in module.parameters()) == analyze(imported.spec).params
 
 
+def test_calls_whose_result_is_unused_stay_nodes_and_run_every_step(user_file):
+    torch.manual_seed(3)
+    module = load_module(f"{user_file}:effects").eval()
+    torch.manual_seed(3)
+    imported = import_model(f"{user_file}:effects", (1, 12, 12))
+    model = imported.model.eval()
+    ids = [n.id for n in imported.spec.nodes]
+    assert {"r", "q", "sub_"} <= set(ids) and ids.index("r") < ids.index("sub_") < ids.index("flatten")
+    calls = {"r": 0, "q": 0}
+    for name in calls:
+        getattr(model, name).register_forward_hook(lambda m, a, o, name=name: calls.__setitem__(name, calls[name] + 1))
+    x = torch.randn(5, 1, 12, 12)
+    seen = []
+    with torch.no_grad():
+        out = model(x, lambda k, nid, o: seen.append(nid))
+        assert calls == {"r": 1, "q": 1}
+        assert torch.equal(out, module(x)) and torch.equal(model(x), out)
+    assert calls == {"r": 2, "q": 2} and seen == [s.node_id for s in model.plan] == ids
+
+
 def test_shared_weights_count_once_and_the_second_use_is_opaque(user_file):
     imported = import_model(f"{user_file}:shared", (3, 8, 8), None)
     spec = imported.spec
@@ -219,12 +299,12 @@ def test_untraceable_model_falls_back_to_hooks_with_the_notice(user_file, tmp_pa
     r = open_session(out)
     assert any("fx could not trace" in log.message and log.level == "warning" for log in r.logs())
     ids = [row.node_id for row in r.layers()]
-    assert ids == ["a", "b", "fc", "tail"]
+    assert ids == ["a", "b_in", "b", "fc_in", "fc", "tail"]  # the functional ops feeding b and fc: nodes
     module = load_module(f"{user_file}:branchy")
     assert sum(row.params for row in r.layers()) == sum(p.numel() for p in module.parameters())
     for lt in r.layer_times():
         assert lt.node_ids == ids and all(v is not None for v in lt.fwd_ms + lt.bwd_ms)
-        assert lt.bwd_ms[0] > 0 and lt.bwd_ms[2] > 0
+        assert lt.bwd_ms[ids.index("a")] > 0 and lt.bwd_ms[ids.index("fc")] > 0
 
 
 def test_fallback_reports_a_skipped_branch_with_no_backward(user_file):
@@ -237,8 +317,36 @@ def test_fallback_reports_a_skipped_branch_with_no_backward(user_file):
     seen = []
     out = model(torch.randn(2, 1, 10, 10), lambda k, nid, o: seen.append((k, nid, o.grad_fn is None)))
     assert out.shape == (2, 10)
-    assert [s[:2] for s in seen] == [(0, "a"), (1, "b"), (2, "fc"), (3, "tail")]
-    assert seen[1][2]  # b did not run: reported with no gradient function (no backward of its own)
+    assert [s[:2] for s in seen] == [(0, "a"), (1, "b_in"), (2, "b"), (3, "fc_in"), (4, "fc"), (5, "tail")]
+    assert seen[1][2] and seen[2][2]  # b did not run: reported with no gradient function (no backward of its own)
+    assert not seen[3][2] and not seen[4][2]
+
+
+def test_fallback_keeps_every_leaf_module_with_its_own_parameters_inputs_and_kind(user_file, tmp_path):
+    imported = import_model(f"{user_file}:either", (1, 12, 12))
+    spec, info = imported.spec, analyze(imported.spec)
+    assert not imported.traced
+    assert [n.id for n in spec.nodes] == ["c", "a_in", "a", "b", "p", "fc_in", "fc", "tail"]  # b: not run, after a
+    module = load_module(f"{user_file}:either")
+    b = spec.node("b")
+    assert b.kind == "opaque" and b.params["params"] == sum(p.numel() for p in module.b.parameters()) == 74
+    assert spec.node("tail").params["params"] == 0 and info.params == imported.module_params
+    assert any("b did not run when the model was imported" in note for note in imported.notes)
+    # kinds as the traced path maps them; every node's inputs are the shapes its module received
+    assert [spec.node(i).kind for i in ("c", "a", "p", "fc")] == ["conv2d", "conv2d", "adaptive_avgpool2d", "linear"]
+    assert info.layer("fc").in_shapes == [(32,)] and info.layer("a").in_shapes == [(4, 12, 12)]
+    assert info.layer("fc_in").in_shapes == [(2, 4, 4)] and spec.node("fc_in").params["in_shapes"] == "2x4x4"
+    # a later step takes the other branch: b runs and is reported as itself, a ~0 with no backward
+    seen = []
+    imported.model(torch.randn(2, 1, 12, 12), lambda k, nid, o: seen.append((nid, o.grad_fn is not None)))
+    assert [nid for nid, _ in seen] == [n.id for n in spec.nodes]
+    assert dict(seen)["b"] and not dict(seen)["a"] and dict(seen)["fc"]
+    out = tmp_path / "either.lsession"
+    assert main(["profile", f"{user_file}:either", "--input-shape", "1,12,12", "--mode", "train", "--steps", "2",
+                 *QUICK, "--out", str(out)]) == 0
+    for lt in open_session(out).layer_times():
+        bwd = dict(zip(lt.node_ids, lt.bwd_ms))
+        assert bwd["b"] > 0 and not bwd["a"]  # b's backward is b's own; a did not run
 
 
 def test_imported_session_reopens_summarises_and_exports_html(residual_session, tmp_path, capsys):
@@ -261,13 +369,54 @@ def test_imported_session_reopens_summarises_and_exports_html(residual_session, 
     (["{f}:make", "--input-shape", "1,12,12", "--classes", "7"], "outputs 10 class scores per sample but --classes is 7"),
     (["{f}:make", "--input-shape", "1,12"], "expected C,H,W"),
     (["lenet5", "--input-shape", "1,28,28"], "--input-shape and --classes are for a model to import"),
+    (["{f}:integer", "--input-shape", "1,12,12"],
+     "the model's output is int64: a classifier must return floating-point logits (N, classes)"),
+    (["{f}:integer_branchy", "--input-shape", "1,10,10"], "the model's output is int64"),
 ])
 def test_import_errors_exit_2_in_one_line(argv, words, user_file, tmp_path, capsys):
     argv = [a.format(f=user_file, d=tmp_path) for a in argv]
     assert main(["profile", *argv, *QUICK, "--out", str(tmp_path / "x.lsession")]) == 2
     err = capsys.readouterr().err
     assert words in err and len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and not (tmp_path / "x.lsession").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["validate", "{py}"], ["validate", "{py}", "--input-shape", "3,32,32"], ["export-net", "{py}", "--format", "pytorch",
+    "--out", "{d}/o.py"], ["profile", "{py}", *QUICK, "--out", "{d}/x.lsession"],
+    ["validate", "{s}"], ["export-net", "{s}", "--format", "pytorch", "--out", "{d}/o.py"],
+    ["profile", "{s}", *QUICK, "--out", "{d}/x.lsession"], ["sweep", "{py}", "--batch-size", "2,4", "--out", "{d}/sw"],
+])
+def test_a_python_file_or_a_session_given_as_a_net_says_what_to_give(argv, user_file, residual_session, tmp_path,
+                                                                   capsys):
+    argv = [a.format(py=user_file, s=residual_session, d=tmp_path) for a in argv]
+    assert main(argv) == 2
+    got = capsys.readouterr()
+    err = (got.err + got.out).strip()  # validate prints a net's problems on stdout
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    if argv[1].endswith(".py"):
+        assert f"mymodel.py is Python: give the factory too, {user_file}:FACTORY (a function returning the nn.Module)" in err
+    else:
+        assert "imported.lsession is a session, not a net: open it with summary/export, or use its net" in err
+    assert not (tmp_path / "x.lsession").exists() and not (tmp_path / "o.py").exists()
+
+
+def test_a_net_json_with_opaque_nodes_is_refused_before_a_session(user_file, tmp_path, capsys):
+    from engine.net.presets import resolve_net
+    from engine.net.spec import save
+
+    net = tmp_path / "res.json"
+    save(import_model(f"{user_file}:make", (1, 12, 12)).spec, net)
+    assert main(["validate", str(net)]) == 0  # analysed from its stored figures
+    capsys.readouterr()
+    assert main(["profile", str(net), *QUICK, "--out", str(tmp_path / "x.lsession")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and not (tmp_path / "x.lsession").exists(), err
+    assert f"res.json holds opaque nodes of an imported model (" in err
+    assert f"profile it from its source: layerscope profile {user_file}:make" in err
+    with pytest.raises(SpecError, match="holds opaque nodes of an imported model"):
+        resolve_net(str(net), buildable=True)
+    assert resolve_net(str(net)).nodes  # validate and summary still read it
 
 
 def test_a_file_that_raises_names_its_line(tmp_path):
@@ -340,7 +489,7 @@ def test_validate_prints_the_traced_graph(user_file, capsys):
 
     got = json.loads(capsys.readouterr().out)
     assert got["traced"] is False and got["notice"].startswith("fx could not trace the model")
-    assert [row["id"] for row in got["layers"]] == ["a", "b", "fc", "tail"]
+    assert [row["id"] for row in got["layers"]] == ["a", "b_in", "b", "fc_in", "fc", "tail"]
     assert main(["validate", f"{user_file}:nope", "--input-shape", "1,10,10"]) == 2
 
 
