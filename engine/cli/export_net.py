@@ -9,7 +9,7 @@ def cmd_export_net(args) -> int:
     from engine.net.presets import resolve_net
 
     format_for(args.out, args.format)  # a contradicting --out suffix: refused before any work
-    spec = resolve_net(args.net)
+    spec = resolve_net(args.net, buildable=True)
     path = export_net(spec, args.format, args.out, weights=args.weights, force=args.force)
     print(f"wrote {path}")
     return EXIT_OK

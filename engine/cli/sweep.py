@@ -125,7 +125,7 @@ def cmd_sweep(args) -> int:
         if args.input_shape is not None or args.classes is not None:
             raise LayerScopeError("--input-shape and --classes are for a model to import (FILE.py:FACTORY or "
                                   "torchvision:NAME); a net file or preset declares its input")
-        analyze(resolve_net(args.net))  # LayerScopeError -> exit 2
+        analyze(resolve_net(args.net, buildable=True))  # LayerScopeError -> exit 2
     if fixed.get("mode") != "benchmark":
         _check_dataset(fixed.get("dataset") or RunConfig.setting("dataset").default)
     out = Path(args.out).expanduser()

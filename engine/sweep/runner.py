@@ -297,7 +297,7 @@ def run_sweep(net, axes: dict, fixed: dict, out_dir, *, cooldown: float = 0.0, r
         from engine.net.presets import resolve_net
 
         net = str(net)
-        spec = resolve_net(net)
+        spec = resolve_net(net, buildable=True)
         if any(k in fixed for k in IMPORT_SETTINGS):
             raise LayerScopeError("--input-shape and --classes are for a model to import (FILE.py:FACTORY or "
                                   "torchvision:NAME); a net file or preset declares its input")
