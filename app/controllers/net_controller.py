@@ -90,33 +90,22 @@ class NetController(Controller):
             self.model.set_spec(spec)
         self.title_changed.emit()
 
-    def show_recorded_net(self, net: dict | None) -> None:
-        """Put a session's net on the canvas (after asking about unsaved edits); a bad net is skipped."""
+    def show_recorded_net(self, net: dict | None, ask: bool = True) -> None:
+        """Put a session's net on the canvas (after asking about unsaved edits); a bad net is skipped.
+
+        ``ask=False``: the net of a run watched from its server (File > Connect to run…): the canvas
+        is locked to it like to a local run's, and unsaved edits were asked about before connecting."""
         if not isinstance(net, dict) or self.model is None:
             return
         try:
             spec = engine.from_dict(net)
         except engine.LayerScopeError:
             return
-        if self.maybe_save():
+        if not ask or self.maybe_save():
             self.model.set_spec(spec)
             self.net_path = None
             self.import_request = self._imported_spec = None
             self.title_changed.emit()
-
-    def show_watched_net(self, net: dict | None) -> None:
-        """Put the net of a run watched from its server on the canvas (File > Connect to run…):
-        the canvas is locked to it like to a local run's; unsaved edits were asked about before
-        connecting. A bad net is skipped."""
-        if not isinstance(net, dict) or self.model is None:
-            return
-        try:
-            spec = engine.from_dict(net)
-        except engine.LayerScopeError:
-            return
-        self.model.set_spec(spec)
-        self.net_path = None
-        self.title_changed.emit()
 
     # ---- files ----------------------------------------------------------------------------------
     def maybe_save(self) -> bool:

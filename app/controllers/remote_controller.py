@@ -82,7 +82,7 @@ class RemoteController(QObject):
         net = (snap.info.config or {}).get("net")
         if isinstance(net, dict):
             self._net_shown = True
-            self.nets.show_watched_net(net)
+            self.nets.show_recorded_net(net, ask=False)
 
     def _on_finished(self, status: str, message: str) -> None:
         if not self.bridge.remote:

@@ -134,12 +134,7 @@ class RunController(Controller):
         if problems:
             self._problem("Cannot start: " + "; ".join(problems))
             return False
-        if self.sessions.is_open():
-            self.sessions.close()
-        self.run_started.emit()
-        if self.edit_lock is not None:
-            self.edit_lock.set_locked(True)
-        self.monitor.show_live(clear_canvas=True)
+        self._enter_live()
         self.settings.last_device = kw.get("device") or ""
         self.settings.set_run_options(self.run_panel.options())
         self.bridge.start(cfg, runs_folder=self.settings.runs_folder)
@@ -153,18 +148,23 @@ class RunController(Controller):
         self.update_actions()
         return True
 
-    def begin_watch(self, address: str, token: str, copy_path) -> bool:
-        """Show a run served elsewhere (``layerscope profile --serve``) live, like a local run;
-        False (and why) when a run is going here."""
-        if self.bridge.is_running():
-            self._problem("Stop the run before connecting to another one.")
-            return False
+    def _enter_live(self) -> None:
+        """What a run (local or watched) starts with: a session closed, the canvas locked and the
+        views live and empty."""
         if self.sessions.is_open():
             self.sessions.close()
         self.run_started.emit()
         if self.edit_lock is not None:
             self.edit_lock.set_locked(True)
         self.monitor.show_live(clear_canvas=True)
+
+    def begin_watch(self, address: str, token: str, copy_path) -> bool:
+        """Show a run served elsewhere (``layerscope profile --serve``) live, like a local run;
+        False (and why) when a run is going here."""
+        if self.bridge.is_running():
+            self._problem("Stop the run before connecting to another one.")
+            return False
+        self._enter_live()
         self.bridge.watch(address, token, copy_path)
         self._warmup = 0
         self._phase_since = None

@@ -121,3 +121,39 @@ class ElidedLabel(QLabel):
     def _elide(self) -> None:
         shown = self.fontMetrics().elidedText(self._full, Qt.ElideRight, max(0, self.width() - 2))
         super().setText(shown)
+
+
+def standalone_app():
+    """The QApplication of a module run on its own (``python -m app.views.X``), styled as the app."""
+    import sys
+
+    from PySide6.QtWidgets import QApplication
+
+    from app import style
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    style.apply(app)
+    style.configure_pyqtgraph()
+    return app
+
+
+def show_or_shoot(app, widget: QWidget, size: tuple[int, int], screenshot: str | None, pumps: int = 3,
+                  before_grab=None) -> int:
+    """Show ``widget`` at ``size``; with ``screenshot`` save it there (exit 0, or 2 with one line
+    when it cannot be written), else run the event loop. ``before_grab()`` runs once the widget
+    has been laid out (e.g. fit a canvas to its contents)."""
+    import sys
+
+    widget.resize(*size)
+    widget.show()
+    if not screenshot:
+        return app.exec()
+    for _ in range(pumps):
+        app.processEvents()
+    if before_grab is not None:
+        before_grab()
+        app.processEvents()
+    if not widget.grab().save(screenshot):
+        print(f"error: cannot write {screenshot}", file=sys.stderr)
+        return 2
+    return 0

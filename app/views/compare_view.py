@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeade
 
 from app import style
 from app.editor.theme import FAMILY_COLORS, FAMILY_TITLES, SPEEDUP_FASTER, SPEEDUP_NEUTRAL, SPEEDUP_SLOWER
-from app.views.base import ElidedLabel, notice_label
+from app.views.base import ElidedLabel, notice_label, show_or_shoot, standalone_app
 from engine import fmt
 
 BAR_SPAN = 0.8  # of a layer's row, shared by the bars of the configurations other than the baseline
@@ -483,7 +483,6 @@ class CompareView(QWidget):
 def main(argv=None) -> int:
     import argparse
 
-    from PySide6.QtWidgets import QApplication
 
     import engine
 
@@ -500,21 +499,10 @@ def main(argv=None) -> int:
     except engine.LayerScopeError as e:  # bad input: one line, exit 2, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    style.apply(app)
-    style.configure_pyqtgraph()
+    app = standalone_app()
     view = CompareView()
     view.set_comparison(comparison)
-    view.resize(1200, 560)
-    view.show()
-    if args.screenshot:
-        for _ in range(3):
-            app.processEvents()
-        if not view.grab().save(args.screenshot):
-            print(f"error: cannot write {args.screenshot}", file=sys.stderr)
-            return 2
-        return 0
-    return app.exec()
+    return show_or_shoot(app, view, (1200, 560), args.screenshot)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QToolTip, QVBoxL
 
 from app import style
 from app.editor.theme import FAMILY_COLORS, FAMILY_TITLES
-from app.views.base import ElidedLabel, notice_label
+from app.views.base import ElidedLabel, notice_label, show_or_shoot, standalone_app
 from engine import fmt
 
 SYMBOLS = {"fwd": "o", "bwd": "t1"}  # a disc, a triangle pointing up
@@ -213,7 +213,6 @@ class RooflineView(QWidget):
 def main(argv=None) -> int:
     import argparse
 
-    from PySide6.QtWidgets import QApplication
 
     import engine
 
@@ -226,21 +225,10 @@ def main(argv=None) -> int:
     except engine.LayerScopeError as e:  # bad input: one line, exit 2, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    style.apply(app)
-    style.configure_pyqtgraph()
+    app = standalone_app()
     view = RooflineView()
     view.set_roofline(data, title=args.session)
-    view.resize(900, 560)
-    view.show()
-    if args.screenshot:
-        for _ in range(3):
-            app.processEvents()
-        if not view.grab().save(args.screenshot):
-            print(f"error: cannot write {args.screenshot}", file=sys.stderr)
-            return 2
-        return 0
-    return app.exec()
+    return show_or_shoot(app, view, (900, 560), args.screenshot)
 
 
 if __name__ == "__main__":

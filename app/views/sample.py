@@ -95,26 +95,14 @@ def sample_snapshot(**kw):
 
 def preview(make, argv=None, size=(900, 560)) -> int:
     """Show one view alone with the sample run (``--gpu``: with GPU series; ``--screenshot PATH``)."""
-    from PySide6.QtWidgets import QApplication
-
-    from app import style
+    from app.views.base import show_or_shoot, standalone_app
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--gpu", action="store_true", help="include sample GPU series")
     ap.add_argument("--screenshot", help="save a PNG of the view and exit")
     args = ap.parse_args(argv)
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    style.apply(app)
-    style.configure_pyqtgraph()
+    app = standalone_app()
     view = make()
-    view.resize(*size)
     view.setWindowTitle(f"LayerScope - {view.title} (sample data)")
-    view.show()
     view.push(sample_snapshot(gpu=args.gpu), force=True)
-    if args.screenshot:
-        app.processEvents()
-        if not view.grab().save(args.screenshot):
-            print(f"error: cannot write {args.screenshot}", file=sys.stderr)
-            return 2
-        return 0
-    return app.exec()
+    return show_or_shoot(app, view, size, args.screenshot, pumps=1)
