@@ -197,6 +197,7 @@ class RunBridge(QObject):
         self.run = None
         self.result = None
         self.session_path: str | None = None
+        self._copy = None  # a watched run's local session copy (SessionWriter), see ``watch``
         self._thread: threading.Thread | None = None
         self._version: int | None = None
         self._state = "idle"
@@ -330,7 +331,7 @@ class RunBridge(QObject):
         except BaseException as e:  # KeyboardInterrupt or a bug: still a result for the GUI
             self.result = engine.RunResult("failed", f"{type(e).__name__}: {_first_line(e)}")
         finally:
-            copy = getattr(self, "_copy", None)
+            copy = self._copy
             if copy is not None:  # a watched run's local copy: complete once the worker ends
                 copy.close()
                 self._copy = None

@@ -321,9 +321,6 @@ def main(argv=None) -> int:
     import sys
 
     from PySide6.QtCore import QTimer
-    from PySide6.QtWidgets import QApplication
-
-    from app import style
 
     ap = argparse.ArgumentParser(prog="python -m app.dialogs.sweep_dialog", description="The sweep form.")
     ap.add_argument("--preset", default="lenet5")
@@ -339,8 +336,9 @@ def main(argv=None) -> int:
     except engine.LayerScopeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    style.apply(app)
+    from app.views.base import standalone_app
+
+    app = standalone_app()
     fixed = {"mode": "train", "device": "cpu", "batch_size": 16, "steps": args.steps, "dataset": "synthetic",
              "profile_every": 1}
     dlg = SweepDialog(net, fixed, engine.runs_dir(), engine.list_devices())

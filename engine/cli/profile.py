@@ -16,6 +16,7 @@ from pathlib import Path
 from engine.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, whole_number
 from engine.cli.output import DownloadProgress, Progress, fmt_num
 from engine.errors import LayerScopeError
+from engine.net.presets import is_import_source
 from engine.paths import runs_dir
 from engine.run.config import BOOL, CHOICE, FLOAT, INT, RunConfig
 
@@ -23,7 +24,7 @@ from engine.run.config import BOOL, CHOICE, FLOAT, INT, RunConfig
 def _default_out(net: str, device: str) -> Path:
     """``<net>-<device>-<YYYYmmdd-HHMMSS>.lsession`` in the runs folder (not created here); an
     imported model's net is named by its factory or torchvision name (``source_stem``)."""
-    if _is_import_source(net):
+    if is_import_source(net):
         from engine.net.imported import source_stem
 
         stem = source_stem(net)
@@ -116,14 +117,6 @@ def config_from_args(args, spec) -> RunConfig:
     return RunConfig(net=spec, **kw)
 
 
-def _is_import_source(text: str) -> bool:
-    """FILE.py:FACTORY or torchvision:NAME (the same test as ``engine.net.imported.is_import_source``,
-    without importing torch)."""
-    import re
-
-    return bool(re.match(r"^(torchvision:.*|.+\.py:[A-Za-z_][A-Za-z0-9_]*)$", text))
-
-
 def input_shape(text: str) -> tuple[int, int, int]:
     """An argparse ``type`` for ``C,H,W`` (three whole numbers >= 1)."""
     import argparse
@@ -154,7 +147,7 @@ def net_from_args(args, buildable: bool = False):
     """(spec, imported or None) for the net argument: a preset, a net file or a model to import.
     ``buildable``: a net file holding an imported model's opaque nodes is bad input too (profile
     builds the net; validate only analyses it)."""
-    if _is_import_source(args.net):
+    if is_import_source(args.net):
         imported = import_from_args(args)
         return imported.spec, imported
     from engine.net.presets import not_a_net, resolve_net

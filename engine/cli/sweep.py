@@ -113,11 +113,11 @@ def cmd_sweep(args) -> int:
     from engine.net.presets import resolve_net
     from engine.sweep.runner import run_sweep
 
-    from engine.cli.profile import _is_import_source
+    from engine.net.presets import is_import_source
 
     axes = _axes_from_args(args)
     fixed = _fixed_from_args(args)
-    if _is_import_source(args.net):
+    if is_import_source(args.net):
         fixed["input_shape"] = list(args.input_shape) if args.input_shape else None
         if args.classes is not None:
             fixed["classes"] = args.classes

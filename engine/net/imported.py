@@ -43,20 +43,14 @@ from engine.errors import LayerScopeError
 from engine.net.imported_graph import build_traced
 from engine.net.imported_hooks import import_hooked
 from engine.net.imported_parts import ImportedNet, first_line as _first_line
+from engine.net.presets import IMPORT_FILE_RE, IMPORT_TV_RE, is_import_source
 from engine.net.spec import INPUT_FIELDS, NetSpec
 
 __all__ = ["ImportedNet", "import_model", "is_import_source", "source_stem", "load_module", "same_graph",
            "VISION_HINT"]
 
 VISION_HINT = "torchvision is not installed: pip install -e '.[vision]'"
-_FILE_RE = re.compile(r"^(?P<path>.+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
-_TV_RE = re.compile(r"^torchvision:(?P<name>.*)$")
-
-
-def is_import_source(text) -> bool:
-    """Whether ``text`` names a model to import (``FILE.py:FACTORY`` or ``torchvision:NAME``)
-    rather than a preset or a net file."""
-    return isinstance(text, str) and bool(_FILE_RE.match(text) or _TV_RE.match(text))
+_FILE_RE, _TV_RE = IMPORT_FILE_RE, IMPORT_TV_RE
 
 
 def source_stem(source: str) -> str:

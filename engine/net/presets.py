@@ -10,6 +10,17 @@ from engine.net.spec import NetSpec, load
 ORDER = ("lenet5", "alexnet-article", "alexnet", "vgg11", "resnet18")
 
 
+# a model to import instead of a net: FILE.py:FACTORY or torchvision:NAME (engine.net.imported)
+IMPORT_FILE_RE = re.compile(r"^(?P<path>.+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
+IMPORT_TV_RE = re.compile(r"^torchvision:(?P<name>.*)$")
+
+
+def is_import_source(text) -> bool:
+    """Whether ``text`` names a model to import (``FILE.py:FACTORY`` or ``torchvision:NAME``)
+    rather than a preset or a net file; torch-free, so the CLI can tell before importing torch."""
+    return isinstance(text, str) and bool(IMPORT_FILE_RE.match(text) or IMPORT_TV_RE.match(text))
+
+
 def presets_dir() -> Path:
     from assets import PRESETS_DIR
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine.errors import LayerScopeError
+from engine.net.presets import is_import_source, resolve_net
 from engine.run.allocator import allocator_env, allocator_problem
 from engine.run.config import BOOL, RunConfig
 from engine.sweep.axes import NOT_SWEPT, check_axes, combinations, config_key, config_label, value_problem
@@ -246,12 +247,6 @@ def _planned_steps(fixed: dict) -> int | None:
     return None if steps is None else int(steps) + int(warmup or 0)
 
 
-def _looks_imported(net: str) -> bool:
-    import re
-
-    return bool(re.match(r"^(torchvision:.*|.+\.py:[A-Za-z_][A-Za-z0-9_]*)$", net))
-
-
 def run_sweep(net, axes: dict, fixed: dict, out_dir, *, cooldown: float = 0.0, resume: bool = True,
               progress: Callable[[SweepProgress], None] | None = None,
               stop: threading.Event | None = None, command: list[str] | None = None) -> Study:
@@ -291,11 +286,9 @@ def run_sweep(net, axes: dict, fixed: dict, out_dir, *, cooldown: float = 0.0, r
         folder.mkdir(parents=True, exist_ok=True)
         spec, net = net, str(folder / "net.json")
         save(spec, net)
-    elif _looks_imported(str(net)):
+    elif is_import_source(str(net)):
         net, spec = _import_net(str(net), fixed)
     else:
-        from engine.net.presets import resolve_net
-
         net = str(net)
         spec = resolve_net(net, buildable=True)
         if any(k in fixed for k in IMPORT_SETTINGS):
