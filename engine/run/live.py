@@ -32,6 +32,20 @@ class _Ring:
         self.buf[self.n % self.capacity] = row
         self.n += 1
 
+    def extend(self, rows: np.ndarray) -> None:
+        """Append the rows of a (k, columns) array, oldest first (only the last ``capacity`` stay)."""
+        k = len(rows)
+        if k > self.capacity:
+            self.n += k - self.capacity
+            rows = rows[-self.capacity:]
+            k = self.capacity
+        i = self.n % self.capacity
+        first = min(k, self.capacity - i)
+        self.buf[i:i + first] = rows[:first]
+        if first < k:
+            self.buf[:k - first] = rows[first:]
+        self.n += k
+
     def array(self) -> np.ndarray:
         if self.n <= self.capacity:
             out = self.buf[:self.n].copy()
@@ -40,10 +54,6 @@ class _Ring:
             out = np.concatenate((self.buf[i:], self.buf[:i]))
         out.flags.writeable = False
         return out
-
-
-def _f(v) -> float:
-    return np.nan if v is None else float(v)
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -129,6 +139,7 @@ class LiveFeed:
         self._index: dict[str, int] = {}
         self._lt: deque = deque(maxlen=self.window)
         self._pending: list[LayerTimes] = []  # taken in, not yet in the arrays (see ``_fold``)
+        self._pending_steps: list[StepRecord] = []  # taken in, not yet in the history ring
         self._pending_max = max(self.window, self.heat_len)
         self._last_lt: LayerTimes | None = None
         self._last_mem_lt: LayerTimes | None = None
@@ -167,9 +178,10 @@ class LiveFeed:
                 if rec.phase != "test":
                     self._done = rec.step
                 self._steps.append(rec)
-                self._history.append((rec.step, rec.t, _f(rec.loss), _f(rec.accuracy), rec.step_ms,
-                                      rec.samples_per_s, _f(rec.data_ms), _f(rec.peak_mem_bytes),
-                                      float(rec.warmup), _f(rec.epoch)))
+                # into the history ring when a snapshot is taken, like LayerTimes (see ``_fold``)
+                self._pending_steps.append(rec)
+                if len(self._pending_steps) >= self._pending_max:
+                    self._fold_steps()
             elif isinstance(rec, LayerTimes):
                 # folded into the arrays when a snapshot is taken (the views poll at their frame
                 # rate; a run profiles every step): the run's thread only queues it
@@ -212,32 +224,65 @@ class LiveFeed:
                 return
             self._version += 1
 
-    def _fold(self) -> None:
-        """Take the queued LayerTimes into the arrays, in arrival order (under the lock)."""
-        pending, self._pending = self._pending, []
-        for rec in pending:
-            self._take_layer_times(rec)
+    def _fold_steps(self) -> None:
+        """Take the queued StepRecords into the history ring, in one array (under the lock)."""
+        pending, self._pending_steps = self._pending_steps, []
+        if pending:
+            self._history.extend(np.array(
+                [(r.step, r.t, r.loss, r.accuracy, r.step_ms, r.samples_per_s, r.data_ms, r.peak_mem_bytes,
+                  r.warmup, r.epoch) for r in pending], dtype=float))  # None -> NaN, a bool -> 0/1
 
-    def _take_layer_times(self, rec: LayerTimes) -> None:
-        if rec.node_ids != self._node_ids:
+    def _fold(self) -> None:
+        """Take the queued StepRecords and LayerTimes into the arrays, in arrival order (under the
+        lock). LayerTimes over the run's full node list go in as one array per run of them; a
+        record over other nodes goes in by itself."""
+        self._fold_steps()
+        pending, self._pending = self._pending, []
+        run: list[LayerTimes] = []
+        for rec in pending:
+            if rec.node_ids == self._node_ids and self._node_ids:
+                run.append(rec)
+                continue
+            self._take_layer_times(run)
+            run = []
             if set(rec.node_ids) - set(self._node_ids) or not self._node_ids:
                 self._set_nodes(rec.node_ids)
+            if rec.node_ids == self._node_ids:
+                run.append(rec)
+            else:
+                self._take_subset(rec)
+        self._take_layer_times(run)
+
+    def _take_layer_times(self, recs: list[LayerTimes]) -> None:
+        """LayerTimes over exactly ``_node_ids``, oldest first."""
+        if not recs:
+            return
         # numpy turns None into NaN for a float array: no per-node Python loop
-        fwd = np.array(rec.fwd_ms, dtype=float)
-        bwd = np.array(rec.bwd_ms, dtype=float)
-        mem = np.array(rec.mem_bytes, dtype=float)
-        if rec.node_ids != self._node_ids:  # a subset of the nodes: place each by id
-            idx = [self._index[nid] for nid in rec.node_ids]
-            n = len(self._node_ids)
-            full = np.full((3, n), np.nan)
-            full[0, idx], full[1, idx], full[2, idx] = fwd, bwd, mem
-            fwd, bwd, mem = full
+        fwd = np.array([r.fwd_ms for r in recs], dtype=float)
+        bwd = np.array([r.bwd_ms for r in recs], dtype=float)
+        mem = np.array([r.mem_bytes for r in recs], dtype=float)
+        self._remember(fwd, bwd, mem, [r.step for r in recs])
+
+    def _take_subset(self, rec: LayerTimes) -> None:
+        """A LayerTimes over a subset of the nodes: each placed by id."""
+        idx = [self._index[nid] for nid in rec.node_ids]
+        full = np.full((3, 1, len(self._node_ids)), np.nan)
+        full[0, 0, idx], full[1, 0, idx], full[2, 0, idx] = (np.array(v, dtype=float)
+                                                             for v in (rec.fwd_ms, rec.bwd_ms, rec.mem_bytes))
+        self._remember(full[0], full[1], full[2], [rec.step])
+
+    def _remember(self, fwd: np.ndarray, bwd: np.ndarray, mem: np.ndarray, steps: list[int]) -> None:
+        """(k, nodes) arrays of k profiled steps, oldest first, into the window, heat rings and
+        the latest known memory per node."""
         known = ~np.isnan(mem)
-        self._mem[known] = mem[known]
-        self._lt.append((fwd, bwd))
-        self._heat_steps.append((rec.step,))
-        self._heat_fwd.append(fwd)
-        self._heat_bwd.append(bwd)
+        have = known.any(axis=0)
+        if have.any():
+            last = len(mem) - 1 - np.argmax(known[::-1], axis=0)  # each node's latest known row
+            self._mem[have] = mem[last[have], np.flatnonzero(have)]
+        self._lt.extend(zip(fwd, bwd))
+        self._heat_steps.extend(np.array(steps, dtype=float)[:, None])
+        self._heat_fwd.extend(fwd)
+        self._heat_bwd.extend(bwd)
 
     def snapshot(self, since_version: int | None = None) -> LiveSnapshot | None:
         """An immutable copy of the state; None when nothing changed since ``since_version``."""

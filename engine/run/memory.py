@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 import time
 import weakref
-from contextlib import nullcontext
 
 INPUT = -1
 
@@ -188,12 +187,13 @@ class MemorySampler:
         return self.clock() - self._last >= self.interval_s
 
     def start(self, x):
-        """Begin counting for this forward; returns the hooks context (no-op when not due)."""
+        """Begin counting for this forward when due (and autograd records); returns the hooks
+        context, or None when this forward is not counted (the usual profiled step)."""
         import torch
 
-        self.active = torch.is_grad_enabled() and self.due()
+        self.active = self.clock() - self._last >= self.interval_s and torch.is_grad_enabled()
         if not self.active:
-            return nullcontext()
+            return None
         self.acct.begin(x)
         return self.acct.hooks()
 

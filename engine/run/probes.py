@@ -7,11 +7,14 @@ its step here; torch.profiler 3-10%):
   layer, which takes one timestamp. The gaps between consecutive timestamps cover
   the whole forward pass, so layer times add up to the forward time (coverage ~1.0) with one
   clock read per layer instead of two hooks. No module hook is ever registered.
-- Backward: one ``grad_fn.register_prehook`` per layer output. It fires when the gradient
-  reaches that output, i.e. when the layer's backward starts. The autograd engine runs the
-  graph one node at a time on a device, so a layer's backward lasts until the next such
-  hook fires (or backward returns). Residual adds and branches are covered the same way,
-  and nothing wraps the modules, so in-place ops and gradients are untouched.
+- Backward: one hook per layer output, registered on the autograd node that made it right
+  after the layer's forward stamp (``hook_output``: a one-entry hooks dict on the tensor, as
+  ``Tensor.register_hook`` does, without a handle; a second stamp after it, so registering is no
+  layer's time). It fires when the gradient reaches that output, i.e. when the layer's backward
+  starts. The autograd engine runs the graph one node at a time on a device, so a layer's
+  backward lasts until the next such hook fires (or backward returns). Residual adds and
+  branches are covered the same way, and nothing wraps the modules, so in-place ops and
+  gradients are untouched.
 - CPU: ``perf_counter_ns``; the probe's own cost per timestamp and per hook call is
   calibrated once and subtracted.
 - CUDA (and MPS where torch has ``torch.mps.Event``): device events with timing from a
@@ -27,7 +30,6 @@ Unprofiled steps do not use the probe at all (plain ``model(x)``).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import mmap
@@ -70,9 +72,74 @@ def stamp_cost_ns() -> float:
     return max(0.0, (best_with - best_without) / n)
 
 
+# The key of the probe's hook in the hooks dict it gives a layer's output tensor: torch's own
+# RemovableHandle ids count up from 0, so a hook the model registers later on the same tensor
+# (``Tensor.register_hook`` adds to this dict) never replaces it
+_HOOK_KEY = -1
+
+
+class _Hooks(dict):
+    """A tensor's hooks dict as ``hook_output`` makes it: weak-referenceable, as torch's own
+    RemovableHandle needs when the model adds a hook to the same tensor."""
+
+    __slots__ = ("__weakref__",)
+
+
+def hook_output(gf, out, hook, keep, fast: bool) -> None:
+    """Run ``hook(grad)`` when the gradient reaches ``out`` (an autograd node ``gf``'s output),
+    i.e. when that node's backward starts.
+
+    The usual way, ``gf.register_prehook``, makes an OrderedDict and a RemovableHandle per call
+    (~1.5 us here, ~6 us right after a large layer's forward, when the caches are cold: the
+    largest part of a LeNet-5 step's probe cost). This gives the tensor a one-entry hooks dict and
+    registers it on the node (``_register_hook_dict``, what ``Tensor.register_hook`` does, without
+    the handle); ``keep`` gets the dict, which ``unhook`` empties. Where the tensor already has
+    hooks of its own, or ``fast`` is False (``fast_hooks()``: this torch lacks these names),
+    ``register_prehook`` is used and ``keep`` gets its handle.
+    """
+    if fast and out._backward_hooks is None:
+        hooks = _Hooks({_HOOK_KEY: hook})
+        out._backward_hooks = hooks
+        gf._register_hook_dict(out)
+        keep(hooks)  # emptied by ``unhook`` when the step fails before its backward
+    else:
+        keep(gf.register_prehook(hook))
+
+
+def unhook(kept: list) -> None:
+    """Remove every hook ``hook_output`` gave to ``keep`` (a hooks dict or a RemovableHandle)."""
+    while kept:
+        h = kept.pop()
+        if type(h) is _Hooks:
+            h.clear()
+        else:
+            h.remove()
+
+
+@functools.lru_cache(maxsize=1)
+def fast_hooks() -> bool:
+    """Whether ``hook_output``'s tensor-dict registration works with this torch (checked once on a
+    two-node graph: the hooks fire once each, in backward order, and gradients are untouched)."""
+    fired: list[int] = []
+    try:
+        x = torch.ones(2, requires_grad=True)
+        with torch.enable_grad():
+            a = x * 2.0
+            b = a * 3.0
+            for k, t in enumerate((a, b)):
+                t._backward_hooks = _Hooks({_HOOK_KEY: lambda g, k=k: fired.append(k)})
+                t.grad_fn._register_hook_dict(t)
+            b.sum().backward()
+        return fired == [1, 0] and x.grad is not None and x.grad.tolist() == [6.0, 6.0]
+    except Exception:
+        return False
+
+
 @functools.lru_cache(maxsize=1)
 def hook_cost_ns() -> float:
-    """What one backward pre-hook call costs the autograd engine here, in ns (CPU)."""
+    """What one backward hook call (as ``hook_output`` registers it) costs the autograd engine
+    here, in ns (CPU)."""
+    fast = fast_hooks()
     perf = time.perf_counter_ns
     n = 64
     stamps = [0] * n
@@ -80,34 +147,33 @@ def hook_cost_ns() -> float:
     x = torch.zeros(1, requires_grad=True)
 
     def make(k):
-        def hook(grad_outputs):
+        def hook(grad):
             stamps[k] = perf()
             order.append(k)
         return hook
 
     hooks = [make(k) for k in range(n)]
 
-    def graph():
-        y, nodes = x, []
-        for _ in range(n):
+    def graph(hooked):
+        y, handles = x, []
+        for k in range(n):
             y = y * 1.0
-            nodes.append(y.grad_fn)
-        return y.sum(), nodes
+            if hooked:
+                hook_output(y.grad_fn, y, hooks[k], handles.append, fast)
+        return y.sum(), handles
 
     best_with = best_without = math.inf
     with torch.enable_grad():
         for _ in range(9):
-            loss, _nodes = graph()
+            loss, _ = graph(False)
             t0 = perf()
             loss.backward()
             best_without = min(best_without, perf() - t0)
-            loss, nodes = graph()
-            handles = [nd.register_prehook(h) for nd, h in zip(nodes, hooks)]
+            loss, handles = graph(True)
             t0 = perf()
             loss.backward()
             best_with = min(best_with, perf() - t0)
-            for h in handles:
-                h.remove()
+            unhook(handles)
             order.clear()
     return max(0.0, (best_with - best_without) / n)
 
@@ -253,8 +319,9 @@ class Probe:
         self._fwd = [0] * (n + 1)
         self._bwd: list[int | None] = [None] * n
         self._order: list[int] = []
-        self._gfs: list = [None] * n
-        self._hooked: list[bool] = [False] * n
+        self._seen_gf: set = set()  # autograd nodes hooked during this forward
+        self._hooked: list[bool] = [False] * n  # layer k's backward is hooked this step
+        self._fast = fast_hooks()
         self._handles: list = []
         self._bwd_end = 0
         self._start = 0
@@ -298,8 +365,8 @@ class Probe:
         # saved-for-backward bytes per layer on sampled steps, and one step's CUDA allocator trace
         self.memory = MemorySampler(model, n)
         self.cuda_history = CudaHistory(device) if self.cuda else None
+        self._history_on = False  # the allocator history records this step (CUDA, once)
         self._nones, self._falses = [None] * n, [False] * n  # begin_step's resets, one slice copy each
-        self._unhooked: tuple = ()  # layers with no backward of their own this step (see _attach_backward)
         self._act_bytes: tuple[int, list] | None = None  # (batch, activation bytes per layer at it)
 
     # ---- feature maps -------------------------------------------------------------------
@@ -368,7 +435,6 @@ class Probe:
         self._order.clear()
         self._bwd[:] = self._nones
         self._hooked[:] = self._falses
-        self._unhooked = ()
         self._backward_run = False
         if self.mem is not None:
             self._mem_cur[0], _ = self.mem.read()  # also resets the peak: step_peak_bytes is this step's
@@ -391,13 +457,14 @@ class Probe:
         self._batch = int(x.shape[0])
         self.phase = "forward"
         self.current_k = None
+        hook = self._hook_layer if timing else None
         if not timing:
             def seen(k, nid, out):
                 nonlocal feat_out
                 if k == feat_k:
                     feat_out = out
         elif self.events:
-            fev, cur, peak, gfs = self._fev, self._mem_cur, self._mem_peak, self._gfs
+            fev, cur, peak = self._fev, self._mem_cur, self._mem_peak
             mem = self.mem if self._mem_layers else None
 
             def seen(k, nid, out):
@@ -405,42 +472,46 @@ class Probe:
                 fev[k + 1].record()
                 if mem is not None:
                     cur[k + 1], peak[k + 1] = mem.read()
-                gfs[k] = out.grad_fn
+                hook(k, out)
                 if k == feat_k:
                     feat_out = out
             fev[0].record()
         elif self._faults is not None and self._fault_due():
             self._counted = True
-            perf, stamps, resume, gfs, flt = time.perf_counter_ns, self._fwd, self._resume, self._gfs, self._faults
+            perf, stamps, resume, flt = time.perf_counter_ns, self._fwd, self._resume, self._faults
             rusage, who = _resource.getrusage, _RUSAGE_THREAD
 
             def seen(k, nid, out):
                 nonlocal feat_out
                 stamps[k + 1] = perf()
                 flt[k + 1] = rusage(who).ru_minflt
-                gfs[k] = out.grad_fn
+                hook(k, out)
                 if k == feat_k:
                     feat_out = out
-                resume[k + 1] = perf()  # the fault count's read-out is no layer's time
+                resume[k + 1] = perf()  # the fault count's read-out and the hook are no layer's time
             flt[0] = rusage(who).ru_minflt
             resume[0] = stamps[0] = perf()
         else:
-            perf, stamps, gfs = time.perf_counter_ns, self._fwd, self._gfs
+            perf, stamps, resume = time.perf_counter_ns, self._fwd, self._resume
 
             def seen(k, nid, out):
                 nonlocal feat_out
                 stamps[k + 1] = perf()
-                gfs[k] = out.grad_fn
+                hook(k, out)
                 if k == feat_k:
                     feat_out = out
-            stamps[0] = perf()
-        saving = self.memory.start(x) if timing else None  # memory: sampled steps only
-        if saving is not None and self.memory.active:
+                resume[k + 1] = perf()  # registering the backward hook is no layer's time
+            resume[0] = stamps[0] = perf()
+        saving = self.memory.start(x) if timing else None  # memory: sampled steps only (else None)
+        if saving is not None:
             seen = self._memory_seen(seen)
         try:
             # forward itself, as the plan walk did before: no module hooks are registered to run
-            with saving if saving is not None else contextlib.nullcontext():
+            if saving is None:
                 out = self.runner(x, seen if timing or feat_k >= 0 else None)
+            else:
+                with saving:
+                    out = self.runner(x, seen)
         except BaseException:
             failed = self.model.failed_node
             self.current_k = self.node_ids.index(failed) if failed in self.node_ids else None
@@ -471,37 +542,37 @@ class Probe:
 
     def _make_hook(self, k: int):
         order = self._order
+        # the hook body is all a layer's backward pays: one stamp and one append (the layer
+        # running now is ``order[-1]``, see ``current_node``)
         if self.events:
-            ev = self._bev[k]
+            record, add = self._bev[k].record, order.append
 
             def hook(grad_outputs):
-                ev.record()
-                order.append(k)
-                self.current_k = k
+                record()
+                add(k)
         else:
-            stamps, perf = self._bwd, time.perf_counter_ns
+            stamps, perf, add = self._bwd, time.perf_counter_ns, order.append
 
             def hook(grad_outputs):
                 stamps[k] = perf()
-                order.append(k)
-                self.current_k = k
+                add(k)
         return hook
 
+    def _hook_layer(self, k: int, out) -> None:
+        """Layer ``k`` just produced ``out``: hook the start of its backward (``hook_output``) on
+        the autograd node that made ``out``. A layer that hands back a node already hooked (an
+        identity) or none (no grad) has no backward of its own (``collect`` gives it 0)."""
+        gf = out.grad_fn
+        if gf is None or gf in self._seen_gf:
+            return
+        self._seen_gf.add(gf)
+        self._hooked[k] = True
+        hook_output(gf, out, self._hooks[k], self._handles.append, self._fast)
+
     def _attach_backward(self) -> None:
-        # after the forward's last timestamp, so registering is not blamed on a layer
-        seen = set()
-        gfs, hooks, handles, hooked = self._gfs, self._hooks, self._handles, self._hooked
-        unhooked = []
-        for k, gf in enumerate(gfs):
-            # a layer that hands back its input's node (identity) has no backward of its own
-            if gf is None or id(gf) in seen:
-                unhooked.append(k)
-                continue
-            seen.add(id(gf))
-            handles.append(gf.register_prehook(hooks[k]))
-            hooked[k] = True
-        gfs[:] = self._nones
-        self._unhooked = unhooked
+        """After the forward: the nodes are hooked (``_hook_layer``, as each layer ended); forget
+        them, so that nothing here keeps the graph alive after its backward."""
+        self._seen_gf.clear()
         self._backward_run = True
         self.phase = "backward"
         self.current_k = None
@@ -520,41 +591,38 @@ class Probe:
                 self._bev_end.record()
         else:
             now = time.perf_counter_ns()
-            started = [b for b in self._bwd if b is not None]
-            self._bwd_end = compute_end if compute_end is not None and started and compute_end >= max(started) \
-                else now
+            if compute_end is not None:
+                started = [b for b in self._bwd if b is not None]
+                if started and compute_end >= max(started):
+                    now = compute_end
+            self._bwd_end = now
         self.phase = "optimizer step"
         self.current_k = None
         # backward has run and freed its graph nodes, and the hooks with them: removing each
         # one would only cost time, so the handles are just dropped
         self._handles.clear()
 
-    def _remove_handles(self) -> None:
-        handles = self._handles
-        while handles:
-            handles.pop().remove()
 
     def detach(self) -> None:
         """Remove every hook still registered (a step that failed between forward and backward)."""
-        self._remove_handles()
-        if getattr(self, "_history_on", False):  # a warm-up or failed step: its trace is not kept
+        unhook(self._handles)
+        self._seen_gf.clear()
+        if self._history_on:  # a warm-up or failed step: its trace is not kept
             self._history_on = False
             self.cuda_history.cancel()
-        self._gfs[:] = self._nones
         self._feature = None
 
     def collect(self, step: int, t: float) -> LayerTimes:
         """This step's per-node times; call after the loop's sync point (CUDA events are done)."""
         n = self.n
         node_ids = self.node_ids
-        fwd_ms: list[float | None] = [None] * n
-        fwd_start: list[float | None] = [None] * n
-        bwd_ms: list[float | None] = [None] * n
-        bwd_start: list[float | None] = [None] * n
-        peak_bytes: list[int | None] = [None] * n
-        mem_bytes: list[int | None] = [None] * n
+        nones = self._nones
+        bwd_ms: list[float | None] = nones[:]
+        bwd_start: list[float | None] = nones[:]
+        peak_bytes: list[int | None] = nones[:]
+        mem_bytes: list[int | None] = nones[:]
         faults: list = []
-        order = list(self._order)
+        order = self._order
         start = self._start
         if self.events:
             s, fev = self._ev_start, self._fev
@@ -570,29 +638,33 @@ class Probe:
                 bwd_start[k] = s.elapsed_time(bev[k])
                 bwd_ms[k] = bev[k].elapsed_time(end)
         else:
-            stamps, cs = self._fwd, self.c_stamp
-            begins = stamps
+            # the CPU path runs after every profiled step: plain list work, no per-layer branches
+            # a layer's forward runs from the probe's last stamp after the layer before (``resume``,
+            # after the hook registration and any fault read-out) to its own stamp
+            stamps, begins, cs = self._fwd, self._resume, self.c_stamp
             if self._counted:
-                begins, flt = self._resume, self._faults
+                flt = self._faults
                 faults = [b - a for a, b in zip(flt, flt[1:])]
             fwd_start = [(stamp - start) / 1e6 for stamp in begins[:n]]
-            fwd_ms = [max(0.0, (b - a - cs) / 1e6) for a, b in zip(begins, stamps[1:])]
-            b, ch = self._bwd, self.c_hook
-            ts = [b[k] for k in order]
-            # each gap holds one hook call, except the last, which ends when backward returns
-            # (``t`` is the step's time, stored below: stamps get names of their own)
-            ends = [stamp - ch for stamp in ts[1:]] + [self._bwd_end]
-            for k, stamp, end in zip(order, ts, ends):
-                bwd_start[k] = (stamp - start) / 1e6
-                bwd_ms[k] = max(0.0, end - stamp) / 1e6
+            fwd_ms = [(b - a - cs) / 1e6 if b - a > cs else 0.0 for a, b in zip(begins, stamps[1:])]
+            if order:
+                b, ch = self._bwd, self.c_hook
+                ts = [b[k] for k in order]
+                # each gap holds one hook call, except the last, which ends when backward returns
+                ends = [stamp - ch for stamp in ts[1:]]
+                ends.append(self._bwd_end)
+                for k, stamp, end in zip(order, ts, ends):
+                    bwd_start[k] = (stamp - start) / 1e6
+                    bwd_ms[k] = (end - stamp) / 1e6 if end > stamp else 0.0
         if self.mem is None and self.act_bytes_per_sample is not None:
             batch = self._batch
             if self._act_bytes is None or self._act_bytes[0] != batch:
                 self._act_bytes = (batch, [a * batch for a in self.act_bytes_per_sample])
             mem_bytes = list(self._act_bytes[1])
         if self._backward_run:
-            for k in self._unhooked:
-                bwd_ms[k] = 0.0  # no backward work of its own (no grad_fn / identity)
+            for k, hooked in enumerate(self._hooked):
+                if not hooked:
+                    bwd_ms[k] = 0.0  # no backward work of its own (no grad_fn / identity)
             # a hooked layer the gradient never reached keeps None (bwd_ms starts as None and
             # only the hooks that fired, ``order``, were given a time above)
         saved, out_bytes, events, source = self._memory_collect(fwd_ms)
@@ -604,13 +676,15 @@ class Probe:
         """(saved bytes, output bytes, timeline events, their source) of this step; empty lists
         and None when it was not counted. On the CPU the accounting's own time is taken out of
         each layer's forward time."""
+        if not self.memory.active and not self._history_on:  # the usual profiled step
+            return [], [], [], None
         saved, out_bytes, events = self.memory.take(self.plan, self.node_ids)
         source = "saved-tensor accounting" if events else None
         if saved and not self.events:
             for k, ns in enumerate(self.memory.acct.hook_ns[:self.n]):
                 if fwd_ms[k] is not None and ns:
                     fwd_ms[k] = max(0.0, fwd_ms[k] - ns / 1e6)
-        if getattr(self, "_history_on", False):
+        if self._history_on:
             self._history_on = False
             events, source = self.cuda_history.stop(self.node_ids), "cuda allocator history"
         return saved, out_bytes, events, source
@@ -625,4 +699,6 @@ class Probe:
     def current_node(self) -> str | None:
         """The node being run when a step failed (None when outside any layer)."""
         k = self.current_k
+        if k is None and self.phase == "backward" and self._order:
+            k = self._order[-1]  # the last backward hook that fired
         return self.node_ids[k] if k is not None else None

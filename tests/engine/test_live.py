@@ -2,6 +2,7 @@
 import threading
 
 import numpy as np
+import pytest
 
 from engine.run.live import STEP_COLUMNS, LiveFeed
 from engine.records import (EvalRecord, FeatureMap, LayerRow, LayerTimes, LogRecord, RunEnded, RunInfo,
@@ -160,3 +161,43 @@ def test_snapshot_carries_state_and_progress_from_records():
     assert (snap.state, snap.progress, snap.phase) == ("evaluating", (3, 20), "test")
     feed(RunEnded(0.5, "stopped", "stopped after step 3 of 20", 3))
     assert (feed.snapshot().state, feed.snapshot().progress) == ("stopped", (3, 20))
+
+
+def _mixed_records():
+    """Steps and LayerTimes with unknown (None) memory, a record over a subset of the nodes, and a
+    record that brings new nodes (the feed starts over on those)."""
+    recs = [_info()]
+    for i in range(1, 40):
+        recs.append(_step(i, loss=None if i % 7 == 0 else float(i)))
+        mem = [None if (i + j) % 3 == 0 else 100 * i + j for j in range(3)]
+        recs.append(LayerTimes(i, i * 0.01, list(NODES), [float(i), None, 2.0 * i], [i / 2, 1.0, None],
+                               [0.0] * 3, [0.0] * 3, mem, []))
+        if i == 17:
+            recs.append(LayerTimes(i, 0.0, ["fc", "conv1"], [9.0, 8.0], [7.0, None], [0.0] * 2, [0.0] * 2,
+                                   [None, 5], []))
+        if i == 30:
+            recs.append(LayerTimes(i, 0.0, [*NODES, "extra"], [1.0] * 4, [1.0] * 4, [0.0] * 4, [0.0] * 4,
+                                   [1, 2, None, 4], []))
+    return recs
+
+
+@pytest.mark.parametrize("history", [25, 5])  # 5: one fold brings more rows than the ring holds
+def test_folding_many_records_at_once_equals_taking_them_one_by_one(history):
+    """The run's thread only queues records; a snapshot folds them in one go. Whatever the
+    grouping, the arrays must be those of folding each record as it comes."""
+    one, batched = (LiveFeed(window=8, heat_steps=12, history=history),
+                    LiveFeed(window=8, heat_steps=12, history=history))
+    for rec in _mixed_records():
+        one(rec)
+        one.snapshot()  # folds this record now
+        batched(rec)
+    a, b = one.snapshot(), batched.snapshot()
+    assert a.node_ids == b.node_ids == (*NODES, "extra")
+    for name in ("history", "layer_fwd_mean", "layer_bwd_mean", "layer_mem", "heat_steps", "heat_fwd",
+                 "heat_bwd"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.history[:, 0].tolist() == list(range(40 - history, 40))  # the last steps, oldest first
+    assert np.isnan(a.history[-5, 2]) and a.history[-4, 2] == 36.0  # step 35's loss was None
+    assert a.heat_steps.tolist() == list(range(30, 40)) and a.profiled_steps == b.profiled_steps == 8
+    # memory: each node's latest known bytes (None leaves the earlier value)
+    assert a.layer_mem.tolist() == [3800.0, 3901.0, 3902.0, 4.0]

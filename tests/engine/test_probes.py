@@ -202,8 +202,19 @@ def test_hooks_detached_after_a_failed_step():
     assert probe._handles  # grad_fn hooks waiting for a backward that never comes
     probe.detach()
     assert not probe._handles
+    out.sum().backward()  # the failed step's graph, run after all: the probe hears nothing
+    assert probe._order == []
     del out
     _no_hooks(model)
+    # and the next step is timed whole
+    probe.begin_step()
+    out = probe.forward(torch.randn(2, 1, 28, 28))
+    out.sum().backward()
+    probe.end_backward()
+    lt = probe.collect(2, 0.0)
+    probe.detach()
+    assert sorted(probe._order) == list(range(len(lt.node_ids)))  # each layer's backward began once
+    assert all(b is not None and b >= 0 for b in lt.bwd_ms)
 
 
 def test_feature_map_reduced_and_rate_limited():
@@ -301,3 +312,33 @@ def test_cuda_allocator_reads_per_layer_only_on_sampled_steps():
         torch.cuda.synchronize()
         got.append(probe.collect(step, now))
     assert [any(m is not None for m in lt.mem_bytes) for lt in got] == [True, False, True]
+
+
+def test_backward_hooks_keep_the_models_own_tensor_hooks():
+    """The probe hooks a layer's output tensor without a handle (``hook_output``); a hook the model
+    put on that tensor before, or puts on it after, still runs, still changes the gradient, and
+    does not outlive its step."""
+    from engine.run.probes import fast_hooks, hook_output, unhook
+
+    assert fast_hooks()  # the torch this project pins supports the handle-free registration
+    x = torch.ones(3, requires_grad=True)
+    fired, kept = [], []
+    with torch.enable_grad():
+        a = x * 2.0
+        a.register_hook(lambda g: g * 10.0)  # the model's own hook, before the probe's
+        hook_output(a.grad_fn, a, lambda g: fired.append("a"), kept.append, True)
+        b = a * 3.0
+        hook_output(b.grad_fn, b, lambda g: fired.append("b"), kept.append, True)
+        b.register_hook(lambda g: g + 1.0)  # and after it, on the same tensor
+        b.sum().backward()
+    assert fired == ["b", "a"]
+    assert x.grad.tolist() == [(1.0 + 1.0) * 3.0 * 10.0 * 2.0] * 3  # both of the model's hooks applied
+    assert len(kept) == 2 and type(kept[0]).__name__ == "RemovableHandle" and isinstance(kept[1], dict)
+    unhook(kept)
+    assert not kept
+    fired.clear()
+    with torch.enable_grad():  # a new step: new tensors; nothing of the last one's hooks remains
+        c = x * 3.0
+        hook_output(c.grad_fn, c, lambda g: fired.append("c"), kept.append, True)
+        c.sum().backward()
+    assert fired == ["c"]
