@@ -21,11 +21,27 @@ range of the per-round CPU ratios) and the headline lines
     <arm>_cpu_ratio: X.XXX  median over rounds of (arm's median CPU ms/step / hand's), in-process
                             arms: on a loaded machine wall time measures the other processes too
 
+    <arm>_paired_ratio: X.XXX  median over rounds of (arm's median / hand's median in that
+                            round): each round's arms ran back to back, so a machine that is
+                            slower for a while slows them alike
+    <arm>_stepwise_ratio: X.XXX  ls and ls+profile with a hand-written step run right after
+                            each LayerScope step in the same thread (``stepwise``): the least
+                            noisy figure; LayerScope pays all its record work in its own thread
+
 Target (issue 9): ls+profile and cli+profile <= 1.03 for lenet5 and alexnet-article. A shared
 machine is noisy: look at the load average printed, the IQRs and the per-round ranges.
+
+Allocator (``--malloc``): glibc serves large blocks from fresh mmaps until its dynamic threshold
+has grown, and gives heap tops back past its trim threshold, so whether an activation costs
+first-touch page faults depends on the process's allocation history; on this VM the same loop
+ran at 7.4 ms/step with ~0 faults and at 11 ms with ~1,700 faults per step, for every arm,
+hand-written loop included. ``--malloc tuned`` reruns the benchmark with the thresholds fixed
+(LayerScope's ``tuned`` CPU allocator, ``engine.run.allocator.TUNED_ENV``; the CLI arms inherit
+it), which measures LayerScope's own cost without that noise; ``--malloc default`` (the default)
+runs as a user's process does. The faults per step of each in-process arm are printed either way.
 ``--legacy`` runs the former profiled-vs-plain step interleaving (overhead_ratio, coverage).
 Usage: python benchmarks/overhead.py [--net lenet5 --net alexnet-article] [--rounds 5]
-       [--seconds 2] [--threads 1] [--batch-size 64] [--skip-cli] [--legacy]
+       [--seconds 2] [--threads 1] [--batch-size 64] [--skip-cli] [--malloc default|tuned] [--legacy]
 """
 from __future__ import annotations
 
@@ -222,10 +238,8 @@ def legacy_main(argv=None) -> int:
 ARMS = ("hand", "hand+profiler", "ls", "ls+profile", "cli", "cli+profile")
 
 
-def hand_loop(spec, args, steps: int, profiler: bool = False) -> tuple[list[float], list[float]]:
-    """Per-step seconds (gap between step starts) of a hand-written training loop, as wall time
-    and as this thread's CPU time (``time.thread_time``: what other processes on a shared machine
-    disturb far less)."""
+def hand_step(spec, args):
+    """``step(i)``: one step of the hand-written training loop (its own model, optimizer and pool)."""
     import torch
 
     torch.manual_seed(0)
@@ -235,7 +249,6 @@ def hand_loop(spec, args, steps: int, profiler: bool = False) -> tuple[list[floa
     labels = torch.randint(0, spec.input.classes, (512,))
     g = torch.Generator().manual_seed(0)
     loss_fn = torch.nn.functional.cross_entropy
-    starts, cpu = [], []
 
     def step(i):
         idx = torch.randint(0, 512, (args.batch_size,), generator=g)
@@ -245,7 +258,43 @@ def hand_loop(spec, args, steps: int, profiler: bool = False) -> tuple[list[floa
         loss.backward()
         opt.step()
         return loss.item()
+    return step
 
+
+def stepwise(spec, args, steps: int, profile_every: int) -> tuple[list[float], list[float]]:
+    """(LayerScope's step seconds, the hand loop's step seconds), the two alternating step by
+    step in one thread: a sink of the Run (the last one, after the LiveFeed) runs one hand-written
+    step after each LayerScope step. A machine that is slower for a while slows both alike, so
+    this is the least noisy comparison. LayerScope's step = the gap between consecutive step
+    starts less the hand step between them; no viewer polls the feed, so every record is folded
+    in the run's thread, charged to LayerScope."""
+    hand = hand_step(spec, args)
+    starts, hands = [], []
+
+    def sink(rec):
+        if isinstance(rec, StepRecord) and rec.phase != "test":
+            starts.append(rec.t)
+            t0 = time.perf_counter()
+            hand(len(starts))
+            hands.append(time.perf_counter() - t0)
+
+    cfg = RunConfig(net=spec, mode="train", device="cpu", batch_size=args.batch_size, steps=steps + args.warmup + 1,
+                    warmup=0, profile_every=profile_every, threads=args.threads, telemetry_hz=0,
+                    dataset="synthetic", seed=0, optimizer="sgd", lr=0.01, momentum=0.9)
+    res = Run(cfg, [LiveFeed(), sink]).run()
+    if res.status != "completed":
+        raise SystemExit(f"run failed: {res.message}")
+    w = args.warmup
+    ls = [b - a - h for a, b, h in zip(starts[w:], starts[w + 1:], hands[w:])]
+    return ls, hands[w + 1:]
+
+
+def hand_loop(spec, args, steps: int, profiler: bool = False) -> tuple[list[float], list[float]]:
+    """Per-step seconds (gap between step starts) of a hand-written training loop, as wall time
+    and as the process's CPU time (``time.process_time``: what other processes on a shared machine
+    disturb far less)."""
+    step = hand_step(spec, args)
+    starts, cpu = [], []
     ctx = None
     if profiler:
         from torch.profiler import ProfilerActivity, profile
@@ -255,7 +304,7 @@ def hand_loop(spec, args, steps: int, profiler: bool = False) -> tuple[list[floa
     try:
         for i in range(args.warmup + steps + 1):
             starts.append(time.perf_counter())
-            cpu.append(time.thread_time())
+            cpu.append(time.process_time())
             step(i)
     finally:
         if ctx is not None:
@@ -266,19 +315,40 @@ def hand_loop(spec, args, steps: int, profiler: bool = False) -> tuple[list[floa
 
 def ls_loop(spec, args, steps: int, profile_every: int) -> tuple[list[float], list[float]]:
     """Per-step seconds of LayerScope in-process: wall (gap between StepRecord.t of consecutive
-    steps) and the run thread's CPU time between consecutive StepRecords (this sink runs in the
-    run's thread, after the LiveFeed)."""
+    steps) and the process's CPU time between consecutive StepRecords (this sink runs in the
+    run's thread, after the LiveFeed; process CPU time includes the viewer's thread).
+
+    As in the app, a viewer polls the LiveFeed's snapshot at 30 Hz from another thread (the app's
+    RunBridge timer, ``app.bridge.POLL_HZ``): that is where the queued records are folded into
+    the arrays a view draws, and where a profiled step's per-layer lists are worked out."""
+    import threading
+
     t, cpu = [], []
 
     def sink(rec):
         if isinstance(rec, StepRecord) and not rec.warmup:
             t.append(rec.t)
-            cpu.append(time.thread_time())
+            cpu.append(time.process_time())
+
+    feed, done = LiveFeed(), threading.Event()
+
+    def viewer():
+        version = None
+        while not done.wait(1 / 30):
+            snap = feed.snapshot(version)
+            if snap is not None:
+                version = snap.version
 
     cfg = RunConfig(net=spec, mode="train", device="cpu", batch_size=args.batch_size, steps=steps + 1,
                     warmup=args.warmup, profile_every=profile_every, threads=args.threads, telemetry_hz=0,
                     dataset="synthetic", seed=0, optimizer="sgd", lr=0.01, momentum=0.9)
-    res = Run(cfg, [LiveFeed(), sink]).run()
+    polling = threading.Thread(target=viewer, daemon=True)
+    polling.start()
+    try:
+        res = Run(cfg, [feed, sink]).run()
+    finally:
+        done.set()
+        polling.join()
     if res.status != "completed":
         raise SystemExit(f"run failed: {res.message}")
     return [b - a for a, b in zip(t, t[1:])], [b - a for a, b in zip(cpu, cpu[1:])]
@@ -327,13 +397,22 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-cli", action="store_true", help="in-process arms only")
+    p.add_argument("--skip-stepwise", action="store_true", help="no step-by-step comparison")
+    p.add_argument("--malloc", choices=("default", "tuned"), default="default",
+                   help="tuned: rerun with glibc's mmap/trim thresholds fixed (see the module docstring)")
     args = p.parse_args(argv)
+    if args.malloc == "tuned":
+        from engine.run.allocator import TUNED_ENV
+
+        if any(os.environ.get(k) != v for k, v in TUNED_ENV.items()):  # set before the process starts
+            os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], {**os.environ, **TUNED_ENV})
+    import resource
     nets = args.net or ["lenet5", "alexnet-article"]
     prev = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     arms = [a for a in ARMS if not (args.skip_cli and a.startswith("cli"))]
     print(f"cpu, train, batch {args.batch_size}, threads {args.threads}, {args.rounds} rounds, arms interleaved; "
-          f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores")
+          f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores; malloc {args.malloc}")
     for name in nets:
         spec = engine.resolve_net(name)
         probe, _ = hand_loop(spec, args, 3)
@@ -343,12 +422,16 @@ def main(argv=None) -> int:
         cpu = {a: [] for a in arms}
         per_round = {a: [] for a in arms}
         per_round_cpu = {a: [] for a in arms}
+        faults = {a: [] for a in arms}  # minor page faults per step, in-process arms
         for r in range(args.rounds):
             order = arms[r % len(arms):] + arms[:r % len(arms)]
             meds, cmeds = {}, {}
             for a in order:
                 torch.set_num_threads(args.threads)
+                f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 xs, cs = arm(name, spec, args, a, steps)
+                if cs:
+                    faults[a].append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / max(1, len(xs)))
                 got[a] += xs
                 cpu[a] += cs
                 meds[a], cmeds[a] = med(xs), med(cs)
@@ -356,20 +439,35 @@ def main(argv=None) -> int:
                 per_round[a].append(meds[a] / meds["hand"])
                 per_round_cpu[a].append(cmeds[a] / cmeds["hand"])
         base, cbase = med(got["hand"]), med(cpu["hand"])
-        print(f"  {'arm':14} {'ms/step':>8} {'IQR %':>6} {'ratio':>6} {'per-round ratios':>17}   "
-              f"{'cpu ms':>7} {'cpu ratio':>9} {'per-round cpu ratios':>21}")
+        print(f"  {'arm':14} {'ms/step':>8} {'IQR %':>6} {'ratio':>6} {'paired':>6} {'per-round ratios':>17}   "
+              f"{'cpu ms':>7} {'cpu ratio':>9} {'per-round cpu ratios':>21} {'faults/step':>11}")
         for a in arms:
             m = med(got[a])
-            line = (f"  {a:14} {m * 1000:8.3f} {iqr_pct(got[a]):6.1f} {m / base:6.3f} "
+            line = (f"  {a:14} {m * 1000:8.3f} {iqr_pct(got[a]):6.1f} {m / base:6.3f} {med(per_round[a]):6.3f} "
                     f"{min(per_round[a]):8.3f}..{max(per_round[a]):.3f}")
             if cpu[a]:
                 c = med(cpu[a])
                 rs = sorted(per_round_cpu[a])
-                line += f"   {c * 1000:7.3f} {c / cbase:9.3f} {rs[0]:12.3f}..{rs[-1]:.3f}"
+                line += f"   {c * 1000:7.3f} {c / cbase:9.3f} {rs[0]:12.3f}..{rs[-1]:.3f} {med(faults[a]):11.1f}"
             print(line)
         for a in arms[1:]:
             key = f"{name.replace('-', '_')}_{a.replace('+', '_').replace('-', '_')}"
             print(f"{key}_ratio: {med(got[a]) / base:.3f}")
+            print(f"{key}_paired_ratio: {med(per_round[a]):.3f}")
+        if not args.skip_stepwise:
+            print(f"  step by step (LayerScope and the hand loop alternating in one thread, {args.rounds} runs "
+                  f"of {steps} steps each):")
+            for a, pe in (("ls", 0), ("ls+profile", 1)):
+                ls_s, hand_s, ratios = [], [], []
+                for _ in range(args.rounds):
+                    x, h = stepwise(spec, args, steps, pe)
+                    ls_s += x
+                    hand_s += h
+                    ratios.append(med(x) / med(h))
+                key = f"{name.replace('-', '_')}_{a.replace('+', '_')}"
+                print(f"  {a:14} {med(ls_s) * 1000:8.3f} ms/step against the hand loop's {med(hand_s) * 1000:.3f}; "
+                      f"per-run ratios {min(ratios):.3f}..{max(ratios):.3f}")
+                print(f"{key}_stepwise_ratio: {med(ls_s) / med(hand_s):.3f}")
             if cpu[a]:
                 # the median of the per-round ratios: each round's arms ran back to back
                 print(f"{key}_cpu_ratio: {med(per_round_cpu[a]):.3f}")

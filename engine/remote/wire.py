@@ -99,7 +99,8 @@ def _plain(v):
 
 def encode_record(seq: int, rec) -> dict:
     """The ``record`` frame of ``rec`` (one of ``RECORD_TYPES``)."""
-    return {"type": "record", "seq": seq, "kind": type(rec).__name__, "data": _plain(rec)}
+    kind = next(c.__name__ for c in type(rec).__mro__ if c.__name__ in RECORD_TYPES)  # a subclass's record type
+    return {"type": "record", "seq": seq, "kind": kind, "data": _plain(rec)}
 
 
 def _unplain(v):

@@ -185,10 +185,9 @@ class LiveFeed:
             elif isinstance(rec, LayerTimes):
                 # folded into the arrays when a snapshot is taken (the views poll at their frame
                 # rate; a run profiles every step): the run's thread only queues it
+                # (its fields are not read here: a probe's record works them out when first read)
                 self._pending.append(rec)
                 self._last_lt = rec
-                if rec.saved_bytes or rec.memory_events:
-                    self._last_mem_lt = rec
                 if len(self._pending) > self._pending_max:
                     self._fold()
             elif isinstance(rec, TelemetryBatch):
@@ -240,6 +239,8 @@ class LiveFeed:
         pending, self._pending = self._pending, []
         run: list[LayerTimes] = []
         for rec in pending:
+            if rec.saved_bytes or rec.memory_events:
+                self._last_mem_lt = rec
             if rec.node_ids == self._node_ids and self._node_ids:
                 run.append(rec)
                 continue

@@ -419,8 +419,9 @@ class Run(StepMixin):
                     except StopIteration:  # steps mode: start another pass over the data
                         it = iter(loader)
                         x, y = next(it)
-                    x = x.to(device, non_blocking=non_blocking)
-                    y = y.to(device, non_blocking=non_blocking)
+                    if x.device != device:  # (a call each on every step otherwise)
+                        x = x.to(device, non_blocking=non_blocking)
+                        y = y.to(device, non_blocking=non_blocking)
                     if cfg.channels_last and x.dim() == 4:
                         x = x.contiguous(memory_format=torch.channels_last)
                     data_ms = (time.perf_counter() - t_begin) * 1000.0

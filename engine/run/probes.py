@@ -8,7 +8,7 @@ its step here; torch.profiler 3-10%):
   the whole forward pass, so layer times add up to the forward time (coverage ~1.0) with one
   clock read per layer instead of two hooks. No module hook is ever registered.
 - Backward: one hook per layer output, registered on the autograd node that made it right
-  after the layer's forward stamp (``hook_output``: a one-entry hooks dict on the tensor, as
+  after the layer's forward stamp (``layer_hooker``: a one-entry hooks dict on the tensor, as
   ``Tensor.register_hook`` does, without a handle; a second stamp after it, so registering is no
   layer's time). It fires when the gradient reaches that output, i.e. when the layer's backward
   starts. The autograd engine runs the graph one node at a time on a device, so a layer's
@@ -34,6 +34,7 @@ import functools
 import math
 import mmap
 import time
+from typing import NamedTuple
 
 try:  # getrusage(RUSAGE_THREAD) is Linux's; elsewhere no page faults are counted
     import resource as _resource
@@ -79,46 +80,52 @@ _HOOK_KEY = -1
 
 
 class _Hooks(dict):
-    """A tensor's hooks dict as ``hook_output`` makes it: weak-referenceable, as torch's own
+    """A tensor's hooks dict as ``layer_hooker`` makes it: weak-referenceable, as torch's own
     RemovableHandle needs when the model adds a hook to the same tensor."""
 
     __slots__ = ("__weakref__",)
 
 
-def hook_output(gf, out, hook, keep, fast: bool) -> None:
-    """Run ``hook(grad)`` when the gradient reaches ``out`` (an autograd node ``gf``'s output),
-    i.e. when that node's backward starts.
+def layer_hooker(hooks: list, keep, fast: bool, hooked: list, seen: set):
+    """``hook_layer(k, out)``: make ``hooks[k](grad)`` run when the gradient reaches ``out``, the
+    output layer ``k`` just produced, i.e. when the backward of the autograd node that made it
+    starts; ``hooked[k]`` becomes True. A node already in ``seen`` (a layer that hands back the
+    tensor of the layer before it: an identity) or none (no grad) is not hooked again.
 
-    The usual way, ``gf.register_prehook``, makes an OrderedDict and a RemovableHandle per call
-    (~1.5 us here, ~6 us right after a large layer's forward, when the caches are cold: the
+    The usual way, ``grad_fn.register_prehook``, makes an OrderedDict and a RemovableHandle per
+    call (~1.5 us here, ~6 us right after a large layer's forward, when the caches are cold: the
     largest part of a LeNet-5 step's probe cost). This gives the tensor a one-entry hooks dict and
     registers it on the node (``_register_hook_dict``, what ``Tensor.register_hook`` does, without
-    the handle); ``keep`` gets the dict, which ``unhook`` empties. Where the tensor already has
-    hooks of its own, or ``fast`` is False (``fast_hooks()``: this torch lacks these names),
-    ``register_prehook`` is used and ``keep`` gets its handle.
+    the handle): the graph frees it after its backward; to disarm the hooks of a step that failed
+    before its backward, make a new hooker with new hook functions (``Probe.detach``). Where the
+    tensor already has hooks of its own, or ``fast`` is False (``fast_hooks()``: this torch lacks
+    these names), ``register_prehook`` is used and ``keep`` gets its handle.
     """
-    if fast and out._backward_hooks is None:
-        hooks = _Hooks({_HOOK_KEY: hook})
-        out._backward_hooks = hooks
-        gf._register_hook_dict(out)
-        keep(hooks)  # emptied by ``unhook`` when the step fails before its backward
-    else:
-        keep(gf.register_prehook(hook))
+    mark = seen.add
+
+    def hook_layer(k: int, out) -> None:
+        gf = out.grad_fn
+        if gf is None or gf in seen:
+            return
+        mark(gf)
+        hooked[k] = True
+        if fast and out._backward_hooks is None:
+            out._backward_hooks = _Hooks({_HOOK_KEY: hooks[k]})
+            gf._register_hook_dict(out)
+        else:
+            keep(gf.register_prehook(hooks[k]))
+    return hook_layer
 
 
 def unhook(kept: list) -> None:
-    """Remove every hook ``hook_output`` gave to ``keep`` (a hooks dict or a RemovableHandle)."""
+    """Remove every hook whose handle a ``layer_hooker`` gave to ``keep``."""
     while kept:
-        h = kept.pop()
-        if type(h) is _Hooks:
-            h.clear()
-        else:
-            h.remove()
+        kept.pop().remove()
 
 
 @functools.lru_cache(maxsize=1)
 def fast_hooks() -> bool:
-    """Whether ``hook_output``'s tensor-dict registration works with this torch (checked once on a
+    """Whether ``layer_hooker``'s tensor-dict registration works with this torch (checked once on a
     two-node graph: the hooks fire once each, in backward order, and gradients are untouched)."""
     fired: list[int] = []
     try:
@@ -137,7 +144,7 @@ def fast_hooks() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def hook_cost_ns() -> float:
-    """What one backward hook call (as ``hook_output`` registers it) costs the autograd engine
+    """What one backward hook call (as ``layer_hooker`` registers it) costs the autograd engine
     here, in ns (CPU)."""
     fast = fast_hooks()
     perf = time.perf_counter_ns
@@ -156,10 +163,11 @@ def hook_cost_ns() -> float:
 
     def graph(hooked):
         y, handles = x, []
+        hook_layer = layer_hooker(hooks, handles.append, fast, [False] * n, set())
         for k in range(n):
             y = y * 1.0
             if hooked:
-                hook_output(y.grad_fn, y, hooks[k], handles.append, fast)
+                hook_layer(k, y)
         return y.sum(), handles
 
     best_with = best_without = math.inf
@@ -249,6 +257,81 @@ def feature_window(channels: int, first_channel: int) -> int:
     return max(0, min(int(first_channel), channels - FEATURE_CHANNELS if channels > FEATURE_CHANNELS else 0))
 
 
+class CpuStamps(NamedTuple):
+    """One profiled CPU step's raw stamps (``perf_counter_ns``), copied out of the probe."""
+
+    start: int  # the step start
+    stamps: list  # [0]: forward start, [k + 1]: layer k's forward end
+    begins: list  # [k]: where layer k's forward begins (after the probe's work at the end of k - 1)
+    c_stamp: float  # one stamp's own cost, ns (subtracted from each forward slice)
+    order: list  # layers whose backward hook fired, in firing order
+    bwd: list  # [k]: when layer k's backward began (its hook), or None
+    c_hook: float  # one hook call's own cost, ns
+    bwd_end: int  # when the backward compute ended
+    hooked: list | None  # [k]: layer k's backward was hooked; None when no backward ran
+    mem_bytes: list  # per layer, or Nones
+    faults: list  # the thread's minor-fault count at each stamp (n + 1), or [] when not counted
+    fault_ns: float | None
+
+
+def cpu_layer_times(raw: CpuStamps) -> dict:
+    """The per-node lists of a LayerTimes (``fwd_ms``, ``bwd_ms``, ``fwd_start_ms``,
+    ``bwd_start_ms`` in ms from the step start; ``mem_bytes``, ``peak_bytes``, ``minor_faults``,
+    ``fault_ns``) from one CPU step's stamps.
+
+    A layer's forward runs from ``begins[k]`` to ``stamps[k + 1]`` less one stamp's cost; its
+    backward from its hook to the next hook that fired (less one hook call) or, for the last, to
+    the end of the backward compute. A layer whose backward was not hooked (no grad_fn, or the
+    node of the layer before it: an identity) gets 0; a hooked one the gradient never reached
+    keeps None."""
+    n, start, cs = len(raw.bwd), raw.start, raw.c_stamp
+    stamps, begins, order = raw.stamps, raw.begins, raw.order
+    fwd_start = [(stamp - start) / 1e6 for stamp in begins[:n]]
+    fwd_ms = [(b - a - cs) / 1e6 if b - a > cs else 0.0 for a, b in zip(begins, stamps[1:])]
+    bwd_ms: list = [None] * n
+    bwd_start: list = [None] * n
+    if order:
+        b, ch = raw.bwd, raw.c_hook
+        ts = [b[k] for k in order]
+        ends = [stamp - ch for stamp in ts[1:]]  # each gap holds one hook call
+        ends.append(raw.bwd_end)  # the last ends when the backward compute does
+        for k, stamp, end in zip(order, ts, ends):
+            bwd_start[k] = (stamp - start) / 1e6
+            bwd_ms[k] = (end - stamp) / 1e6 if end > stamp else 0.0
+    if raw.hooked is not None:
+        for k, hooked in enumerate(raw.hooked):
+            if not hooked:
+                bwd_ms[k] = 0.0  # no backward work of its own
+    return {"fwd_ms": fwd_ms, "bwd_ms": bwd_ms, "fwd_start_ms": fwd_start, "bwd_start_ms": bwd_start,
+            "mem_bytes": list(raw.mem_bytes), "peak_bytes": [None] * n, "minor_faults": [b - a for a, b in zip(raw.faults, raw.faults[1:])],
+            "fault_ns": raw.fault_ns if raw.faults else None}
+
+
+class DeferredLayerTimes(LayerTimes):
+    """A LayerTimes whose per-node lists are worked out from the step's ``CpuStamps`` when a
+    consumer first reads one (``cpu_layer_times``): the session writer's thread, the viewer's
+    fold of the live feed, the remote server's sender. The run's own thread only copies the
+    stamps (a profiled LeNet-5 step's read-out cost ~45 us there right after a batch-64 backward,
+    on cold caches). Same fields, same values as ``LayerTimes``; reading from several threads is
+    safe (each would compute the same values from the same copied stamps)."""
+
+    def __init__(self, step: int, t: float, node_ids: list, raw: CpuStamps):  # noqa: D107 - no super(): deferred
+        self.step, self.t, self.node_ids, self._raw = step, t, node_ids, raw
+
+    def __getattr__(self, name: str):
+        # only for the fields not computed yet (found in ``__dict__`` afterwards)
+        raw = self.__dict__.get("_raw")
+        if raw is None or name.startswith("__"):
+            raise AttributeError(name)
+        fields = cpu_layer_times(raw)
+        fields.update(saved_bytes=[], out_bytes=[], memory_events=[])
+        self.__dict__.update(fields)
+        try:
+            return fields[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 class CudaMemory:
     """Host-side reads of the caching allocator (no device sync)."""
 
@@ -290,7 +373,7 @@ class Probe:
 
     def __init__(self, model, device, *, act_bytes_per_sample: list[int] | None = None,
                  feature_node: str | None = None, feature_hz: float = 4.0, clock=time.perf_counter,
-                 count_faults: bool = True, fault_interval_s: float = 0.1, mem_interval_s: float = 1.0):
+                 count_faults: bool = True, fault_interval_s: float = 1.0, mem_interval_s: float = 1.0):
         self.model = model
         self.runner = model.forward  # what forward calls with (x, on_output); a DDP wrapper in a data-parallel run
         self.device = device
@@ -321,7 +404,7 @@ class Probe:
         self._order: list[int] = []
         self._seen_gf: set = set()  # autograd nodes hooked during this forward
         self._hooked: list[bool] = [False] * n  # layer k's backward is hooked this step
-        self._fast = fast_hooks()
+        self._hook_layer = None  # set below, once the hook functions exist
         self._handles: list = []
         self._bwd_end = 0
         self._start = 0
@@ -355,13 +438,16 @@ class Probe:
         self._faults = [0] * (n + 1) if not self.events and count_faults and _RUSAGE_THREAD is not None else None
         self._resume = [0] * (n + 1)
         self.fault_ns = fault_cost_ns() if self._faults is not None else None
-        # a getrusage call costs ~1-15 us here (a system call; more in a sandbox): on every step
-        # of lenet5 (13 calls per 8 ms step) it measured +2.4%, so faults are counted on at most
-        # one profiled step per ``fault_interval_s`` (every step of a net slower than that)
+        # a getrusage call costs ~1-15 us here (a system call; more in a sandbox, and right after a
+        # large layer, on cold caches): on every step of lenet5 (13 calls per 8 ms step) it measured
+        # +2.4%, and once per 0.1 s still ~0.5% (the counted step's figures are also worked out at
+        # once), so faults are counted on at most one kept profiled step per ``fault_interval_s``
+        # (every step of a net slower than that; the first kept one always)
         self.fault_interval_s = fault_interval_s
         self._last_fault_t = -math.inf
         self._counted = False
-        self._hooks = [self._make_hook(k) for k in range(n)]
+        self._armed = False  # this step's backward hooks are registered and have not all run
+        self._arm_hooks()
         # saved-for-backward bytes per layer on sampled steps, and one step's CUDA allocator trace
         self.memory = MemorySampler(model, n)
         self.cuda_history = CudaHistory(device) if self.cuda else None
@@ -387,11 +473,9 @@ class Probe:
         self._last_feature = -math.inf  # show the new node at once
 
     def _fault_due(self) -> bool:
-        now = self.clock()
-        if now - self._last_fault_t < self.fault_interval_s:
-            return False
-        self._last_fault_t = now
-        return True
+        """Whether this step counts page faults: none was counted on a kept step (``collect``)
+        for ``fault_interval_s`` (a warm-up step's count is not kept, so it does not count)."""
+        return self.clock() - self._last_fault_t >= self.fault_interval_s
 
     def feature_due(self) -> bool:
         """Whether this step should capture a feature map (rate-limited to feature_hz)."""
@@ -446,18 +530,22 @@ class Probe:
             self._ev_start.record()
         self._start = time.perf_counter_ns()
 
-    def forward(self, x, *, timing: bool = True):
+    def forward(self, x, *, timing: bool = True, feature: bool | None = None):
         """Run ``x`` through ``LayerNet.forward`` with a per-layer callback that times each layer.
 
         With ``timing=False`` it only captures a due feature map (no timestamps, no hooks).
+        ``feature``: whether a feature map is due, when the caller has just asked ``feature_due``.
         """
-        feat_k = self._feature_k if self.feature_due() else -1
+        feat_k = self._feature_k if (self.feature_due() if feature is None else feature) else -1
         feat_out = None
         self._counted = False
         self._batch = int(x.shape[0])
         self.phase = "forward"
         self.current_k = None
-        hook = self._hook_layer if timing else None
+        saving = self.memory.start(x) if timing else None  # memory: sampled steps only (else None)
+        hook = self._hook_layer
+        grad = timing and torch.is_grad_enabled()
+        self._armed = grad  # backward hooks get registered from here on
         if not timing:
             def seen(k, nid, out):
                 nonlocal feat_out
@@ -475,7 +563,6 @@ class Probe:
                 hook(k, out)
                 if k == feat_k:
                     feat_out = out
-            fev[0].record()
         elif self._faults is not None and self._fault_due():
             self._counted = True
             perf, stamps, resume, flt = time.perf_counter_ns, self._fwd, self._resume, self._faults
@@ -489,8 +576,6 @@ class Probe:
                 if k == feat_k:
                     feat_out = out
                 resume[k + 1] = perf()  # the fault count's read-out and the hook are no layer's time
-            flt[0] = rusage(who).ru_minflt
-            resume[0] = stamps[0] = perf()
         else:
             perf, stamps, resume = time.perf_counter_ns, self._fwd, self._resume
 
@@ -501,10 +586,16 @@ class Probe:
                 if k == feat_k:
                     feat_out = out
                 resume[k + 1] = perf()  # registering the backward hook is no layer's time
-            resume[0] = stamps[0] = perf()
-        saving = self.memory.start(x) if timing else None  # memory: sampled steps only (else None)
         if saving is not None:
             seen = self._memory_seen(seen)
+        # the first stamp is the last thing before the first layer runs
+        if timing:
+            if self.events:
+                self._fev[0].record()
+            else:
+                if self._counted:
+                    self._faults[0] = _resource.getrusage(_RUSAGE_THREAD).ru_minflt
+                self._resume[0] = self._fwd[0] = time.perf_counter_ns()
         try:
             # forward itself, as the plan walk did before: no module hooks are registered to run
             if saving is None:
@@ -516,7 +607,7 @@ class Probe:
             failed = self.model.failed_node
             self.current_k = self.node_ids.index(failed) if failed in self.node_ids else None
             raise
-        if timing and torch.is_grad_enabled():
+        if grad:
             self._attach_backward()
         if feat_out is not None:
             self._capture(feat_out)
@@ -540,6 +631,15 @@ class Probe:
             acct.on_output(k, out)
         return counted
 
+    def _arm_hooks(self) -> None:
+        """New backward hook functions, writing into new lists: those of a step that failed before
+        its backward (its graph may still be run by someone) write where nobody reads."""
+        self._order = []
+        self._bwd = [None] * self.n
+        self._hooks = [self._make_hook(k) for k in range(self.n)]
+        self._hook_layer = layer_hooker(self._hooks, self._handles.append, fast_hooks(), self._hooked,
+                                        self._seen_gf)
+
     def _make_hook(self, k: int):
         order = self._order
         # the hook body is all a layer's backward pays: one stamp and one append (the layer
@@ -557,17 +657,6 @@ class Probe:
                 stamps[k] = perf()
                 add(k)
         return hook
-
-    def _hook_layer(self, k: int, out) -> None:
-        """Layer ``k`` just produced ``out``: hook the start of its backward (``hook_output``) on
-        the autograd node that made ``out``. A layer that hands back a node already hooked (an
-        identity) or none (no grad) has no backward of its own (``collect`` gives it 0)."""
-        gf = out.grad_fn
-        if gf is None or gf in self._seen_gf:
-            return
-        self._seen_gf.add(gf)
-        self._hooked[k] = True
-        hook_output(gf, out, self._hooks[k], self._handles.append, self._fast)
 
     def _attach_backward(self) -> None:
         """After the forward: the nodes are hooked (``_hook_layer``, as each layer ended); forget
@@ -598,8 +687,9 @@ class Probe:
             self._bwd_end = now
         self.phase = "optimizer step"
         self.current_k = None
+        self._armed = False
         # backward has run and freed its graph nodes, and the hooks with them: removing each
-        # one would only cost time, so the handles are just dropped
+        # one would only cost time, so any handles are just dropped
         self._handles.clear()
 
 
@@ -607,70 +697,63 @@ class Probe:
         """Remove every hook still registered (a step that failed between forward and backward)."""
         unhook(self._handles)
         self._seen_gf.clear()
+        if self._armed:  # failed between forward and backward: its graph keeps hooks of its own
+            self._armed = False
+            self._arm_hooks()
         if self._history_on:  # a warm-up or failed step: its trace is not kept
             self._history_on = False
             self.cuda_history.cancel()
         self._feature = None
 
     def collect(self, step: int, t: float) -> LayerTimes:
-        """This step's per-node times; call after the loop's sync point (CUDA events are done)."""
+        """This step's per-node times; call after the loop's sync point (CUDA events are done).
+
+        CPU: a ``DeferredLayerTimes`` (the stamps copied; the lists worked out when first read),
+        except on a step that counted memory or page faults, whose figures are taken now."""
         n = self.n
         node_ids = self.node_ids
-        nones = self._nones
-        bwd_ms: list[float | None] = nones[:]
-        bwd_start: list[float | None] = nones[:]
-        peak_bytes: list[int | None] = nones[:]
-        mem_bytes: list[int | None] = nones[:]
-        faults: list = []
         order = self._order
-        start = self._start
-        if self.events:
-            s, fev = self._ev_start, self._fev
-            fwd_start = [s.elapsed_time(e) for e in fev[:n]]
-            fwd_ms = [a.elapsed_time(b) for a, b in zip(fev, fev[1:])]
-            if self.mem is not None and self._mem_layers:
-                cur = self._mem_cur
-                mem_bytes = [b - a for a, b in zip(cur, cur[1:])]
-                peak_bytes = list(self._mem_peak[1:])
-            bev = self._bev
-            ends = [bev[k] for k in order[1:]] + [self._bev_end]
-            for k, end in zip(order, ends):
-                bwd_start[k] = s.elapsed_time(bev[k])
-                bwd_ms[k] = bev[k].elapsed_time(end)
-        else:
-            # the CPU path runs after every profiled step: plain list work, no per-layer branches
-            # a layer's forward runs from the probe's last stamp after the layer before (``resume``,
-            # after the hook registration and any fault read-out) to its own stamp
-            stamps, begins, cs = self._fwd, self._resume, self.c_stamp
+        if not self.events:
+            if self._act_bytes is None or self._act_bytes[0] != self._batch:
+                acts = self.act_bytes_per_sample
+                self._act_bytes = (self._batch, [a * self._batch for a in acts] if acts is not None else self._nones)
+            raw = CpuStamps(self._start, self._fwd[:], self._resume[:], self.c_stamp, order[:], self._bwd[:],
+                            self.c_hook, self._bwd_end, self._hooked[:] if self._backward_run else None,
+                            self._act_bytes[1], self._faults[:] if self._counted else [], self.fault_ns)
+            if not self.memory.active and not self._counted:  # the usual profiled step
+                return DeferredLayerTimes(step, t, list(node_ids), raw)
             if self._counted:
-                flt = self._faults
-                faults = [b - a for a, b in zip(flt, flt[1:])]
-            fwd_start = [(stamp - start) / 1e6 for stamp in begins[:n]]
-            fwd_ms = [(b - a - cs) / 1e6 if b - a > cs else 0.0 for a, b in zip(begins, stamps[1:])]
-            if order:
-                b, ch = self._bwd, self.c_hook
-                ts = [b[k] for k in order]
-                # each gap holds one hook call, except the last, which ends when backward returns
-                ends = [stamp - ch for stamp in ts[1:]]
-                ends.append(self._bwd_end)
-                for k, stamp, end in zip(order, ts, ends):
-                    bwd_start[k] = (stamp - start) / 1e6
-                    bwd_ms[k] = (end - stamp) / 1e6 if end > stamp else 0.0
-        if self.mem is None and self.act_bytes_per_sample is not None:
-            batch = self._batch
-            if self._act_bytes is None or self._act_bytes[0] != batch:
-                self._act_bytes = (batch, [a * batch for a in self.act_bytes_per_sample])
-            mem_bytes = list(self._act_bytes[1])
+                self._last_fault_t = self.clock()
+            got = cpu_layer_times(raw)  # a sampled step: its memory and fault figures now
+            saved, out_bytes, events, source = self._memory_collect(got["fwd_ms"])
+            return LayerTimes(step, t, list(node_ids), saved_bytes=saved, out_bytes=out_bytes,
+                              memory_events=events, memory_source=source, **got)
+        # device events (CUDA, MPS): the pool is reused next step, so everything is read now
+        s, fev, bev = self._ev_start, self._fev, self._bev
+        fwd_start = [s.elapsed_time(e) for e in fev[:n]]
+        fwd_ms = [a.elapsed_time(b) for a, b in zip(fev, fev[1:])]
+        mem_bytes: list[int | None] = self._nones[:]
+        peak_bytes: list[int | None] = self._nones[:]
+        if self.mem is not None and self._mem_layers:
+            cur = self._mem_cur
+            mem_bytes = [b - a for a, b in zip(cur, cur[1:])]
+            peak_bytes = list(self._mem_peak[1:])
+        elif self.mem is None and self.act_bytes_per_sample is not None:  # no allocator to read (MPS)
+            mem_bytes = [a * self._batch for a in self.act_bytes_per_sample]
+        bwd_ms: list[float | None] = self._nones[:]
+        bwd_start: list[float | None] = self._nones[:]
+        ends = [bev[k] for k in order[1:]] + [self._bev_end]
+        for k, end in zip(order, ends):
+            bwd_start[k] = s.elapsed_time(bev[k])
+            bwd_ms[k] = bev[k].elapsed_time(end)
         if self._backward_run:
             for k, hooked in enumerate(self._hooked):
                 if not hooked:
                     bwd_ms[k] = 0.0  # no backward work of its own (no grad_fn / identity)
-            # a hooked layer the gradient never reached keeps None (bwd_ms starts as None and
-            # only the hooks that fired, ``order``, were given a time above)
         saved, out_bytes, events, source = self._memory_collect(fwd_ms)
         return LayerTimes(step, t, list(node_ids), fwd_ms, bwd_ms, fwd_start, bwd_start, mem_bytes,
-                          peak_bytes, faults, self.fault_ns if faults else None,
-                          saved_bytes=saved, out_bytes=out_bytes, memory_events=events, memory_source=source)
+                          peak_bytes, [], None, saved_bytes=saved, out_bytes=out_bytes, memory_events=events,
+                          memory_source=source)
 
     def _memory_collect(self, fwd_ms: list) -> tuple:
         """(saved bytes, output bytes, timeline events, their source) of this step; empty lists

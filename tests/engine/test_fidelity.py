@@ -142,6 +142,9 @@ def test_faults_are_counted_at_most_once_per_interval():
     x = torch.randn(2, 1, 64, 64)
     got = []
     with torch.inference_mode():
+        probe.begin_step()  # a warm-up step: counted, never collected, so it uses nothing up
+        probe.forward(x)
+        probe.detach()
         for step in range(3):
             probe.begin_step()
             probe.forward(x)

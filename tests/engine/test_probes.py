@@ -198,10 +198,8 @@ def test_hooks_detached_after_a_failed_step():
     model = engine.build_model(spec)
     probe = Probe(model, torch.device("cpu"))
     probe.begin_step()
-    out = probe.forward(torch.randn(2, 1, 28, 28))
-    assert probe._handles  # grad_fn hooks waiting for a backward that never comes
+    out = probe.forward(torch.randn(2, 1, 28, 28))  # hooks waiting for a backward that never comes
     probe.detach()
-    assert not probe._handles
     out.sum().backward()  # the failed step's graph, run after all: the probe hears nothing
     assert probe._order == []
     del out
@@ -315,30 +313,69 @@ def test_cuda_allocator_reads_per_layer_only_on_sampled_steps():
 
 
 def test_backward_hooks_keep_the_models_own_tensor_hooks():
-    """The probe hooks a layer's output tensor without a handle (``hook_output``); a hook the model
-    put on that tensor before, or puts on it after, still runs, still changes the gradient, and
-    does not outlive its step."""
-    from engine.run.probes import fast_hooks, hook_output, unhook
+    """The probe hooks a layer's output tensor without a handle (``layer_hooker``); a hook the
+    model put on that tensor before, or puts on it after, still runs, still changes the gradient,
+    and does not outlive its step."""
+    from engine.run.probes import fast_hooks, layer_hooker, unhook
 
     assert fast_hooks()  # the torch this project pins supports the handle-free registration
     x = torch.ones(3, requires_grad=True)
-    fired, kept = [], []
+    fired, kept, hooked = [], [], [False] * 3
+    hook_layer = layer_hooker([lambda g: fired.append("a"), lambda g: fired.append("b"),
+                               lambda g: fired.append("same")], kept.append, True, hooked, set())
     with torch.enable_grad():
         a = x * 2.0
         a.register_hook(lambda g: g * 10.0)  # the model's own hook, before the probe's
-        hook_output(a.grad_fn, a, lambda g: fired.append("a"), kept.append, True)
+        hook_layer(0, a)
         b = a * 3.0
-        hook_output(b.grad_fn, b, lambda g: fired.append("b"), kept.append, True)
+        hook_layer(1, b)
         b.register_hook(lambda g: g + 1.0)  # and after it, on the same tensor
+        hook_layer(2, b)  # a layer that hands back the tensor it got: no backward of its own
         b.sum().backward()
-    assert fired == ["b", "a"]
+    assert fired == ["b", "a"] and hooked == [True, True, False]
     assert x.grad.tolist() == [(1.0 + 1.0) * 3.0 * 10.0 * 2.0] * 3  # both of the model's hooks applied
-    assert len(kept) == 2 and type(kept[0]).__name__ == "RemovableHandle" and isinstance(kept[1], dict)
+    assert len(kept) == 1 and type(kept[0]).__name__ == "RemovableHandle"  # a handle only for the fallback
     unhook(kept)
     assert not kept
     fired.clear()
     with torch.enable_grad():  # a new step: new tensors; nothing of the last one's hooks remains
         c = x * 3.0
-        hook_output(c.grad_fn, c, lambda g: fired.append("c"), kept.append, True)
+        layer_hooker([lambda g: fired.append("c")], kept.append, True, [False], set())(0, c)
         c.sum().backward()
     assert fired == ["c"]
+
+
+def test_a_profiled_steps_record_is_worked_out_by_its_first_reader():
+    """On the CPU the run's thread only copies the stamps (``DeferredLayerTimes``); the lists are
+    computed where the record is first read, once, and are what the stamps say."""
+    import dataclasses
+
+    from engine.remote.wire import decode_record, encode_record
+    from engine.run.live import LiveFeed
+    from engine.run.probes import DeferredLayerTimes, cpu_layer_times
+
+    spec = engine.load_preset("lenet5")
+    model = engine.build_model(spec)
+    probe = Probe(model, torch.device("cpu"), count_faults=False)
+    probe.memory._last = float("inf")  # not a memory-counting step
+    probe.begin_step()
+    out = probe.forward(torch.randn(4, 1, 28, 28))
+    out.sum().backward()
+    probe.end_backward()
+    lt = probe.collect(7, 0.5)
+    probe.detach()
+    assert isinstance(lt, engine.LayerTimes) and type(lt) is DeferredLayerTimes
+    feed = LiveFeed()
+    feed(lt)  # the run thread's sink only queues it
+    assert "fwd_ms" not in lt.__dict__
+    stamps = lt._raw.stamps
+    n = len(lt.node_ids)
+    assert lt.fwd_ms[0] == pytest.approx(max(0.0, stamps[1] - lt._raw.begins[0] - lt._raw.c_stamp) / 1e6)
+    assert lt.fwd_ms is lt.fwd_ms and lt.__dict__["fwd_ms"] == cpu_layer_times(lt._raw)["fwd_ms"]  # once
+    plain = dataclasses.asdict(lt)
+    assert all(len(plain[f]) == n for f in ("fwd_ms", "bwd_ms", "fwd_start_ms", "bwd_start_ms", "mem_bytes"))
+    assert all(b is not None and b >= 0 for b in lt.bwd_ms) and lt.minor_faults == [] and lt.fault_ns is None
+    frame = encode_record(3, lt)
+    assert frame["kind"] == "LayerTimes"
+    seq, back = decode_record(frame)
+    assert seq == 3 and dataclasses.asdict(back) == plain  # what a remote viewer gets
