@@ -37,7 +37,7 @@ class EventProbe(probes.Probe):
         self._bev = [FakeEvent() for _ in range(self.n)]
         self._bev_end = FakeEvent()
         self.c_stamp = self.c_hook = 0.0
-        self._hooks = [self._make_hook(k) for k in range(self.n)]
+        self._arm_hooks()  # hook functions that record the device events
 
 
 TOL_US = 1.0  # the trace rounds to 0.001 us; a microsecond of slack only covers that rounding
