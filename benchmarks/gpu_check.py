@@ -25,6 +25,7 @@ import argparse
 import datetime
 import json
 import statistics
+import tempfile
 import sys
 import time
 from pathlib import Path
