@@ -119,9 +119,12 @@ class RooflineView(QWidget):
         self.clear()
         self.data = data
         self.points = roofline_points(data)
-        self.notice.setVisible(not self.points)
+        note = data.get("above_roof_note")
+        self.notice.setVisible(not self.points or bool(note))
         if not self.points:
             self.notice.setText("No layer of this run has FLOPs and a measured time: nothing to place on the roofline.")
+        elif note:
+            self.notice.setText(note[0].upper() + note[1:])  # the engine's sentence on layers over the roof
         spots = []
         for i, p in enumerate(self.points):
             color = FAMILY_COLORS.get(p["family"], "#94A3B8")

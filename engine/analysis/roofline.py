@@ -110,6 +110,24 @@ def _point(flops, nbytes, ms, peak, bw) -> dict:
             "roof_flop_s": roof, "pct_of_roof": pct, "bound": bound, "above_roof": bool(pct is not None and pct > 1)}
 
 
+def above_roof_note(above: list[str], kinds: dict[str, str]) -> str | None:
+    """One sentence on the layers whose achieved FLOP/s is over the measured roof (None when
+    none is; the first six named, the table has them all): either the ceilings were measured low (a busy machine; they are cached per machine,
+    so measure again on an idle one), or - for convolutions - the library ran a fast algorithm
+    (Winograd, FFT) that does less arithmetic than the direct convolution whose FLOPs are counted
+    (measured here on one AVX-512 core: 3x3 convolutions at 110-118 GFLOP/s against a 101 GFLOP/s
+    matmul)."""
+    if not above:
+        return None
+    named = ", ".join(above[:6]) + (f" and {len(above) - 6} more" if len(above) > 6 else "")
+    text = (f"above the measured roof: {named}. Either the ceilings were measured low (measure again "
+            f"on an idle machine: python benchmarks/ceilings.py)")
+    if any(kinds.get(i) == "conv2d" for i in above):
+        text += (", or the library ran these convolutions with a fast algorithm (e.g. Winograd) that does less "
+                 "arithmetic than the direct convolution whose FLOPs are counted")
+    return text + "."
+
+
 def roofline(reader_or_path) -> dict:
     """The roofline of a session (a path or an open ``SessionReader``; see the module docstring).
 
@@ -118,7 +136,7 @@ def roofline(reader_or_path) -> dict:
     "ceilings_source": "recorded in the session" | "measured now on this machine ..." | why not,
     "peak_flop_s", "bandwidth_bytes_s" (the roofs used), "ridge_intensity" (FLOP/byte where the
     roofs meet), "overhead_fraction", "layers": [{"id", "kind", "family", "fwd": point, "bwd":
-    point | None (inference)}], "above_roof": [ids]}``; a point is ``{"flops", "bytes",
+    point | None (inference)}], "above_roof": [ids], "above_roof_note": str | None}``; a point is ``{"flops", "bytes",
     "intensity", "ms" (median per step), "achieved_flop_s", "roof_flop_s", "pct_of_roof",
     "bound", "above_roof"}``. Raises ``SessionError`` for a path that is not a readable session.
     """
@@ -181,4 +199,5 @@ def _roofline(src, path: str) -> dict:
             "ceilings": ceil, "ceilings_source": source, "peak_flop_s": peak, "bandwidth_bytes_s": bw,
             "dram_bandwidth_bytes_s": ceil.get("dram_bandwidth_bytes_s") if ceil else None,
             "ridge_intensity": peak / bw if peak and bw else None, "overhead_fraction": OVERHEAD_FRACTION,
-            "layers": layers, "above_roof": above}
+            "layers": layers, "above_roof": above,
+            "above_roof_note": above_roof_note(above, {x["id"]: x["kind"] for x in layers})}

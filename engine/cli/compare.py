@@ -153,9 +153,8 @@ def print_roofline(r: dict) -> None:
                        "% of roof", "bound"], right={3, 4, 5, 6, 7, 8, 9})
     print(f"\n(per step of batch {r['batch']}, median times; overhead-bound: below "
           f"{fmt_pct(r['overhead_fraction'])} of the roof)")
-    if r["above_roof"]:
-        print(f"above the measured roof: {', '.join(r['above_roof'])} (the ceilings measured low; "
-              "measure again on an idle machine: benchmarks/ceilings.py)")
+    if r["above_roof_note"]:
+        print(r["above_roof_note"])
 
 
 def cmd_roofline(args) -> int:

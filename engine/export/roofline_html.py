@@ -104,9 +104,9 @@ def roofline_section(src) -> str:
                  f"included; main memory {_g(r['dram_bandwidth_bytes_s'])} GB/s). Bytes: weights + inputs + outputs "
                  f"at the run's precision, batch {esc(r['batch'])}. Overhead-bound: below "
                  f"{fmt_pct(r['overhead_fraction'])} of the roof.</p>")
-    if r["above_roof"]:
-        parts.append(f"<p class='note'>Above the measured roof: {esc(', '.join(r['above_roof']))} (the ceilings "
-                     "measured low).</p>")
+    if r["above_roof_note"]:
+        note = r["above_roof_note"]
+        parts.append(f"<p class='note'>{esc(note[0].upper() + note[1:])}</p>")
     parts.append(svg_roofline(r))
     heads = ["node", "kind", "pass", "FLOP/byte", "bytes", "GFLOP/s", "roof GFLOP/s", "% of roof", "bound"]
     t = ["<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in heads) + "</tr>"]

@@ -168,3 +168,35 @@ def test_the_html_report_has_the_roofline_plot(session, tmp_path):
     points = sum(1 for x in r["layers"] for p in (x["fwd"], x["bwd"]) if p and p["intensity"])
     assert sec.count("<circle") + sec.count("<rect") == points == 10
     assert "conv2 (conv2d) backward" in sec and "FLOP/byte" in sec
+
+
+def test_layers_over_a_low_roof_are_named_with_both_causes(session, tmp_path, capsys):
+    """A session whose recorded ceilings are far too low (a busy machine measured them): every
+    layer with FLOPs is over the roof, and the one sentence, computed in the engine, names the
+    layers, how to measure again and - for convolutions - the fast-algorithm case."""
+    from engine.analysis.roofline import above_roof_note
+    from engine.export.roofline_html import roofline_section
+
+    low = tmp_path / "low.lsession"
+    low.write_bytes(session.read_bytes())
+    con = sqlite3.connect(low)
+    dev = json.loads(con.execute("SELECT value FROM meta WHERE key = 'device'").fetchone()[0])
+    dev["ceilings"]["peak_flop_s"] = dev["ceilings"]["fp32_peak_flop_s"] = 1.0  # 1 FLOP/s
+    con.execute("UPDATE meta SET value = ? WHERE key = 'device'", (json.dumps(dev),))
+    con.commit()
+    con.close()
+    r = roofline(low)
+    flops = [x["id"] for x in r["layers"] if x["fwd"]["flops"]]
+    assert r["above_roof"] == flops and "conv1" in flops
+    note = r["above_roof_note"]
+    assert note == above_roof_note(flops, {x["id"]: x["kind"] for x in r["layers"]})
+    assert ", ".join(flops) in note and "benchmarks/ceilings.py" in note and "Winograd" in note
+    capsys.readouterr()
+    assert main(["roofline", str(low)]) == 0
+    assert note in capsys.readouterr().out  # the CLI prints the engine's sentence
+    assert "Winograd" in roofline_section(str(low))  # and the HTML report
+    assert roofline(session)["above_roof_note"] is None  # nothing over the roof: no sentence
+    only_linear = above_roof_note(["fc1"], {"fc1": "linear"})
+    assert "fc1" in only_linear and "Winograd" not in only_linear  # the fast-algorithm case is convolutions'
+    many = above_roof_note([f"c{i}" for i in range(17)], {})
+    assert "c0, c1, c2, c3, c4, c5 and 11 more." in many and "c6" not in many  # the table lists them all
