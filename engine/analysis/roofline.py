@@ -112,8 +112,9 @@ def _point(flops, nbytes, ms, peak, bw) -> dict:
 
 def above_roof_note(above: list[str], kinds: dict[str, str]) -> str | None:
     """One sentence on the layers whose achieved FLOP/s is over the measured roof (None when
-    none is; the first six named, the table has them all): either the ceilings were measured low (a busy machine; they are cached per machine,
-    so measure again on an idle one), or - for convolutions - the library ran a fast algorithm
+    none is; the first six named, the table has them all): either the ceilings were measured low
+    (a busy machine; they are cached per machine, so measure again on an idle one), or - for
+    convolutions - the library ran a fast algorithm
     (Winograd, FFT) that does less arithmetic than the direct convolution whose FLOPs are counted
     (measured here on one AVX-512 core: 3x3 convolutions at 110-118 GFLOP/s against a 101 GFLOP/s
     matmul)."""
@@ -136,9 +137,9 @@ def roofline(reader_or_path) -> dict:
     "ceilings_source": "recorded in the session" | "measured now on this machine ..." | why not,
     "peak_flop_s", "bandwidth_bytes_s" (the roofs used), "ridge_intensity" (FLOP/byte where the
     roofs meet), "overhead_fraction", "layers": [{"id", "kind", "family", "fwd": point, "bwd":
-    point | None (inference)}], "above_roof": [ids], "above_roof_note": str | None}``; a point is ``{"flops", "bytes",
-    "intensity", "ms" (median per step), "achieved_flop_s", "roof_flop_s", "pct_of_roof",
-    "bound", "above_roof"}``. Raises ``SessionError`` for a path that is not a readable session.
+    point | None (inference)}], "above_roof": [ids], "above_roof_note": str | None}``; a point is
+    ``{"flops", "bytes", "intensity", "ms" (median per step), "achieved_flop_s", "roof_flop_s",
+    "pct_of_roof", "bound", "above_roof"}``. Raises ``SessionError`` for a path that is not a readable session.
     """
     from pathlib import Path
 

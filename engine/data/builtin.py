@@ -26,7 +26,7 @@ class SyntheticDataset(Dataset):
 
     def batch(self, items) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (N x C x H x W float32) and labels for these positions."""
-        rows = items if type(items) is torch.Tensor and items.dtype == torch.long else torch.as_tensor(items, dtype=torch.long)
+        rows = torch.as_tensor(items, dtype=torch.long)
         if len(self.pool) < len(self.labels):  # images repeat (see ``synthetic``)
             return self.pool[rows % len(self.pool)], self.labels[rows]
         return self.pool[rows], self.labels[rows]

@@ -299,12 +299,19 @@ def cpu_layer_times(raw: CpuStamps) -> dict:
             bwd_start[k] = (stamp - start) / 1e6
             bwd_ms[k] = (end - stamp) / 1e6 if end > stamp else 0.0
     if raw.hooked is not None:
-        for k, hooked in enumerate(raw.hooked):
-            if not hooked:
-                bwd_ms[k] = 0.0  # no backward work of its own
+        no_own_backward(bwd_ms, raw.hooked)
+    faults = [b - a for a, b in zip(raw.faults, raw.faults[1:])]
     return {"fwd_ms": fwd_ms, "bwd_ms": bwd_ms, "fwd_start_ms": fwd_start, "bwd_start_ms": bwd_start,
-            "mem_bytes": list(raw.mem_bytes), "peak_bytes": [None] * n, "minor_faults": [b - a for a, b in zip(raw.faults, raw.faults[1:])],
+            "mem_bytes": list(raw.mem_bytes), "peak_bytes": [None] * n, "minor_faults": faults,
             "fault_ns": raw.fault_ns if raw.faults else None}
+
+
+def no_own_backward(bwd_ms: list, hooked: list) -> None:
+    """After a backward: a layer whose backward was not hooked (no grad_fn, or the node of the
+    layer before it: an identity) did no backward work of its own, 0 ms, not None."""
+    for k, h in enumerate(hooked):
+        if not h:
+            bwd_ms[k] = 0.0
 
 
 class DeferredLayerTimes(LayerTimes):
@@ -647,13 +654,13 @@ class Probe:
         if self.events:
             record, add = self._bev[k].record, order.append
 
-            def hook(grad_outputs):
+            def hook(grad):
                 record()
                 add(k)
         else:
             stamps, perf, add = self._bwd, time.perf_counter_ns, order.append
 
-            def hook(grad_outputs):
+            def hook(grad):
                 stamps[k] = perf()
                 add(k)
         return hook
@@ -692,7 +699,6 @@ class Probe:
         # one would only cost time, so any handles are just dropped
         self._handles.clear()
 
-
     def detach(self) -> None:
         """Remove every hook still registered (a step that failed between forward and backward)."""
         unhook(self._handles)
@@ -714,12 +720,9 @@ class Probe:
         node_ids = self.node_ids
         order = self._order
         if not self.events:
-            if self._act_bytes is None or self._act_bytes[0] != self._batch:
-                acts = self.act_bytes_per_sample
-                self._act_bytes = (self._batch, [a * self._batch for a in acts] if acts is not None else self._nones)
             raw = CpuStamps(self._start, self._fwd[:], self._resume[:], self.c_stamp, order[:], self._bwd[:],
                             self.c_hook, self._bwd_end, self._hooked[:] if self._backward_run else None,
-                            self._act_bytes[1], self._faults[:] if self._counted else [], self.fault_ns)
+                            self._activation_bytes(), self._faults[:] if self._counted else [], self.fault_ns)
             if not self.memory.active and not self._counted:  # the usual profiled step
                 return DeferredLayerTimes(step, t, list(node_ids), raw)
             if self._counted:
@@ -738,8 +741,8 @@ class Probe:
             cur = self._mem_cur
             mem_bytes = [b - a for a, b in zip(cur, cur[1:])]
             peak_bytes = list(self._mem_peak[1:])
-        elif self.mem is None and self.act_bytes_per_sample is not None:  # no allocator to read (MPS)
-            mem_bytes = [a * self._batch for a in self.act_bytes_per_sample]
+        elif self.mem is None:  # no allocator to read (MPS)
+            mem_bytes = list(self._activation_bytes())
         bwd_ms: list[float | None] = self._nones[:]
         bwd_start: list[float | None] = self._nones[:]
         ends = [bev[k] for k in order[1:]] + [self._bev_end]
@@ -747,13 +750,19 @@ class Probe:
             bwd_start[k] = s.elapsed_time(bev[k])
             bwd_ms[k] = bev[k].elapsed_time(end)
         if self._backward_run:
-            for k, hooked in enumerate(self._hooked):
-                if not hooked:
-                    bwd_ms[k] = 0.0  # no backward work of its own (no grad_fn / identity)
+            no_own_backward(bwd_ms, self._hooked)
         saved, out_bytes, events, source = self._memory_collect(fwd_ms)
         return LayerTimes(step, t, list(node_ids), fwd_ms, bwd_ms, fwd_start, bwd_start, mem_bytes,
                           peak_bytes, [], None, saved_bytes=saved, out_bytes=out_bytes, memory_events=events,
                           memory_source=source)
+
+    def _activation_bytes(self) -> list:
+        """Each layer's activation bytes at this step's batch (from ``act_bytes_per_sample``;
+        Nones without it), computed once per batch size; not to be changed by the caller."""
+        if self._act_bytes is None or self._act_bytes[0] != self._batch:
+            acts = self.act_bytes_per_sample
+            self._act_bytes = (self._batch, [a * self._batch for a in acts] if acts is not None else self._nones)
+        return self._act_bytes[1]
 
     def _memory_collect(self, fwd_ms: list) -> tuple:
         """(saved bytes, output bytes, timeline events, their source) of this step; empty lists

@@ -95,6 +95,17 @@ def _train_step(model, x, y, probe=None):
     return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
+def _profiled_step(probe, x, step):
+    """One probed forward and backward of ``x`` (the loss: the output's sum); its LayerTimes."""
+    probe.begin_step()
+    out = probe.forward(x)
+    out.sum().backward()
+    probe.end_backward()
+    lt = probe.collect(step, 0.5)
+    probe.detach()
+    return lt
+
+
 def test_every_kind_gets_forward_and_backward_times():
     spec = every_kind_net()
     info = engine.analyze(spec)
@@ -204,13 +215,7 @@ def test_hooks_detached_after_a_failed_step():
     assert probe._order == []
     del out
     _no_hooks(model)
-    # and the next step is timed whole
-    probe.begin_step()
-    out = probe.forward(torch.randn(2, 1, 28, 28))
-    out.sum().backward()
-    probe.end_backward()
-    lt = probe.collect(2, 0.0)
-    probe.detach()
+    lt = _profiled_step(probe, torch.randn(2, 1, 28, 28), 2)  # and the next step is timed whole
     assert sorted(probe._order) == list(range(len(lt.node_ids)))  # each layer's backward began once
     assert all(b is not None and b >= 0 for b in lt.bwd_ms)
 
@@ -358,12 +363,7 @@ def test_a_profiled_steps_record_is_worked_out_by_its_first_reader():
     model = engine.build_model(spec)
     probe = Probe(model, torch.device("cpu"), count_faults=False)
     probe.memory._last = float("inf")  # not a memory-counting step
-    probe.begin_step()
-    out = probe.forward(torch.randn(4, 1, 28, 28))
-    out.sum().backward()
-    probe.end_backward()
-    lt = probe.collect(7, 0.5)
-    probe.detach()
+    lt = _profiled_step(probe, torch.randn(4, 1, 28, 28), 7)
     assert isinstance(lt, engine.LayerTimes) and type(lt) is DeferredLayerTimes
     feed = LiveFeed()
     feed(lt)  # the run thread's sink only queues it
