@@ -13,7 +13,9 @@ them alike), each a different ``on_output`` callback:
 - grad_fn:   stamp + ``out.grad_fn`` (creates the Python object of the autograd node);
 - hook:      stamp + the handle-free hook registration the probe uses
              (``engine.run.probes.layer_hooker``) + a resume stamp; its backward runs the hooks;
-- prehook:   stamp + ``grad_fn.register_prehook`` (torch's usual way, with a handle) + resume.
+- prehook:   stamp + ``grad_fn.register_prehook`` (torch's usual way, with a handle) + resume;
+- native:    the compiled stamper the probe uses where it can be built (``engine.run.native``):
+             one C call per layer stamps, hooks the node with a C++ pre-hook, stamps again.
 
 Printed per variant: median forward and backward microseconds and the difference to plain, per
 step and per layer. Usage: python benchmarks/probe_costs.py [--net lenet5] [--batch-size 64]
@@ -35,6 +37,8 @@ import engine  # noqa: E402
 def main(argv=None) -> int:
     import torch
 
+    from engine.run.native import stamps_module
+    from engine.run.native import status as native_status
     from engine.run.probes import fast_hooks, layer_hooker
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -81,6 +85,10 @@ def main(argv=None) -> int:
         resume[k + 1] = perf()
 
     variants = {"plain": None, "call": call, "stamp": stamp, "grad_fn": grad_fn, "hook": hook, "prehook": prehook}
+    module = stamps_module()
+    stamper = module.Stamper(n) if module is not None else None
+    if stamper is not None:
+        variants["native"] = stamper.stamp
     fwd = {k: [] for k in variants}
     bwd = {k: [] for k in variants}
     names = list(variants)
@@ -89,6 +97,9 @@ def main(argv=None) -> int:
             fn = variants[name]
             seen.clear()
             handles.clear()
+            if stamper is not None:
+                stamper.reset(False)
+                stamper.start()
             t0 = perf()
             out = model.forward(x, fn) if fn is not None else model(x)
             t1 = perf()
@@ -102,7 +113,7 @@ def main(argv=None) -> int:
                 bwd[name].append(t3 - t2)
     f0, b0 = statistics.median(fwd["plain"]), statistics.median(bwd["plain"])
     print(f"{args.net}, batch {args.batch_size}, {n} layers, threads {args.threads}, {args.steps} steps per variant, "
-          f"handle-free hooks: {fast_hooks()}")
+          f"handle-free hooks: {fast_hooks()}, native stamps: {native_status()}")
     print(f"  {'variant':9} {'fwd us':>9} {'+us':>7} {'+us/layer':>9}   {'bwd us':>9} {'+us':>7} {'+us/layer':>9}")
     for name in names:
         f, b = statistics.median(fwd[name]), statistics.median(bwd[name])

@@ -51,6 +51,9 @@ def no_thread_left():
     assert not left, f"threads left running: {[t.name for t in left]}"
 
 
+NATIVE_TEST_DIR = ROOT / ".native-build"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_wide_home(tmp_path_factory):
     """Module- and session-scoped fixtures are set up before ``isolated_user_folders``: give them
@@ -58,5 +61,27 @@ def session_wide_home(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("LAYERSCOPE_HOME", str(tmp_path_factory.mktemp("layerscope-session-home")))
     mp.delenv("LAYERSCOPE_DATA", raising=False)
+    # the probe's native stamps are built once per torch into the repository's ignored folder (not
+    # under the per-test home, which would rebuild them for every test; CLI subprocesses inherit it)
+    mp.setenv("LAYERSCOPE_NATIVE_DIR", str(NATIVE_TEST_DIR))
+    mp.delenv("LAYERSCOPE_NATIVE", raising=False)
+    from engine.run.native import stamps_module
+
+    stamps_module()  # built (once, ~15 s) before any test with a time limit runs a probe
     yield
     mp.undo()
+
+
+@pytest.fixture(params=["native", "python"])
+def probe_hooks(request) -> bool:
+    """Run a probe test with the compiled stamps (``Probe(..., native=True)``) and with the Python
+    hooks (``native=False``): the same figures either way. Where the compiled stamps cannot be
+    built (no compiler, not Linux), the native case skips; ``test_native_stamps`` fails there on
+    a Linux machine with a compiler."""
+    if request.param == "native":
+        from engine.run.native import stamps_module, status
+
+        if stamps_module() is None:
+            pytest.skip(f"native stamps unavailable: {status()}")
+    return request.param == "native"
+

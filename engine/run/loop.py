@@ -217,6 +217,7 @@ class Run(StepMixin):
                 telemetry = self._start_telemetry(device)
                 self._ctx = build_context(cfg, device, net_info, self._log, restore, self._feature_node,
                                           splits=splits)
+                extra["probe_hooks"] = self._ctx.probe.hooks_note()  # how layers were timed (recorded)
                 if self._feature_node is not None and self._feature_first:  # asked before the probe existed
                     self._ctx.probe.set_feature_node(self._feature_node, self._feature_first)
                 status, message = self._loop(self._ctx, extra)

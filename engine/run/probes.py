@@ -16,7 +16,11 @@ its step here; torch.profiler 3-10%):
   branches are covered the same way, and nothing wraps the modules, so in-place ops and
   gradients are untouched.
 - CPU: ``perf_counter_ns``; the probe's own cost per timestamp and per hook call is
-  calibrated once and subtracted.
+  calibrated once and subtracted. Where it can be built (``engine.run.native``: Linux, a C++
+  compiler; once per torch) one C call per layer does the stamp, the hook (a C++ pre-hook on
+  the node, no Python object made) and the resume stamp, and the hooks write into a C array:
+  ~10 us per LeNet-5 step instead of ~90 us for the Python hooks (``benchmarks/probe_costs.py``).
+  The Python hooks stay the fallback, with the same figures (``Probe.hooks`` says which).
 - CUDA (and MPS where torch has ``torch.mps.Event``): device events with timing from a
   preallocated pool recorded at the same points, resolved in ``collect()`` after the loop's
   own sync point. No synchronize,
@@ -46,6 +50,8 @@ import torch
 
 from engine.records import FeatureMap, LayerTimes
 from engine.run.memory import CudaHistory, MemorySampler
+from engine.run.native import stamps_module
+from engine.run.native import status as native_status
 
 FEATURE_CHANNELS = 32
 FEATURE_SIDE = 64
@@ -143,15 +149,43 @@ def fast_hooks() -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def hook_cost_ns() -> float:
-    """What one backward hook call (as ``layer_hooker`` registers it) costs the autograd engine
-    here, in ns (CPU)."""
+def native_stamp_cost_ns() -> float:
+    """What the native stamper's call costs a layer's forward time here, in ns: the gap between
+    one call's resume stamp and the next call's stamp when nothing runs in between (returning
+    to Python, the loop, calling again). 0.0 without the native stamps."""
+    module = stamps_module()
+    if module is None:
+        return 0.0
+    n = 200
+    s = module.Stamper(n)
+    x = torch.zeros(1)  # no grad: nothing is hooked
+    best = math.inf
+    for _ in range(9):
+        s.reset(False)
+        s.start()
+        stamp = s.stamp
+        for k in range(n):
+            stamp(k, None, x)
+        fwd, resume = s.read()[:2]
+        gaps = sorted(b - a for a, b in zip(resume[1:], fwd[2:]))
+        best = min(best, gaps[len(gaps) // 2])
+    return float(best)
+
+
+@functools.lru_cache(maxsize=2)
+def hook_cost_ns(native: bool = False) -> float:
+    """What one backward hook call costs the autograd engine here, in ns (CPU): as
+    ``layer_hooker`` registers it, or (``native``) the native stamper's C++ pre-hook."""
     fast = fast_hooks()
     perf = time.perf_counter_ns
     n = 64
     stamps = [0] * n
     order: list[int] = []
     x = torch.zeros(1, requires_grad=True)
+    module = stamps_module() if native else None
+    if native and module is None:
+        return 0.0
+    stamper = module.Stamper(n) if module is not None else None
 
     def make(k):
         def hook(grad):
@@ -163,11 +197,18 @@ def hook_cost_ns() -> float:
 
     def graph(hooked):
         y, handles = x, []
-        hook_layer = layer_hooker(hooks, handles.append, fast, [False] * n, set())
+        if stamper is not None:
+            stamper.reset(False)
+            stamp = stamper.stamp
+        else:
+            python_hook = layer_hooker(hooks, handles.append, fast, [False] * n, set())
+
+            def stamp(k, nid, out):
+                python_hook(k, out)
         for k in range(n):
             y = y * 1.0
             if hooked:
-                hook_layer(k, y)
+                stamp(k, None, y)
         return y.sum(), handles
 
     best_with = best_without = math.inf
@@ -380,7 +421,8 @@ class Probe:
 
     def __init__(self, model, device, *, act_bytes_per_sample: list[int] | None = None,
                  feature_node: str | None = None, feature_hz: float = 4.0, clock=time.perf_counter,
-                 count_faults: bool = True, fault_interval_s: float = 1.0, mem_interval_s: float = 1.0):
+                 count_faults: bool = True, fault_interval_s: float = 1.0, mem_interval_s: float = 1.0,
+                 native: bool | None = None):
         self.model = model
         self.runner = model.forward  # what forward calls with (x, on_output); a DDP wrapper in a data-parallel run
         self.device = device
@@ -430,6 +472,17 @@ class Probe:
         self.mem_interval_s = mem_interval_s
         self._last_mem_t = -math.inf
         self._mem_layers = False  # this profiled step reads the allocator per layer
+        # CPU: the compiled stamper (engine.run.native) when it is there and ``native`` is not False;
+        # True: required (RuntimeError without it)
+        self._native = None
+        if not self.events and native is not False:
+            module = stamps_module()
+            if module is not None:
+                self._native = module.Stamper(n)
+            elif native:
+                raise RuntimeError(f"the native stamps are unavailable: {native_status()}")
+        self._native_counts = False  # this step's stamper counts page faults (begin_step)
+        self.hooks = "device events" if self.events else ("native" if self._native is not None else "python")
         if self.events:
             ev = functools.partial(event_cls, enable_timing=True)
             self._ev_start = ev()
@@ -437,6 +490,9 @@ class Probe:
             self._bev = [ev() for _ in range(n)]
             self._bev_end = ev()
             self.c_stamp = self.c_hook = 0.0  # device timestamps: host cost is not in them
+        elif self._native is not None:
+            self.c_stamp = native_stamp_cost_ns()
+            self.c_hook = hook_cost_ns(native=True)
         else:
             self.c_stamp = stamp_cost_ns()
             self.c_hook = hook_cost_ns()
@@ -523,9 +579,13 @@ class Probe:
 
     def begin_step(self) -> None:
         """Mark the step start (offsets in LayerTimes are from here)."""
-        self._order.clear()
-        self._bwd[:] = self._nones
-        self._hooked[:] = self._falses
+        if self._native is not None:
+            self._native_counts = self._faults is not None and self._fault_due()
+            self._native.reset(self._native_counts)
+        else:
+            self._order.clear()
+            self._bwd[:] = self._nones
+            self._hooked[:] = self._falses
         self._backward_run = False
         if self.mem is not None:
             self._mem_cur[0], _ = self.mem.read()  # also resets the peak: step_peak_bytes is this step's
@@ -570,6 +630,18 @@ class Probe:
                 hook(k, out)
                 if k == feat_k:
                     feat_out = out
+        elif self._native is not None:
+            # one C call per layer: stamp, hook the node, stamp (and count faults when reset asked)
+            self._counted = self._native_counts  # decided when the stamper was reset
+            stamp = self._native.stamp
+            if feat_k < 0:
+                seen = stamp
+            else:
+                def seen(k, nid, out):
+                    nonlocal feat_out
+                    stamp(k, nid, out)
+                    if k == feat_k:
+                        feat_out = out
         elif self._faults is not None and self._fault_due():
             self._counted = True
             perf, stamps, resume, flt = time.perf_counter_ns, self._fwd, self._resume, self._faults
@@ -599,6 +671,8 @@ class Probe:
         if timing:
             if self.events:
                 self._fev[0].record()
+            elif self._native is not None:
+                self._native.start()
             else:
                 if self._counted:
                     self._faults[0] = _resource.getrusage(_RUSAGE_THREAD).ru_minflt
@@ -669,6 +743,8 @@ class Probe:
         """After the forward: the nodes are hooked (``_hook_layer``, as each layer ended); forget
         them, so that nothing here keeps the graph alive after its backward."""
         self._seen_gf.clear()
+        if self._native is not None:
+            self._native.forward_done()
         self._backward_run = True
         self.phase = "backward"
         self.current_k = None
@@ -688,7 +764,8 @@ class Probe:
         else:
             now = time.perf_counter_ns()
             if compute_end is not None:
-                started = [b for b in self._bwd if b is not None]
+                bwd = self._native.read()[3] if self._native is not None else self._bwd
+                started = [b for b in bwd if b is not None]
                 if started and compute_end >= max(started):
                     now = compute_end
             self._bwd_end = now
@@ -706,6 +783,8 @@ class Probe:
         if self._armed:  # failed between forward and backward: its graph keeps hooks of its own
             self._armed = False
             self._arm_hooks()
+            if self._native is not None:
+                self._native.disarm()
         if self._history_on:  # a warm-up or failed step: its trace is not kept
             self._history_on = False
             self.cuda_history.cancel()
@@ -720,9 +799,7 @@ class Probe:
         node_ids = self.node_ids
         order = self._order
         if not self.events:
-            raw = CpuStamps(self._start, self._fwd[:], self._resume[:], self.c_stamp, order[:], self._bwd[:],
-                            self.c_hook, self._bwd_end, self._hooked[:] if self._backward_run else None,
-                            self._activation_bytes(), self._faults[:] if self._counted else [], self.fault_ns)
+            raw = self._cpu_stamps()
             if not self.memory.active and not self._counted:  # the usual profiled step
                 return DeferredLayerTimes(step, t, list(node_ids), raw)
             if self._counted:
@@ -756,6 +833,17 @@ class Probe:
                           peak_bytes, [], None, saved_bytes=saved, out_bytes=out_bytes, memory_events=events,
                           memory_source=source)
 
+    def _cpu_stamps(self) -> CpuStamps:
+        """This CPU step's stamps, copied out of the native stamper or the Python hooks' lists."""
+        if self._native is not None:
+            fwd, resume, order, bwd, hooked, faults = self._native.read()
+        else:
+            fwd, resume, order, bwd = self._fwd[:], self._resume[:], self._order[:], self._bwd[:]
+            hooked, faults = self._hooked[:], (self._faults[:] if self._counted else [])
+        return CpuStamps(self._start, fwd, resume, self.c_stamp, order, bwd, self.c_hook, self._bwd_end,
+                         hooked if self._backward_run else None, self._activation_bytes(),
+                         faults if self._counted else [], self.fault_ns)
+
     def _activation_bytes(self) -> list:
         """Each layer's activation bytes at this step's batch (from ``act_bytes_per_sample``;
         Nones without it), computed once per batch size; not to be changed by the caller."""
@@ -788,9 +876,24 @@ class Probe:
         _, now_peak = self.mem.read()
         return max([now_peak, *self._mem_peak[1:]]) if self._mem_layers else now_peak
 
+    def hooks_note(self) -> str:
+        """How this probe times layers: "device events", "native" (the compiled stamps), or
+        "python (why not native)"."""
+        if self.hooks == "python":
+            why = native_status()
+            return f"python ({why})" if why not in ("native", "not loaded") else "python"
+        return self.hooks
+
+    def fired(self) -> list[int]:
+        """The layers whose backward hook fired this step, in firing order (CPU hooks)."""
+        return self._native.read()[2] if self._native is not None else list(self._order)
+
     def current_node(self) -> str | None:
         """The node being run when a step failed (None when outside any layer)."""
         k = self.current_k
-        if k is None and self.phase == "backward" and self._order:
-            k = self._order[-1]  # the last backward hook that fired
+        if k is None and self.phase == "backward":
+            if self._native is not None:
+                k = self._native.last()
+            elif self._order:
+                k = self._order[-1]  # the last backward hook that fired
         return self.node_ids[k] if k is not None else None

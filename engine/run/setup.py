@@ -300,6 +300,7 @@ def build_context(cfg: RunConfig, device, net_info, log: Log, restore: list[Call
     import torch
 
     from engine.net.model import build_model
+    from engine.run.native import stamps_module
     from engine.run.probes import CudaMemory, Probe
 
     spec = cfg.net
@@ -347,6 +348,8 @@ def build_context(cfg: RunConfig, device, net_info, log: Log, restore: list[Call
                                          info=splits.info, drop_last=False)
         ctx.dataset_name = splits.info.name
 
+    if device.type == "cpu":
+        stamps_module(log)  # the probe's compiled stamps: built here once per torch (~15 s), then loaded
     probe = Probe(model, device, feature_hz=cfg.feature_hz)
     if ctx.runner is not model:
         probe.runner = ctx.runner  # the forward goes through DDP (its reducer), the walk is the model's

@@ -136,9 +136,9 @@ def test_views_show_the_spread_and_the_allocator_flag(qtbot):
 
 
 @linux
-def test_faults_are_counted_at_most_once_per_interval():
+def test_faults_are_counted_at_most_once_per_interval(probe_hooks):
     model = engine.build_model(big_output_net()).eval()
-    probe = Probe(model, torch.device("cpu"), fault_interval_s=3600.0)
+    probe = Probe(model, torch.device("cpu"), fault_interval_s=3600.0, native=probe_hooks)
     x = torch.randn(2, 1, 64, 64)
     got = []
     with torch.inference_mode():
@@ -153,7 +153,7 @@ def test_faults_are_counted_at_most_once_per_interval():
     assert len(got[0].minor_faults) == len(got[0].node_ids) and got[0].fault_ns is not None
     assert got[1].minor_faults == [] and got[1].fault_ns is None  # not counted: absent, never zero
     assert all(v is not None and v >= 0 for v in got[2].fwd_ms)  # timing goes on either way
-    off = Probe(model, torch.device("cpu"), count_faults=False)
+    off = Probe(model, torch.device("cpu"), count_faults=False, native=probe_hooks)
     with torch.inference_mode():
         off.begin_step()
         off.forward(x)

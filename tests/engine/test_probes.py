@@ -106,13 +106,14 @@ def _profiled_step(probe, x, step):
     return lt
 
 
-def test_every_kind_gets_forward_and_backward_times():
+def test_every_kind_gets_forward_and_backward_times(probe_hooks):
     spec = every_kind_net()
     info = engine.analyze(spec)
     assert {layer.kind for layer in info.layers} == set(engine.kinds())
     torch.manual_seed(0)
     model = engine.build_model(spec, info)
-    probe = Probe(model, torch.device("cpu"), act_bytes_per_sample=[l.activation_bytes(1) for l in info.layers])
+    probe = Probe(model, torch.device("cpu"), native=probe_hooks,
+                  act_bytes_per_sample=[l.activation_bytes(1) for l in info.layers])
     x, y = torch.randn(4, 3, 12, 12), torch.randint(0, 4, (4,))
     try:
         _train_step(model, x, y, probe)
@@ -132,10 +133,10 @@ def test_every_kind_gets_forward_and_backward_times():
     _no_hooks(model)
 
 
-def test_infer_has_forward_times_and_no_backward():
+def test_infer_has_forward_times_and_no_backward(probe_hooks):
     spec = engine.load_preset("lenet5")
     model = engine.build_model(spec).eval()
-    probe = Probe(model, torch.device("cpu"))
+    probe = Probe(model, torch.device("cpu"), native=probe_hooks)
     with torch.inference_mode():
         probe.begin_step()
         out = probe.forward(torch.randn(2, 1, 28, 28))
@@ -160,7 +161,7 @@ def test_profiled_forward_equals_plain_forward():
     assert torch.equal(plain, probed)
 
 
-def test_residual_backward_gradients_unchanged_and_hooks_removed():
+def test_residual_backward_gradients_unchanged_and_hooks_removed(probe_hooks):
     spec = tiny_resnet()
     torch.manual_seed(2)
     model = engine.build_model(spec)
@@ -169,7 +170,7 @@ def test_residual_backward_gradients_unchanged_and_hooks_removed():
     state = {k: v.clone() for k, v in model.state_dict().items()}
     out_a, grads_a = _train_step(model, x, y)
     model.load_state_dict(state)
-    probe = Probe(model, torch.device("cpu"))
+    probe = Probe(model, torch.device("cpu"), native=probe_hooks)
     try:
         out_b, grads_b = _train_step(model, x, y, probe)
         lt = probe.collect(1, 0.0)
@@ -185,14 +186,14 @@ def test_residual_backward_gradients_unchanged_and_hooks_removed():
     _no_hooks(model)
 
 
-def test_resnet18_backward_with_probes_matches_unprofiled():
+def test_resnet18_backward_with_probes_matches_unprofiled(probe_hooks):
     spec = engine.load_preset("resnet18")
     torch.manual_seed(3)
     model = engine.build_model(spec)
     model.eval()  # batch 1: batchnorm must use running stats; backward still runs through every node
     x, y = torch.randn(1, 3, 224, 224), torch.tensor([7])
     _, grads_a = _train_step(model, x, y)
-    probe = Probe(model, torch.device("cpu"))
+    probe = Probe(model, torch.device("cpu"), native=probe_hooks)
     try:
         _, grads_b = _train_step(model, x, y, probe)
         lt = probe.collect(1, 0.0)
@@ -204,19 +205,19 @@ def test_resnet18_backward_with_probes_matches_unprofiled():
     _no_hooks(model)
 
 
-def test_hooks_detached_after_a_failed_step():
+def test_hooks_detached_after_a_failed_step(probe_hooks):
     spec = engine.load_preset("lenet5")
     model = engine.build_model(spec)
-    probe = Probe(model, torch.device("cpu"))
+    probe = Probe(model, torch.device("cpu"), native=probe_hooks)
     probe.begin_step()
     out = probe.forward(torch.randn(2, 1, 28, 28))  # hooks waiting for a backward that never comes
     probe.detach()
     out.sum().backward()  # the failed step's graph, run after all: the probe hears nothing
-    assert probe._order == []
+    assert probe.fired() == []
     del out
     _no_hooks(model)
     lt = _profiled_step(probe, torch.randn(2, 1, 28, 28), 2)  # and the next step is timed whole
-    assert sorted(probe._order) == list(range(len(lt.node_ids)))  # each layer's backward began once
+    assert sorted(probe.fired()) == list(range(len(lt.node_ids)))  # each layer's backward began once
     assert all(b is not None and b >= 0 for b in lt.bwd_ms)
 
 
@@ -261,7 +262,7 @@ def test_reduce_feature_downsamples_and_lays_out_vectors():
     assert tuple(big.shape) == (1, 64, 64)
 
 
-def test_feature_map_captures_the_asked_channels_and_says_which():
+def test_feature_map_captures_the_asked_channels_and_says_which(probe_hooks):
     """Issue 10 item 8: a 96-channel layer, channels 33-64 asked: the map holds exactly those
     (first_channel 32, channels_total 96); a window past the end moves back inside the layer."""
     spec = engine.from_dict({"format": "layerscope-net", "version": 1, "name": "wide",
@@ -272,7 +273,8 @@ def test_feature_map_captures_the_asked_channels_and_says_which():
                                        {"id": "fc", "kind": "linear", "params": {"out_features": 10}}]})
     model = engine.build_model(spec).eval()
     now = [0.0]
-    probe = Probe(model, torch.device("cpu"), feature_node="conv1", feature_hz=1.0, clock=lambda: now[0])
+    probe = Probe(model, torch.device("cpu"), native=probe_hooks, feature_node="conv1", feature_hz=1.0,
+                  clock=lambda: now[0])
     x = torch.randn(2, 3, 8, 8)
     with torch.inference_mode():
         probe.forward(x, timing=False)
@@ -350,7 +352,7 @@ def test_backward_hooks_keep_the_models_own_tensor_hooks():
     assert fired == ["c"]
 
 
-def test_a_profiled_steps_record_is_worked_out_by_its_first_reader():
+def test_a_profiled_steps_record_is_worked_out_by_its_first_reader(probe_hooks):
     """On the CPU the run's thread only copies the stamps (``DeferredLayerTimes``); the lists are
     computed where the record is first read, once, and are what the stamps say."""
     import dataclasses
@@ -361,7 +363,7 @@ def test_a_profiled_steps_record_is_worked_out_by_its_first_reader():
 
     spec = engine.load_preset("lenet5")
     model = engine.build_model(spec)
-    probe = Probe(model, torch.device("cpu"), count_faults=False)
+    probe = Probe(model, torch.device("cpu"), native=probe_hooks, count_faults=False)
     probe.memory._last = float("inf")  # not a memory-counting step
     lt = _profiled_step(probe, torch.randn(4, 1, 28, 28), 7)
     assert isinstance(lt, engine.LayerTimes) and type(lt) is DeferredLayerTimes

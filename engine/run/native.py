@@ -1,0 +1,180 @@
+"""The probe's compiled stamps and backward hooks (``native_stamps.cpp``): built once, loaded after.
+
+On the CPU a profiled step's Python hooks cost a small net several percent of its step (LeNet-5,
+batch 64, one thread: ~90 us of a 7.5 ms step for the hooks, measured by
+``benchmarks/probe_costs.py``); the compiled stamper does the same work in one C call per layer
+and a C++ pre-hook per autograd node (~10 us per step there). The Python hooks stay as the
+fallback, with the same figures, wherever it cannot be built or loaded.
+
+Built by ``torch.utils.cpp_extension.load`` (the system C++ compiler and ninja, about 15 s on
+two cores) the first time a CPU probe is made for a given torch, Python and source, into
+``<cache_dir>/native/<tag>/`` (``$LAYERSCOPE_NATIVE_DIR`` moves it); later processes import the
+built library directly. A failed build writes its one-line reason there (``failed.txt``) and
+is not tried again for that torch; delete the folder to retry. ``$LAYERSCOPE_NATIVE=0`` turns the
+compiled stamper off (the Python hooks are used). Linux only: there ``time.perf_counter_ns`` reads
+CLOCK_MONOTONIC, the clock the C++ side reads, which is checked on load.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("native_stamps.cpp")
+OFF_ENV = "LAYERSCOPE_NATIVE"  # "0": never build or load; the Python hooks
+DIR_ENV = "LAYERSCOPE_NATIVE_DIR"  # where builds are kept (default: cache_dir() / "native")
+
+_lock = threading.Lock()
+_loaded: tuple | None = None  # (module or None, status line)
+
+
+def _build_root() -> Path:
+    where = os.environ.get(DIR_ENV)
+    if where:
+        return Path(where).expanduser()
+    from engine.paths import cache_dir
+
+    return cache_dir() / "native"
+
+
+def _tag() -> tuple[str, str]:
+    """(folder name, module name) of the build for this torch, Python and source."""
+    import torch
+
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    torch_v = "".join(c if c.isalnum() or c in ".-" else "_" for c in torch.__version__)
+    py = f"{sys.version_info.major}{sys.version_info.minor}"
+    return f"torch{torch_v}-py{py}-{digest}", f"layerscope_stamps_{digest}"
+
+
+def _import(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check(module) -> str | None:
+    """Why ``module`` must not be used here, or None: its clock must be ``perf_counter_ns``'s,
+    and on a two-node graph its hooks fire once each in backward order, gradients untouched."""
+    import torch
+
+    for _ in range(5):
+        a = time.perf_counter_ns()
+        b = module.now()
+        c = time.perf_counter_ns()
+        if not a <= b <= c:
+            return "its clock is not time.perf_counter_ns's"
+    s = module.Stamper(2)
+    s.reset(False)
+    x = torch.ones(2, requires_grad=True)
+    with torch.enable_grad():
+        s.start()
+        a = x * 2.0
+        s.stamp(0, "a", a)
+        b = a * 3.0
+        s.stamp(1, "b", b)
+        s.forward_done()
+        b.sum().backward()
+    fwd, resume, order, bwd, hooked, faults = s.read()
+    if order != [1, 0] or hooked != [True, True] or None in bwd or x.grad.tolist() != [6.0, 6.0]:
+        return "its hooks did not fire as expected"
+    if not fwd[0] <= fwd[1] <= resume[1] <= fwd[2] <= resume[2] <= bwd[1] <= bwd[0]:
+        return "its stamps are out of order"
+    return None
+
+
+def _compile(folder: Path, name: str, log) -> object:
+    from torch.utils import cpp_extension
+
+    if shutil.which("ninja") is None:  # the pip package's binary, when the venv is not activated
+        try:
+            import ninja
+
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        except ImportError:
+            pass
+    folder.mkdir(parents=True, exist_ok=True)
+    if log is not None:
+        log("info", f"compiling the probe's native stamps once for this torch (about 15 s; {folder})")
+    t0 = time.perf_counter()
+    module = cpp_extension.load(name, [str(SOURCE)], extra_cflags=["-O2"], build_directory=str(folder),
+                                 is_python_module=True, verbose=False)
+    if log is not None:
+        log("info", f"native stamps compiled in {time.perf_counter() - t0:.0f} s")
+    return module
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _load(log) -> tuple:
+    if os.environ.get(OFF_ENV, "").strip() == "0":
+        return None, f"off ({OFF_ENV}=0)"
+    if not sys.platform.startswith("linux"):
+        return None, "Linux only"
+    try:
+        tag, name = _tag()
+        folder = _build_root() / tag
+        failed = folder / "failed.txt"
+        if failed.exists():
+            return None, f"its build failed before: {failed.read_text().strip()} (delete {folder} to retry)"
+        built = folder / f"{name}.so"
+        if built.exists():
+            module = _import(built, name)
+        else:
+            cxx = os.environ.get("CXX", "c++")
+            if shutil.which(cxx) is None:
+                return None, f"no C++ compiler ({cxx} not found)"
+            try:
+                module = _compile(folder, name, log)
+            except Exception as e:  # a compiler error, a missing header: recorded, not retried
+                reason = _first_line(e)
+                try:
+                    failed.write_text(reason + "\n")
+                except OSError:
+                    pass
+                return None, f"its build failed: {reason}"
+        why = _check(module)
+        if why is not None:
+            return None, why
+        return module, "native"
+    except Exception as e:
+        return None, _first_line(e)
+
+
+def stamps_module(log=None):
+    """The compiled stamps module (built on first use, see the module docstring), or None where
+    it is off or cannot be built or loaded (``status()`` says why). ``log(level, message)``: told
+    before and after a build, and when it failed. Thread-safe; the answer is kept per process."""
+    global _loaded
+    with _lock:
+        if _loaded is None:
+            _loaded = _load(log)
+            if _loaded[0] is None and log is not None and not _loaded[1].startswith("off"):
+                log("warning", f"per-layer probe: Python hooks (native stamps unavailable: {_loaded[1]})")
+        return _loaded[0]
+
+
+def status() -> str:
+    """"native", or why the probe uses its Python hooks; "not loaded" before ``stamps_module``."""
+    return "not loaded" if _loaded is None else _loaded[1]
+
+
+def _forget() -> None:
+    """Tests: load again on the next ``stamps_module`` call (after changing the environment)."""
+    global _loaded
+    with _lock:
+        _loaded = None
+
+
+__all__ = ["DIR_ENV", "OFF_ENV", "SOURCE", "stamps_module", "status"]
