@@ -28,6 +28,11 @@ range of the per-round CPU ratios) and the headline lines
                             each LayerScope step in the same thread (``stepwise``): the least
                             noisy figure; LayerScope pays all its record work in its own thread
 
+The probe uses its compiled stamps where they can be built (``engine.run.native``; the header
+says which; ``LAYERSCOPE_NATIVE=0`` measures the Python hooks), and a CPU training step's
+accuracy is worked out by its record's first reader (``engine.run.step.DeferredStepRecord``):
+in the stepwise arms that is the run's own thread, in the others the viewer's or the writer's.
+
 Target (issue 9): ls+profile and cli+profile <= 1.03 for lenet5 and alexnet-article. A shared
 machine is noisy: look at the load average printed, the IQRs and the per-round ranges.
 
@@ -411,8 +416,13 @@ def main(argv=None) -> int:
     prev = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     arms = [a for a in ARMS if not (args.skip_cli and a.startswith("cli"))]
+    from engine.run.native import stamps_module
+    from engine.run.native import status as native_status
+
+    stamps_module()  # built before anything is timed (once per torch), as a run's setup does
     print(f"cpu, train, batch {args.batch_size}, threads {args.threads}, {args.rounds} rounds, arms interleaved; "
-          f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores; malloc {args.malloc}")
+          f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores; malloc {args.malloc}; "
+          f"probe stamps: {native_status()}")
     for name in nets:
         spec = engine.resolve_net(name)
         probe, _ = hand_loop(spec, args, 3)
