@@ -298,6 +298,8 @@ def run_summary(reader_or_records, *, layers: list | None = None, energy: dict |
         "elapsed_s": (ended.t if ended else (max((s.t for s in main), default=None))),
         "fault_ms": faults["fault_ms"], "fault_share": faults["fault_share"],
         "fault_fwd_share": faults["fault_fwd_share"], "fault_advice": faults["advice"],
+        # how the layers were timed ("native", "python (why)", "device events"); None: older sessions
+        "probe_hooks": (ended.extra or {}).get("probe_hooks") if ended else None,
     }
 
 

@@ -195,7 +195,8 @@ def _print_summary(s: dict, info) -> None:
     print(f"status: {status}\n")
     print_table(table, head, right=set(range(3, len(head))))
     print()
-    print(f"steps: {run['steps']} ({run['warmup_steps']} warm-up, excluded; {run['profiled_steps']} profiled)")
+    timed = f"; per-layer probe: {run['probe_hooks']}" if run.get("probe_hooks") else ""
+    print(f"steps: {run['steps']} ({run['warmup_steps']} warm-up, excluded; {run['profiled_steps']} profiled{timed})")
     print(f"step time: median {fmt_num(run['step_ms_median'])} ms, p95 {fmt_num(run['step_ms_p95'])} ms; "
           f"layers: forward {fmt_num(run['layers_fwd_ms_median'])} ms"
           + (f", backward {fmt_num(run['layers_bwd_ms_median'])} ms" if run["layers_bwd_ms_median"] else ""))

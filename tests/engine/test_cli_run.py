@@ -74,6 +74,11 @@ def test_summary_and_compare(lenet_session, tmp_path, capsys):
     for nid in LENET:
         assert nid in out
     assert "status: completed" in out and "samples/s" in out and "Power was not recorded" in out
+    from engine.run.native import status
+
+    # how the layers were timed is recorded with the run and said (this process's loader agrees)
+    want = "native" if status() == "native" else "python ("
+    assert f"profiled; per-layer probe: {want}" in out
     b = tmp_path / "infer.lsession"
     assert main(["profile", "lenet5", "--mode", "infer", "--steps", "4", *QUICK, "--out", str(b), "-q"]) == 0
     capsys.readouterr()
