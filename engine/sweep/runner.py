@@ -389,14 +389,16 @@ class _Runner:
         rc = proc.wait()
         c.seconds = round(time.time() - t0, 3)
         step = _steps_done(path, t0)
-        if stopped:
+        # a stop that came after the child's last step (SIGINT while it closed its session and
+        # printed its summary) finds the session completed: that configuration is done
+        outcome = session_outcome(path, c.values, study.fixed) if rc == 0 or stopped else None
+        if stopped and outcome != "completed":
             c.status, c.reason = "pending", f"stopped at step {step}" + (f" of {self.steps}" if self.steps else "")
             write_study(study)
             self._report(k, c, step, "stopped", c.seconds)
             if interrupted:
                 raise KeyboardInterrupt
             return
-        outcome = session_outcome(path, c.values, study.fixed) if rc == 0 else None
         if outcome == "completed":
             c.status, c.reason = "done", None
         else:
@@ -409,6 +411,8 @@ class _Runner:
                 c.reason = "the run ended without a completed session"
         write_study(study)
         self._report(k, c, step, c.status, c.seconds)
+        if interrupted:
+            raise KeyboardInterrupt
 
     @staticmethod
     def _end_child(proc: subprocess.Popen) -> None:

@@ -2,6 +2,7 @@
 configuration, study.json, resume, failures that do not stop the sweep, the allocator axis."""
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,35 @@ def test_stop_ends_the_child_and_the_same_sweep_resumes_it(tmp_path):
     assert again.configs[0].status == "done"
     with open_session(again.session_path(again.configs[0])) as r:
         assert r.status == "completed" and len(r.steps()) == 600
+
+
+def test_a_stop_after_the_last_step_leaves_the_configuration_done(tmp_path):
+    """The Stop may come while the child writes its last records: a completed session is done
+    (study.json and the progress say so), not "stopped at step N of N" to be skipped later."""
+    from engine.sweep import runner
+
+    class LateStop(threading.Event):  # asked to stop only once the child's session is complete
+        asked = False
+
+        def wait(self, timeout):
+            sessions = list((tmp_path / "s").glob("*.lsession"))
+            self.asked = bool(sessions) and runner.session_outcome(sessions[0], {"precision": "fp32"},
+                                                                   fixed) == "completed"
+            if not self.asked:
+                time.sleep(timeout)
+            return self.asked
+
+    stop, events = LateStop(), []
+
+    def progress(p):
+        events.append(p.status)
+
+    fixed = {"steps": 2, "warmup": 0, "batch_size": 4, "device": "cpu", "threads": 1, "telemetry_hz": 0.0}
+    study = run_sweep("lenet5", {"precision": ["fp32"]}, fixed, tmp_path / "s", progress=progress, stop=stop)
+    assert stop.asked  # the stop came (after the run's last step)
+    assert study.configs[0].status == "done" and study.configs[0].reason is None
+    assert events[-1] == "done"
+    assert read_study(tmp_path / "s").configs[0].status == "done"
 
 
 @pytest.mark.parametrize("flags, words", [
