@@ -29,6 +29,8 @@ SOURCE = Path(__file__).with_name("native_stamps.cpp")
 OFF_ENV = "LAYERSCOPE_NATIVE"  # "0": never build or load; the Python hooks
 DIR_ENV = "LAYERSCOPE_NATIVE_DIR"  # where builds are kept (default: cache_dir() / "native")
 
+STALE_LOCK_S = 600.0  # a build lock older than this was left by a killed build (a build takes ~15 s)
+
 _lock = threading.Lock()
 _loaded: tuple | None = None  # (module or None, status line)
 
@@ -102,6 +104,12 @@ def _compile(folder: Path, name: str, log) -> object:
         except ImportError:
             pass
     folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / "lock"  # torch's FileBaton: another process is building, or one was killed doing it
+    try:
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_S:  # a killed build's: waiting would never end
+            lock.unlink()
+    except OSError:
+        pass
     if log is not None:
         log("info", f"compiling the probe's native stamps once for this torch (about 15 s; {folder})")
     t0 = time.perf_counter()

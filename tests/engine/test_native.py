@@ -134,3 +134,35 @@ def test_no_compiler_is_said(fresh_native, monkeypatch, tmp_path):
     monkeypatch.setenv(native.DIR_ENV, str(tmp_path / "native"))
     assert native.stamps_module() is None
     assert native.status() in (f"no C++ compiler ({tmp_path / 'no-such-compiler'} not found)", "Linux only")
+
+
+@linux_cxx
+def test_a_killed_builds_lock_does_not_hang_the_next_run(fresh_native, monkeypatch, tmp_path):
+    """torch's build lock left by a killed build would make every later build wait forever: an
+    old one is removed before building (a fresh one, another process building now, is left for
+    torch to wait on)."""
+    import time
+
+    from torch.utils import cpp_extension
+
+    real = native.stamps_module()  # the suite's build, to stand in for the compiler's result
+    assert real is not None, native.status()
+    native._forget()
+    monkeypatch.setenv(native.DIR_ENV, str(tmp_path / "native"))
+    tag, _name = native._tag()
+    lock = tmp_path / "native" / tag / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
+    seen = []
+
+    def load(name, sources, **kw):
+        seen.append(lock.exists())
+        return real
+    monkeypatch.setattr(cpp_extension, "load", load)
+    fresh = time.time()
+    os.utime(lock, (fresh, fresh))
+    native._compile(lock.parent, "x", None)
+    old = time.time() - native.STALE_LOCK_S - 5
+    os.utime(lock, (old, old))
+    assert native.stamps_module() is real, native.status()
+    assert seen == [True, False]  # a fresh lock is kept, an old one is gone before building
