@@ -127,6 +127,8 @@ def html_report(reader) -> str:
         parts.append("<p class='sub'>p5–p95: the spread of the layer's time across steps.</p>")
     if run.get("fault_advice"):
         parts.append(f"<p class='note'>{_esc(run['fault_advice'])}</p>")
+    if run.get("probe_hooks"):  # how the layers were timed (native stamps, Python hooks, device events)
+        parts.append(f"<p class='sub'>Per-layer probe: {_esc(run['probe_hooks'])}.</p>")
     heads = [("node", ""), ("kind", ""), ("output", ""), ("params", "n"), ("MFLOPs", "n"), ("fwd mean", "n"),
              ("fwd med", "n"), ("fwd p5–p95", "n")]
     if train:

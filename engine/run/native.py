@@ -9,13 +9,17 @@ fallback, with the same figures, wherever it cannot be built or loaded.
 Built by ``torch.utils.cpp_extension.load`` (the system C++ compiler and ninja, about 15 s on
 two cores) the first time a CPU probe is made for a given torch, Python and source, into
 ``<cache_dir>/native/<tag>/`` (``$LAYERSCOPE_NATIVE_DIR`` moves it); later processes import the
-built library directly. A failed build writes its one-line reason there (``failed.txt``) and
-is not tried again for that torch; delete the folder to retry. ``$LAYERSCOPE_NATIVE=0`` turns the
+built library directly (once ``built.ok`` says its build finished and passed the check). One
+process builds at a time (an ``flock`` the kernel releases if the builder dies; the others wait,
+then load what it built). A failed build writes its one-line reason there (``failed.txt``) and
+is not tried again for that torch (delete the folder to retry); an interrupted one (Ctrl-C) is
+not recorded and is built again next time. ``$LAYERSCOPE_NATIVE=0`` turns the
 compiled stamper off (the Python hooks are used). Linux only: there ``time.perf_counter_ns`` reads
 CLOCK_MONOTONIC, the clock the C++ side reads, which is checked on load.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -29,7 +33,7 @@ SOURCE = Path(__file__).with_name("native_stamps.cpp")
 OFF_ENV = "LAYERSCOPE_NATIVE"  # "0": never build or load; the Python hooks
 DIR_ENV = "LAYERSCOPE_NATIVE_DIR"  # where builds are kept (default: cache_dir() / "native")
 
-STALE_LOCK_S = 600.0  # a build lock older than this was left by a killed build (a build takes ~15 s)
+BUILT = "built.ok"  # written into a build folder once its library was built, imported and checked
 
 _lock = threading.Lock()
 _loaded: tuple | None = None  # (module or None, status line)
@@ -94,6 +98,7 @@ def _check(module) -> str | None:
 
 
 def _compile(folder: Path, name: str, log) -> object:
+    """Build the module into ``folder`` (the caller holds the folder's build lock) and import it."""
     from torch.utils import cpp_extension
 
     if shutil.which("ninja") is None:  # the pip package's binary, when the venv is not activated
@@ -103,13 +108,10 @@ def _compile(folder: Path, name: str, log) -> object:
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
         except ImportError:
             pass
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / "lock"  # torch's FileBaton: another process is building, or one was killed doing it
-    try:
-        if time.time() - lock.stat().st_mtime > STALE_LOCK_S:  # a killed build's: waiting would never end
-            lock.unlink()
-    except OSError:
-        pass
+    # torch's own lock (FileBaton, a file that only its creator removes): one left by a killed build
+    # would make this build wait forever; holding our lock, nobody else is building here
+    with contextlib.suppress(OSError):
+        (folder / "lock").unlink()
     if log is not None:
         log("info", f"compiling the probe's native stamps once for this torch (about 15 s; {folder})")
     t0 = time.perf_counter()
@@ -120,9 +122,69 @@ def _compile(folder: Path, name: str, log) -> object:
     return module
 
 
+@contextlib.contextmanager
+def _build_lock(folder: Path):
+    """Held while a process builds into ``folder``: another one waits, then finds the build done.
+    An advisory ``flock`` on ``build.lock``, so the kernel releases it when its holder dies (a
+    killed build leaves nothing to wait on)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "build.lock", "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _interrupted(e: BaseException) -> bool:
+    """Whether a build error was the build being interrupted (Ctrl-C, a signal), not a compiler
+    error: nothing to record, the next run builds again."""
+    cause = e.__cause__
+    code = getattr(cause, "returncode", None)
+    return (isinstance(code, int) and (code < 0 or code == 130)) or "interrupted" in str(e)
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _built_or_build(folder: Path, name: str, log):
+    """(module, None), or (None, why not): the module built in ``folder`` before, or built now,
+    and checked (``_check``). ``BUILT`` is written only after a build was imported and checked,
+    so a library another process is still linking is never imported."""
+    failed, built, marker = folder / "failed.txt", folder / f"{name}.so", folder / BUILT
+    if marker.exists() and built.exists():
+        module = _import(built, name)
+        why = _check(module)
+        return (module, None) if why is None else (None, why)
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:
+        return None, f"no C++ compiler ({cxx} not found)"
+    with _build_lock(folder):
+        if failed.exists():  # another process's build failed while this one waited
+            return None, f"its build failed before: {failed.read_text().strip()} (delete {folder} to retry)"
+        if marker.exists() and built.exists():  # another process built it while this one waited
+            module = _import(built, name)
+            why = _check(module)
+            return (module, None) if why is None else (None, why)
+        try:
+            module = _compile(folder, name, log)
+        except Exception as e:
+            if _interrupted(e):
+                return None, f"its build was interrupted: {_first_line(e)}"
+            reason = _first_line(e)  # a compiler error, a missing header: recorded, not retried
+            with contextlib.suppress(OSError):
+                failed.write_text(reason + "\n")
+            return None, f"its build failed: {reason}"
+        why = _check(module)
+        if why is not None:
+            return None, why
+        with contextlib.suppress(OSError):
+            marker.write_text(f"{SOURCE.name} built and checked\n")
+        return module, None
 
 
 def _load(log) -> tuple:
@@ -136,26 +198,8 @@ def _load(log) -> tuple:
         failed = folder / "failed.txt"
         if failed.exists():
             return None, f"its build failed before: {failed.read_text().strip()} (delete {folder} to retry)"
-        built = folder / f"{name}.so"
-        if built.exists():
-            module = _import(built, name)
-        else:
-            cxx = os.environ.get("CXX", "c++")
-            if shutil.which(cxx) is None:
-                return None, f"no C++ compiler ({cxx} not found)"
-            try:
-                module = _compile(folder, name, log)
-            except Exception as e:  # a compiler error, a missing header: recorded, not retried
-                reason = _first_line(e)
-                try:
-                    failed.write_text(reason + "\n")
-                except OSError:
-                    pass
-                return None, f"its build failed: {reason}"
-        why = _check(module)
-        if why is not None:
-            return None, why
-        return module, "native"
+        module, why = _built_or_build(folder, name, log)
+        return (module, "native") if module is not None else (None, why)
     except Exception as e:
         return None, _first_line(e)
 

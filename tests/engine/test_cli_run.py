@@ -60,6 +60,7 @@ def test_export_formats_parse(lenet_session, tmp_path, capsys):
     rows = list(csv.DictReader(outs["csv"].open()))
     assert [x["id"] for x in rows] == LENET and all(float(x["fwd_median_ms"]) > 0 for x in rows)
     assert "<svg" in outs["html"].read_text() and "conv2" in outs["html"].read_text()
+    assert "Per-layer probe: " in outs["html"].read_text()  # how the layers were timed, as summary says
     assert len(json.loads(outs["json"].read_text())["layers"]) == 12
 
 

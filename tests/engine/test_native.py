@@ -136,33 +136,80 @@ def test_no_compiler_is_said(fresh_native, monkeypatch, tmp_path):
     assert native.status() in (f"no C++ compiler ({tmp_path / 'no-such-compiler'} not found)", "Linux only")
 
 
-@linux_cxx
-def test_a_killed_builds_lock_does_not_hang_the_next_run(fresh_native, monkeypatch, tmp_path):
-    """torch's build lock left by a killed build would make every later build wait forever: an
-    old one is removed before building (a fresh one, another process building now, is left for
-    torch to wait on)."""
-    import time
-
+@pytest.fixture
+def fake_build(fresh_native, monkeypatch, tmp_path):
+    """A build folder under tmp_path whose "compiler" (``cpp_extension.load``) hands back the
+    suite's real module, or raises what ``fake_build.error`` holds; ``fake_build.calls`` counts it."""
     from torch.utils import cpp_extension
 
-    real = native.stamps_module()  # the suite's build, to stand in for the compiler's result
+    real = native.stamps_module()  # the suite's build stands in for the compiler's result
     assert real is not None, native.status()
     native._forget()
     monkeypatch.setenv(native.DIR_ENV, str(tmp_path / "native"))
-    tag, _name = native._tag()
-    lock = tmp_path / "native" / tag / "lock"
-    lock.parent.mkdir(parents=True)
-    lock.write_text("")
-    seen = []
+    tag, name = native._tag()
+    state = type("FakeBuild", (), {})()
+    state.folder, state.name, state.real, state.calls, state.error = tmp_path / "native" / tag, name, real, [], None
 
     def load(name, sources, **kw):
-        seen.append(lock.exists())
+        state.calls.append((state.folder / "lock").exists())
+        if state.error is not None:
+            raise state.error
         return real
     monkeypatch.setattr(cpp_extension, "load", load)
-    fresh = time.time()
-    os.utime(lock, (fresh, fresh))
-    native._compile(lock.parent, "x", None)
-    old = time.time() - native.STALE_LOCK_S - 5
-    os.utime(lock, (old, old))
-    assert native.stamps_module() is real, native.status()
-    assert seen == [True, False]  # a fresh lock is kept, an old one is gone before building
+    return state
+
+
+@linux_cxx
+def test_a_killed_build_leaves_nothing_to_wait_on(fake_build):
+    """A build killed mid-way leaves torch's lock file (only its creator removes it) and held our
+    flock (the kernel releases it with the process): the next run builds at once."""
+    import subprocess
+    import textwrap
+
+    folder = fake_build.folder
+    folder.mkdir(parents=True)
+    (folder / "lock").write_text("")  # torch's, left by the killed build
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, sys, time
+        f = open({str(folder / "build.lock")!r}, "a+b")
+        fcntl.flock(f, fcntl.LOCK_EX)
+        print("held", flush=True)
+        time.sleep(600)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        holder.kill()  # the builder dies holding the lock
+        holder.wait(timeout=30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert native.stamps_module() is fake_build.real, native.status()
+    assert fake_build.calls == [False]  # torch's stale lock was gone before building
+    assert (folder / native.BUILT).exists()
+
+
+@linux_cxx
+def test_a_library_without_its_built_marker_is_not_imported(fake_build):
+    """Another process may still be linking the library: without ``built.ok`` it is not imported
+    (a half-written file: "file too short"); the build lock is taken and the build finished."""
+    folder = fake_build.folder
+    folder.mkdir(parents=True)
+    (folder / f"{fake_build.name}.so").write_bytes(b"\x7fELF")  # half-linked
+    assert native.stamps_module() is fake_build.real, native.status()
+    assert len(fake_build.calls) == 1 and (folder / native.BUILT).exists()
+
+
+@linux_cxx
+def test_an_interrupted_build_is_not_recorded_as_failed(fake_build):
+    import subprocess
+
+    error = RuntimeError("Error building extension 'x': ninja: build stopped: interrupted by user.")
+    error.__cause__ = subprocess.CalledProcessError(130, ["ninja"])
+    fake_build.error = error
+    assert native.stamps_module() is None
+    assert native.status().startswith("its build was interrupted")
+    assert not (fake_build.folder / "failed.txt").exists()
+    native._forget()
+    fake_build.error = None  # the next run builds again
+    assert native.stamps_module() is fake_build.real, native.status()
+    assert len(fake_build.calls) == 2
