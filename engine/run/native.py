@@ -87,7 +87,6 @@ def _check(module) -> str | None:
         s.stamp(0, "a", a)
         b = a * 3.0
         s.stamp(1, "b", b)
-        s.forward_done()
         b.sum().backward()
     fwd, resume, order, bwd, hooked, faults = s.read()
     if order != [1, 0] or hooked != [True, True] or None in bwd or x.grad.tolist() != [6.0, 6.0]:
@@ -151,25 +150,34 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
+def _checked(built: Path, name: str) -> tuple:
+    """(module, None) for the library at ``built`` when it passes ``_check``, else (None, why)."""
+    module = _import(built, name)
+    why = _check(module)
+    return (module, None) if why is None else (None, why)
+
+
+def _failed_before(failed: Path, folder: Path) -> str:
+    return f"its build failed before: {failed.read_text().strip()} (delete {folder} to retry)"
+
+
 def _built_or_build(folder: Path, name: str, log):
     """(module, None), or (None, why not): the module built in ``folder`` before, or built now,
     and checked (``_check``). ``BUILT`` is written only after a build was imported and checked,
     so a library another process is still linking is never imported."""
     failed, built, marker = folder / "failed.txt", folder / f"{name}.so", folder / BUILT
+    if failed.exists():
+        return None, _failed_before(failed, folder)
     if marker.exists() and built.exists():
-        module = _import(built, name)
-        why = _check(module)
-        return (module, None) if why is None else (None, why)
+        return _checked(built, name)
     cxx = os.environ.get("CXX", "c++")
     if shutil.which(cxx) is None:
         return None, f"no C++ compiler ({cxx} not found)"
     with _build_lock(folder):
         if failed.exists():  # another process's build failed while this one waited
-            return None, f"its build failed before: {failed.read_text().strip()} (delete {folder} to retry)"
+            return None, _failed_before(failed, folder)
         if marker.exists() and built.exists():  # another process built it while this one waited
-            module = _import(built, name)
-            why = _check(module)
-            return (module, None) if why is None else (None, why)
+            return _checked(built, name)
         try:
             module = _compile(folder, name, log)
         except Exception as e:
@@ -194,11 +202,7 @@ def _load(log) -> tuple:
         return None, "Linux only"
     try:
         tag, name = _tag()
-        folder = _build_root() / tag
-        failed = folder / "failed.txt"
-        if failed.exists():
-            return None, f"its build failed before: {failed.read_text().strip()} (delete {folder} to retry)"
-        module, why = _built_or_build(folder, name, log)
+        module, why = _built_or_build(_build_root() / tag, name, log)
         return (module, "native") if module is not None else (None, why)
     except Exception as e:
         return None, _first_line(e)

@@ -12,10 +12,10 @@
 // Python API (one Stamper per Probe, used from the run's thread):
 //   Stamper(n)                  n layers
 //   s.reset(count_faults)       before a step: no backward stamps, nothing hooked
-//   s.start()                   the forward's first stamp (the last thing before the first layer)
+//   s.start()                   the forward's first stamp (the last thing before the first layer);
+//                               forgets the nodes seen (raw pointers only: nothing here holds a graph)
 //   s.stamp(k, node_id, out)    layer k has produced ``out``: stamp it, hook the node that made it
 //                               (once per node, none without grad), stamp again (resume)
-//   s.forward_done()            forget the nodes seen (nothing here holds the graph anyway)
 //   s.disarm()                  the hooks registered so far write where nobody reads
 //   s.read()                    (fwd[n+1], resume[n+1], order, bwd[n] with None, hooked[n], faults)
 //   s.last()                    the layer whose backward hook fired last, or None
@@ -127,7 +127,6 @@ PyObject* Stamper_reset(StamperObject* self, PyObject* count_faults) {
   std::fill(b.bwd.begin(), b.bwd.end(), -1);
   b.order.clear();
   std::fill(s.hooked.begin(), s.hooked.end(), 0);
-  s.seen.clear();
   Py_RETURN_NONE;
 }
 
@@ -168,11 +167,6 @@ PyObject* Stamper_stamp(StamperObject* self, PyObject* const* args, Py_ssize_t n
     }
   }
   s.resume[k + 1] = now_ns();  // registering the hook is no layer's time
-  Py_RETURN_NONE;
-}
-
-PyObject* Stamper_forward_done(StamperObject* self, PyObject*) {
-  self->s->seen.clear();
   Py_RETURN_NONE;
 }
 
@@ -235,7 +229,6 @@ PyMethodDef Stamper_methods[] = {
     {"start", reinterpret_cast<PyCFunction>(Stamper_start), METH_NOARGS, "the forward's first stamp"},
     {"stamp", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Stamper_stamp)), METH_FASTCALL,
      "stamp(k, node_id, out): layer k produced out"},
-    {"forward_done", reinterpret_cast<PyCFunction>(Stamper_forward_done), METH_NOARGS, "forget the nodes seen"},
     {"disarm", reinterpret_cast<PyCFunction>(Stamper_disarm), METH_NOARGS,
      "the hooks registered so far write where nobody reads"},
     {"read", reinterpret_cast<PyCFunction>(Stamper_read), METH_NOARGS,

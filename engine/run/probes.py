@@ -743,8 +743,6 @@ class Probe:
         """After the forward: the nodes are hooked (``_hook_layer``, as each layer ended); forget
         them, so that nothing here keeps the graph alive after its backward."""
         self._seen_gf.clear()
-        if self._native is not None:
-            self._native.forward_done()
         self._backward_run = True
         self.phase = "backward"
         self.current_k = None

@@ -10,8 +10,6 @@ import math
 import time
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from engine.records import StepRecord, TelemetryBatch, TelemetrySample
 from engine.run.setup import Failed, RunContext, is_oom, oom_message
 
@@ -172,6 +170,7 @@ class _Later(NamedTuple):
 def correct_fraction(logits, labels) -> float:
     """Top-1 accuracy of one batch: the fraction of rows of ``logits`` (N x classes) whose
     largest entry (the first, on ties) is at the label's index (``labels``: N integers)."""
+    import numpy as np
     import torch
 
     if logits.dtype in (torch.float32, torch.float64) and logits.layout == torch.strided:
